@@ -1,0 +1,45 @@
+using Spdf.Tensors.Autograd;
+
+namespace Spdf.Tensors;
+
+public static partial class Functional
+{
+    /// <summary>
+    /// Fused causal self-attention, <c>softmax(q·kᵀ/√E + causal mask)·v</c>, for q, k, v <c>[B, H, T, E]</c>, giving
+    /// <c>[B, H, T, E]</c> (<c>torch.nn.functional.scaled_dot_product_attention(is_causal=True)</c>). The T×T score
+    /// matrix is never stored: the forward keeps one row's scores and the per-row log-sum-exp; the backward recomputes.
+    /// (Batch, head) slices run in parallel.
+    /// </summary>
+    /// <exception cref="ArgumentException">q, k and v are not rank 4 or differ in shape.</exception>
+    public static Tensor CausalSelfAttention(Tensor q, Tensor k, Tensor v)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        if (q.Rank != 4 || q.Shape != k.Shape || q.Shape != v.Shape)
+            throw new ArgumentException($"CausalSelfAttention: q, k, v must share a [B, H, T, E] shape; got {q.Shape}, {k.Shape}, {v.Shape}.");
+        int bh = q.Shape[0] * q.Shape[1], t = q.Shape[2], e = q.Shape[3];
+        float scale = 1f / MathF.Sqrt(e);
+        var o = new float[q.Numel];
+        var lse = new float[bh * t];
+        int se = t * e;
+        Parallel.For(0, bh, () => new float[Math.Max(t, 1)], (s, _, scratch) =>
+        {
+            Kernels.Cpu.Attention.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
+                k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
+            return scratch;
+        }, _ => { });
+        var result = new Tensor(o, q.Shape);
+        return AutogradEngine.Record(result, "CausalSelfAttention", [q, k, v], g =>
+        {
+            var dq = new float[q.Numel]; var dk = new float[q.Numel]; var dv = new float[q.Numel];
+            Parallel.For(0, bh, s =>
+            {
+                Kernels.Cpu.Attention.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
+                    g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
+                    v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale);
+            });
+            return [new Tensor(dq, q.Shape), new Tensor(dk, q.Shape), new Tensor(dv, q.Shape)];
+        });
+    }
+}
