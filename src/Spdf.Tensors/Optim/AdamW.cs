@@ -1,0 +1,90 @@
+using System.Runtime.Intrinsics;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Tensors.Optim;
+
+/// <summary>
+/// Adam with decoupled weight decay (Loshchilov &amp; Hutter 2019; <c>torch.optim.AdamW</c>), with PyTorch's exact
+/// update: <c>p ← p·(1 − lr·wd)</c>; <c>m ← β1·m + (1−β1)·g</c>; <c>v ← β2·v + (1−β2)·g²</c>;
+/// <c>p ← p − (lr/(1−β1ᵗ))·m / (√v/√(1−β2ᵗ) + ε)</c>. One fused, vectorised pass per parameter.
+/// </summary>
+public sealed class AdamW : Optimizer
+{
+    /// <summary>Creates the optimizer over one group of parameters.</summary>
+    public AdamW(IEnumerable<Parameter> parameters, double learningRate = 1e-3, double beta1 = 0.9, double beta2 = 0.999,
+                 double eps = 1e-8, double weightDecay = 1e-2)
+        : this([new ParameterGroup(parameters ?? throw new ArgumentNullException(nameof(parameters)))], learningRate, beta1, beta2, eps, weightDecay) { }
+
+    /// <summary>Creates the optimizer over parameter groups (e.g. weight decay on 2-D weights only).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A β is outside [0, 1), or ε is negative or not finite.</exception>
+    public AdamW(IEnumerable<ParameterGroup> groups, double learningRate = 1e-3, double beta1 = 0.9, double beta2 = 0.999,
+                 double eps = 1e-8, double weightDecay = 1e-2)
+        : base(groups, learningRate, weightDecay)
+    {
+        if (!(beta1 >= 0 && beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(beta1), beta1, "β1 must be in [0, 1).");
+        if (!(beta2 >= 0 && beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(beta2), beta2, "β2 must be in [0, 1).");
+        if (!double.IsFinite(eps) || eps < 0) throw new ArgumentOutOfRangeException(nameof(eps), eps, "ε must be finite and ≥ 0.");
+        (Beta1, Beta2, Eps) = (beta1, beta2, eps);
+    }
+
+    /// <summary>First-moment decay.</summary>
+    public double Beta1 { get; }
+
+    /// <summary>Second-moment decay.</summary>
+    public double Beta2 { get; }
+
+    /// <summary>Denominator term.</summary>
+    public double Eps { get; }
+
+    /// <inheritdoc />
+    public override void Step()
+    {
+        StepCount++;
+        double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
+        foreach (var g in Groups)
+        {
+            float decay = (float)(1 - g.LearningRate * g.WeightDecay);
+            float stepSize = (float)(g.LearningRate / bc1);
+            float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
+            foreach (var p in g.Parameters)
+            {
+                if (p.Grad is null) continue;
+                var m = StateTensor(p, "exp_avg");
+                var v = StateTensor(p, "exp_avg_sq");
+                Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+            }
+        }
+    }
+
+    /// <summary>The fused AdamW update over spans: <paramref name="param"/>, <paramref name="m"/> and <paramref name="v"/> in place.</summary>
+    public static void Update(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v,
+                              float decay, float beta1, float beta2, float stepSize, float invSqrtBc2, float eps)
+    {
+        if (grad.Length != param.Length || m.Length != param.Length || v.Length != param.Length)
+            throw new ArgumentException($"AdamW.Update: lengths differ (param {param.Length}, grad {grad.Length}, m {m.Length}, v {v.Length}).");
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vDecay = Vector256.Create(decay); var vb1 = Vector256.Create(beta1); var vb1c = Vector256.Create(1 - beta1);
+            var vb2 = Vector256.Create(beta2); var vb2c = Vector256.Create(1 - beta2); var vStep = Vector256.Create(stepSize);
+            var vInv = Vector256.Create(invSqrtBc2); var vEps = Vector256.Create(eps);
+            for (; i <= param.Length - 8; i += 8)
+            {
+                var gi = Vector256.Create(grad.Slice(i, 8));
+                var mi = vb1 * Vector256.Create(m.Slice(i, 8)) + vb1c * gi;
+                var vi = vb2 * Vector256.Create(v.Slice(i, 8)) + vb2c * gi * gi;
+                var pi = Vector256.Create(param.Slice(i, 8)) * vDecay;
+                pi -= vStep * mi / (Vector256.Sqrt(vi) * vInv + vEps);
+                mi.CopyTo(m.Slice(i, 8)); vi.CopyTo(v.Slice(i, 8)); pi.CopyTo(param.Slice(i, 8));
+            }
+        }
+        for (; i < param.Length; i++)
+        {
+            float gi = grad[i];
+            float mi = beta1 * m[i] + (1 - beta1) * gi;
+            float vi = beta2 * v[i] + (1 - beta2) * gi * gi;
+            m[i] = mi; v[i] = vi;
+            param[i] = param[i] * decay - stepSize * mi / (MathF.Sqrt(vi) * invSqrtBc2 + eps);
+        }
+    }
+}

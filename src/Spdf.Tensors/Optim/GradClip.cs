@@ -1,0 +1,34 @@
+using System.Numerics.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Tensors.Optim;
+
+/// <summary>Gradient clipping (<c>torch.nn.utils.clip_grad_norm_</c>).</summary>
+public static class GradClip
+{
+    /// <summary>
+    /// Scales every gradient by <c>maxNorm / (total + 1e-6)</c> when the global L2 norm exceeds <paramref name="maxNorm"/>.
+    /// </summary>
+    /// <returns>The global norm before clipping (NaN or ∞ when a gradient is not finite; then nothing is scaled).</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxNorm"/> is not positive and finite.</exception>
+    public static double ClipGradNorm(IEnumerable<Parameter> parameters, double maxNorm)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (!double.IsFinite(maxNorm) || maxNorm <= 0) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "The maximum norm must be positive and finite.");
+        var withGrad = parameters.Where(p => p.Grad is not null).ToList();
+        double sq = 0;
+        foreach (var p in withGrad)
+        {
+            var g = p.Grad!.AsReadOnlySpan();
+            double s = 0;
+            for (int i = 0; i < g.Length; i++) s += (double)g[i] * g[i];
+            sq += s;
+        }
+        double norm = Math.Sqrt(sq);
+        if (!double.IsFinite(norm)) return norm;
+        double coef = maxNorm / (norm + 1e-6);
+        if (coef < 1)
+            foreach (var p in withGrad) TensorPrimitives.Multiply(p.Grad!.AsReadOnlySpan(), (float)coef, p.Grad!.AsSpan());
+        return norm;
+    }
+}

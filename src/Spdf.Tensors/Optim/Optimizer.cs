@@ -1,0 +1,157 @@
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Tensors.Optim;
+
+/// <summary>A set of parameters sharing hyper-parameters (<c>param_groups</c> in PyTorch).</summary>
+public sealed class ParameterGroup
+{
+    /// <summary>Creates a group; a null hyper-parameter takes the optimizer's default.</summary>
+    public ParameterGroup(IEnumerable<Parameter> parameters, double? learningRate = null, double? weightDecay = null)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        Parameters = parameters.ToList();
+        LearningRate = learningRate ?? double.NaN;
+        WeightDecay = weightDecay ?? double.NaN;
+    }
+
+    /// <summary>The parameters of the group.</summary>
+    public IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>The current learning rate (schedules write it).</summary>
+    public double LearningRate { get; set; }
+
+    /// <summary>The weight-decay coefficient.</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>The learning rate at construction; schedules scale from it.</summary>
+    public double InitialLearningRate { get; internal set; }
+}
+
+/// <summary>The base of every optimizer (<c>torch.optim.Optimizer</c>).</summary>
+public abstract class Optimizer
+{
+    private readonly Dictionary<Parameter, Dictionary<string, Tensor>> _state = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Validates and stores the groups, filling defaults.</summary>
+    /// <exception cref="ArgumentException">No parameters, a parameter in two groups, or an invalid learning rate or weight decay.</exception>
+    protected Optimizer(IEnumerable<ParameterGroup> groups, double learningRate, double weightDecay)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        CheckLearningRate(learningRate);
+        CheckWeightDecay(weightDecay);
+        Groups = groups.ToList();
+        if (Groups.Count == 0 || Groups.All(g => g.Parameters.Count == 0))
+            throw new ArgumentException("The optimizer got an empty parameter list; expected at least one parameter.", nameof(groups));
+        var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        foreach (var g in Groups)
+        {
+            if (double.IsNaN(g.LearningRate)) g.LearningRate = learningRate;
+            if (double.IsNaN(g.WeightDecay)) g.WeightDecay = weightDecay;
+            CheckLearningRate(g.LearningRate);
+            CheckWeightDecay(g.WeightDecay);
+            g.InitialLearningRate = g.LearningRate;
+            foreach (var p in g.Parameters)
+                if (!seen.Add(p)) throw new ArgumentException($"A parameter of shape {p.Shape} appears in more than one parameter group.", nameof(groups));
+        }
+    }
+
+    /// <summary>Throws unless the learning rate is finite and non-negative.</summary>
+    protected static void CheckLearningRate(double lr)
+    {
+        if (!double.IsFinite(lr) || lr < 0)
+            throw new ArgumentOutOfRangeException("learningRate", lr, "The learning rate must be finite and ≥ 0.");
+    }
+
+    private static void CheckWeightDecay(double wd)
+    {
+        if (!double.IsFinite(wd) || wd < 0)
+            throw new ArgumentOutOfRangeException("weightDecay", wd, "Weight decay must be finite and ≥ 0.");
+    }
+
+    /// <summary>The parameter groups.</summary>
+    public IReadOnlyList<ParameterGroup> Groups { get; }
+
+    /// <summary>Every parameter of every group.</summary>
+    public IEnumerable<Parameter> Parameters => Groups.SelectMany(g => g.Parameters);
+
+    /// <summary>Clears every parameter's gradient (<c>zero_grad(set_to_none=True)</c>).</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters) p.Grad = null;
+    }
+
+    /// <summary>Sets the learning rate of every group (a schedule's hook).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rate is negative or not finite.</exception>
+    public void SetLearningRate(double learningRate)
+    {
+        CheckLearningRate(learningRate);
+        foreach (var g in Groups) g.LearningRate = learningRate;
+    }
+
+    /// <summary>Updates every parameter that has a gradient.</summary>
+    public abstract void Step();
+
+    /// <summary>
+    /// The per-parameter state tensors (e.g. <c>exp_avg</c>, <c>exp_avg_sq</c> for AdamW), created on first use. The
+    /// sparsity library reads and writes these to keep moments at masked positions at zero.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> State(Parameter parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        return _state.TryGetValue(parameter, out var s) ? s : new Dictionary<string, Tensor>();
+    }
+
+    /// <summary>Gets or creates one named state tensor shaped like the parameter.</summary>
+    protected Tensor StateTensor(Parameter parameter, string name)
+    {
+        if (!_state.TryGetValue(parameter, out var s)) _state[parameter] = s = [];
+        if (!s.TryGetValue(name, out var t)) s[name] = t = new Tensor(parameter.Shape);
+        return t;
+    }
+
+    /// <summary>Forgets the state of one parameter (its moments restart from zero), or of all when null.</summary>
+    public void ResetState(Parameter? parameter = null)
+    {
+        if (parameter is null) _state.Clear(); else _state.Remove(parameter);
+    }
+
+    /// <summary>Number of steps taken.</summary>
+    public long StepCount { get; protected set; }
+
+    /// <summary>
+    /// The state as named tensors (<c>state.{index}.{name}</c>, parameters indexed in group order) plus the step
+    /// count, for checkpoints.
+    /// </summary>
+    public OrderedDictionary<string, Tensor> StateDict()
+    {
+        var sd = new OrderedDictionary<string, Tensor>();
+        int i = 0;
+        foreach (var p in Parameters)
+        {
+            if (_state.TryGetValue(p, out var s))
+                foreach (var (name, t) in s) sd[$"state.{i}.{name}"] = t;
+            i++;
+        }
+        sd["step"] = Tensor.Scalar(StepCount);
+        return sd;
+    }
+
+    /// <summary>Restores state written by <see cref="StateDict"/>.</summary>
+    /// <exception cref="ArgumentException">An index is out of range, a key is malformed, or a shape differs.</exception>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict)
+    {
+        ArgumentNullException.ThrowIfNull(stateDict);
+        var ps = Parameters.ToList();
+        _state.Clear();
+        foreach (var (key, t) in stateDict)
+        {
+            if (key == "step") { StepCount = (long)t.Item(); continue; }
+            var parts = key.Split('.');
+            if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int idx) || idx < 0 || idx >= ps.Count)
+                throw new ArgumentException($"Optimizer state key '{key}' is not 'state.<index>.<name>' with an index in [0, {ps.Count}).", nameof(stateDict));
+            if (t.Shape != ps[idx].Shape)
+                throw new ArgumentException($"Optimizer state '{key}' has shape {t.Shape}; parameter {idx} has shape {ps[idx].Shape}.", nameof(stateDict));
+            StateTensor(ps[idx], parts[2]).CopyFrom(t);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+using System.Numerics.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Tensors.Optim;
+
+/// <summary>
+/// Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay (<c>torch.optim.SGD</c>):
+/// <c>g ← g + wd·p</c>; <c>b ← μ·b + (1−τ)·g</c> (b = g at the first step); <c>g ← nesterov ? g + μ·b : b</c>; <c>p ← p − lr·g</c>.
+/// </summary>
+public sealed class Sgd : Optimizer
+{
+    /// <summary>Creates the optimizer.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Momentum or dampening is negative or not finite.</exception>
+    /// <exception cref="ArgumentException">Nesterov without momentum, or with dampening.</exception>
+    public Sgd(IEnumerable<Parameter> parameters, double learningRate, double momentum = 0, double dampening = 0,
+               double weightDecay = 0, bool nesterov = false)
+        : base([new ParameterGroup(parameters ?? throw new ArgumentNullException(nameof(parameters)))], learningRate, weightDecay)
+    {
+        if (!double.IsFinite(momentum) || momentum < 0) throw new ArgumentOutOfRangeException(nameof(momentum), momentum, "Momentum must be finite and ≥ 0.");
+        if (!double.IsFinite(dampening) || dampening < 0) throw new ArgumentOutOfRangeException(nameof(dampening), dampening, "Dampening must be finite and ≥ 0.");
+        if (nesterov && (momentum <= 0 || dampening != 0))
+            throw new ArgumentException($"Nesterov momentum needs momentum > 0 and zero dampening; got momentum {momentum}, dampening {dampening}.", nameof(nesterov));
+        (Momentum, Dampening, Nesterov) = (momentum, dampening, nesterov);
+    }
+
+    /// <summary>Momentum factor μ.</summary>
+    public double Momentum { get; }
+
+    /// <summary>Dampening τ.</summary>
+    public double Dampening { get; }
+
+    /// <summary>Whether Nesterov momentum is used.</summary>
+    public bool Nesterov { get; }
+
+    /// <inheritdoc />
+    public override void Step()
+    {
+        StepCount++;
+        foreach (var g in Groups)
+            foreach (var p in g.Parameters)
+            {
+                if (p.Grad is null) continue;
+                var d = p.Grad.ToArray();
+                if (g.WeightDecay != 0) TensorPrimitives.MultiplyAdd(p.AsReadOnlySpan(), (float)g.WeightDecay, d, d);
+                if (Momentum != 0)
+                {
+                    bool fresh = !State(p).ContainsKey("momentum_buffer");
+                    var buf = StateTensor(p, "momentum_buffer").AsSpan();
+                    if (fresh) d.CopyTo(buf);
+                    else
+                    {
+                        TensorPrimitives.Multiply(buf, (float)Momentum, buf);
+                        TensorPrimitives.MultiplyAdd(d, (float)(1 - Dampening), buf, buf);
+                    }
+                    if (Nesterov) TensorPrimitives.MultiplyAdd(buf, (float)Momentum, d, d);
+                    else buf.CopyTo(d);
+                }
+                TensorPrimitives.MultiplyAdd(d, (float)-g.LearningRate, p.AsReadOnlySpan(), p.AsSpan());
+            }
+    }
+}

@@ -1,0 +1,96 @@
+using Spdf.Tensors.Kernels.Cpu;
+
+namespace Spdf.Tensors.Tests;
+
+public class GemmTests
+{
+    private static float[] Rand(int n, Generator g)
+    {
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = g.NextFloat() * 2 - 1;
+        return a;
+    }
+
+    private static float[] Naive(float[] a, bool ta, float[] b, bool tb, int m, int n, int k)
+    {
+        var c = new float[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int p = 0; p < k; p++)
+                    s += (double)(ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
+                c[i * n + j] = (float)s;
+            }
+        return c;
+    }
+
+    public static IEnumerable<object[]> Sizes()
+    {
+        int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513]];
+        foreach (var s in sizes)
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                    yield return [s[0], s[1], s[2], ta, tb];
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void MatchesNaiveReferenceInEveryLayout(int m, int n, int k, bool ta, bool tb)
+    {
+        var g = new Generator((ulong)(m * 31 + n * 7 + k));
+        var a = Rand(m * k, g); var b = Rand(k * n, g);
+        var c = new float[m * n];
+        Gemm.MatMul(a, ta, b, tb, c, m, n, k);
+        var expected = Naive(a, ta, b, tb, m, n, k);
+        for (int i = 0; i < c.Length; i++)
+            c[i].Should().BeApproximately(expected[i], 1e-4f * MathF.Sqrt(k) + 1e-5f, $"element {i} of {m}×{n}×{k} ta={ta} tb={tb}");
+    }
+
+    [Fact]
+    public void AccumulateAddsToExistingValues()
+    {
+        var g = new Generator(3);
+        int m = 13, n = 37, k = 300;
+        var a = Rand(m * k, g); var b = Rand(k * n, g);
+        var c = Rand(m * n, g);
+        var before = (float[])c.Clone();
+        Gemm.MatMul(a, false, b, false, c, m, n, k, accumulate: true);
+        var prod = Naive(a, false, b, false, m, n, k);
+        for (int i = 0; i < c.Length; i++) c[i].Should().BeApproximately(before[i] + prod[i], 1e-3f);
+    }
+
+    [Fact]
+    public void ZeroInnerDimensionClearsOrKeeps()
+    {
+        var c = new float[] { 1, 2, 3, 4 };
+        Gemm.MatMul([], false, [], false, c, 2, 2, 0, accumulate: true);
+        c.Should().Equal(1, 2, 3, 4);
+        Gemm.MatMul([], false, [], false, c, 2, 2, 0);
+        c.Should().Equal(0, 0, 0, 0);
+    }
+
+    [Fact]
+    public void ShortSpanThrowsWithShape()
+    {
+        var act = () => Gemm.MatMul(new float[5], false, new float[6], false, new float[4], 2, 2, 3);
+        act.Should().Throw<ArgumentException>().WithMessage("*A (2×3*needs 6*has 5*");
+    }
+
+    [Fact]
+    public void ResultsDoNotDependOnThreadCount()
+    {
+        var g = new Generator(9);
+        int m = 300, n = 200, k = 700;
+        var a = Rand(m * k, g); var b = Rand(k * n, g);
+        var c1 = new float[m * n]; var c2 = new float[m * n];
+        int saved = Gemm.MaxThreads;
+        try
+        {
+            Gemm.MaxThreads = 1; Gemm.MatMul(a, false, b, true, c1, m, n, k);
+            Gemm.MaxThreads = 4; Gemm.MatMul(a, false, b, true, c2, m, n, k);
+        }
+        finally { Gemm.MaxThreads = saved; }
+        c1.Should().Equal(c2);
+    }
+}

@@ -1,0 +1,191 @@
+using Spdf.Tensors;
+
+namespace Spdf.Tensors.Tests;
+
+public class OpGradientTests
+{
+    private static readonly Generator G = new(42);
+    private static Tensor R(params int[] shape) => GradCheck.RandomInput(G, shape);
+
+    /// <summary>Values 0.1 apart in random order, so that a finite-difference step cannot change an argmax.</summary>
+    private static Tensor Distinct(params int[] shape)
+    {
+        var t = new Tensor(new Shape(shape));
+        var s = t.AsSpan();
+        for (int i = 0; i < s.Length; i++) s[i] = i * 0.1f;
+        for (int i = s.Length - 1; i > 0; i--) { int j = G.NextInt(i + 1); (s[i], s[j]) = (s[j], s[i]); }
+        t.RequiresGrad = true;
+        return t;
+    }
+
+    [Theory]
+    [InlineData(new[] { 3, 5 }, new[] { 3, 5 })]
+    [InlineData(new[] { 2, 3, 7 }, new[] { 7 })]
+    [InlineData(new[] { 4, 1, 3 }, new[] { 5, 1 })]
+    [InlineData(new[] { 3, 5 }, new int[0])]
+    public void BinaryOpsWithBroadcasting(int[] sa, int[] sb)
+    {
+        GradCheck.Check(x => x[0] + x[1], [R(sa), R(sb)]);
+        GradCheck.Check(x => x[0] - x[1], [R(sa), R(sb)]);
+        GradCheck.Check(x => x[0] * x[1], [R(sa), R(sb)]);
+        var b = Tensor.Rand(new Shape(sb), G).AddScalar(0.5f).Detach(); b.RequiresGrad = true;
+        GradCheck.Check(x => x[0] / x[1], [R(sa), b]);
+    }
+
+    [Fact]
+    public void ScalarOps()
+    {
+        GradCheck.Check(x => (x[0] * 3f + 2f) / 4f - 1f, [R(3, 17)]);
+        GradCheck.Check(x => -x[0], [R(9)]);
+    }
+
+    [Fact]
+    public void UnaryOps()
+    {
+        GradCheck.Check(x => x[0].Exp(), [R(3, 17)]);
+        var pos = Tensor.Rand(new Shape(5, 7), G).AddScalar(0.5f).Detach(); pos.RequiresGrad = true;
+        GradCheck.Check(x => x[0].Log(), [pos]);
+        GradCheck.Check(x => x[0].Sqrt(), [pos]);
+        GradCheck.Check(x => x[0].Pow(3f), [pos]);
+        GradCheck.Check(x => x[0].Tanh(), [R(33)]);
+        GradCheck.Check(x => x[0].Sigmoid(), [R(33)]);
+        GradCheck.Check(x => x[0].Gelu(), [R(4, 19)]);
+        // ReLU: keep inputs away from the kink at 0.
+        var r = Tensor.Randn(new Shape(40), G).Detach();
+        foreach (ref float v in r.AsSpan()) v = v >= 0 ? v + 0.1f : v - 0.1f;
+        r.RequiresGrad = true;
+        GradCheck.Check(x => x[0].Relu(), [r]);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(-1)]
+    public void Reductions(int dim)
+    {
+        GradCheck.Check(x => x[0].Sum(dim), [R(3, 5, 7)]);
+        GradCheck.Check(x => x[0].Sum(dim, keepDim: true), [R(3, 5, 7)]);
+        GradCheck.Check(x => x[0].Mean(dim), [R(3, 5, 7)]);
+        GradCheck.Check(x => x[0].Max(dim).Values, [Distinct(3, 5, 7)]);
+        GradCheck.Check(x => x[0].Sum(), [R(3, 5, 7)]);
+        GradCheck.Check(x => x[0].Mean(), [R(3, 5, 7)]);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void SoftmaxAndLogSoftmax(int dim)
+    {
+        GradCheck.Check(x => Functional.Softmax(x[0], dim), [R(3, 4, 17)]);
+        GradCheck.Check(x => Functional.LogSoftmax(x[0], dim), [R(3, 4, 17)]);
+    }
+
+    [Fact]
+    public void LayerNormAllInputs()
+    {
+        GradCheck.Check(x => Functional.LayerNorm(x[0], x[1], x[2]), [R(2, 3, 19), R(19), R(19)]);
+        GradCheck.Check(x => Functional.LayerNorm(x[0], null, null), [R(5, 8)]);
+    }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void MatMulAllLayouts(bool ta, bool tb)
+    {
+        int m = 7, k = 9, n = 17;
+        var a = ta ? R(2, k, m) : R(2, m, k);
+        var b = tb ? R(2, n, k) : R(2, k, n);
+        GradCheck.Check(x => Tensor.MatMul(x[0], x[1], ta, tb), [a, b]);
+        var shared = tb ? R(n, k) : R(k, n);
+        GradCheck.Check(x => Tensor.MatMul(x[0], x[1], ta, tb), [ta ? R(3, k, m) : R(3, m, k), shared]);
+    }
+
+    [Fact]
+    public void LinearWithAndWithoutBias()
+    {
+        GradCheck.Check(x => Functional.Linear(x[0], x[1], x[2]), [R(2, 5, 13), R(11, 13), R(11)]);
+        GradCheck.Check(x => Functional.Linear(x[0], x[1]), [R(3, 33), R(17, 33)]);
+    }
+
+    [Fact]
+    public void EmbeddingScattersIntoRepeatedRows()
+    {
+        var ids = new IntTensor([1, 3, 1, 0, 3, 3], new Shape(2, 3));
+        GradCheck.Check(x => Functional.Embedding(ids, x[0]), [R(5, 7)]);
+    }
+
+    [Fact]
+    public void CrossEntropyWithIgnoreIndex()
+    {
+        var targets = new IntTensor([2, -100, 0, 6, 3], new Shape(5));
+        GradCheck.Check(x => Functional.CrossEntropy(x[0], targets), [R(5, 7)]);
+        GradCheck.Check(x => Functional.CrossEntropy(x[0], IntTensor.From(1, 2)), [R(2, 3)]);
+    }
+
+    [Fact]
+    public void DropoutWithFixedMask()
+    {
+        GradCheck.Check(x => Functional.Dropout(x[0], 0.3f, training: true, new Generator(7)), [R(4, 9)]);
+    }
+
+    [Fact]
+    public void MaskedFill()
+    {
+        var mask = Tensor.From([1, 0, 0, 1, 0, 1, 0, 0, 0], 3, 3);
+        GradCheck.Check(x => x[0].MaskedFill(mask, -5f), [R(2, 3, 3)]);
+    }
+
+    [Fact]
+    public void ShapeOps()
+    {
+        GradCheck.Check(x => x[0].Reshape(6, -1) * x[0].Reshape(6, -1), [R(2, 3, 5)]);
+        GradCheck.Check(x => x[0].Permute(2, 0, 1), [R(2, 3, 5)]);
+        GradCheck.Check(x => x[0].Transpose(0, 2), [R(2, 3, 5)]);
+        GradCheck.Check(x => x[0].Narrow(1, 1, 2), [R(2, 4, 5)]);
+        GradCheck.Check(x => Tensor.Cat([x[0], x[1], x[0]], 1), [R(2, 3, 5), R(2, 1, 5)]);
+        GradCheck.Check(x => x[0].Split(2, -1)[1] * 2f, [R(3, 5)]);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 4)]
+    [InlineData(2, 3, 7, 5)]
+    [InlineData(1, 2, 17, 16)]
+    public void CausalSelfAttention(int b, int h, int t, int e)
+    {
+        GradCheck.Check(x => Functional.CausalSelfAttention(x[0], x[1], x[2]), [R(b, h, t, e), R(b, h, t, e), R(b, h, t, e)]);
+    }
+
+    [Fact]
+    public void GradientsAccumulateAcrossUsesAndBackwardCalls()
+    {
+        var x = Tensor.From([1f, 2f, 3f]); x.RequiresGrad = true;
+        (x * x + x).Sum().Backward();
+        x.Grad!.ToArray().Should().Equal(3f, 5f, 7f);
+        (x * 2f).Sum().Backward();
+        x.Grad!.ToArray().Should().Equal(5f, 7f, 9f);
+    }
+
+    [Fact]
+    public void NoGradAndDetachRecordNothing()
+    {
+        var x = Tensor.From([1f, 2f]); x.RequiresGrad = true;
+        using (Autograd.GradMode.NoGrad()) (x * x).RequiresGrad.Should().BeFalse();
+        (x * x).Detach().RequiresGrad.Should().BeFalse();
+        (x * x).RequiresGrad.Should().BeTrue();
+    }
+
+    [Fact]
+    public void BackwardTwiceWithoutRetainGraphThrows()
+    {
+        var x = Tensor.From([1f, 2f]); x.RequiresGrad = true;
+        var y = (x * x).Sum();
+        y.Backward(retainGraph: true);
+        y.Backward();
+        x.Grad!.ToArray().Should().Equal(4f, 8f);
+        var act = () => y.Backward();
+        act.Should().Throw<InvalidOperationException>().WithMessage("*already freed*");
+    }
+}
