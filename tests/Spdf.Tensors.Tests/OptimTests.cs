@@ -1,0 +1,96 @@
+using Spdf.Tensors.Nn;
+using Spdf.Tensors.Optim;
+
+namespace Spdf.Tensors.Tests;
+
+public class OptimTests
+{
+    private static Parameter P(params float[] v) => new(Tensor.From(v));
+
+    [Fact]
+    public void AdamWMatchesTheFormulaByHand()
+    {
+        var p = P(1f, -2f);
+        var opt = new AdamW([p], learningRate: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01);
+        p.Grad = Tensor.From([0.5f, -1f]);
+        opt.Step();
+        // step 1: m = 0.1 g, v = 0.001 g², m̂ = g, v̂ = g²: p ← p(1 − lr·wd) − lr·sign(g)
+        p[0].Should().BeApproximately(1f * (1 - 0.001f) - 0.1f, 1e-6f);
+        p[1].Should().BeApproximately(-2f * (1 - 0.001f) + 0.1f, 1e-6f);
+        opt.State(p)["exp_avg"][0].Should().BeApproximately(0.05f, 1e-7f);
+        opt.State(p)["exp_avg"][1].Should().BeApproximately(-0.1f, 1e-7f);
+    }
+
+    [Fact]
+    public void SgdMomentumAndNesterov()
+    {
+        var p = P(1f);
+        var opt = new Sgd([p], learningRate: 0.1, momentum: 0.9);
+        p.Grad = Tensor.From([1f]); opt.Step();   // buf = 1; p = 0.9
+        p.Grad = Tensor.From([1f]); opt.Step();   // buf = 1.9; p = 0.71
+        p[0].Should().BeApproximately(0.71f, 1e-6f);
+        var q = P(1f);
+        var nes = new Sgd([q], learningRate: 0.1, momentum: 0.9, nesterov: true);
+        q.Grad = Tensor.From([1f]); nes.Step();   // buf = 1; g = 1 + 0.9 = 1.9; q = 0.81
+        q[0].Should().BeApproximately(0.81f, 1e-6f);
+    }
+
+    [Fact]
+    public void WarmupCosineSchedule()
+    {
+        var s = new WarmupCosineSchedule(1.0, warmupSteps: 10, totalSteps: 110, minLearningRate: 0.1);
+        s.LearningRate(0).Should().BeApproximately(0.1, 1e-12);
+        s.LearningRate(9).Should().BeApproximately(1.0, 1e-12);
+        s.LearningRate(60).Should().BeApproximately(0.55, 1e-12);
+        s.LearningRate(110).Should().Be(0.1);
+        var lin = new LinearSchedule(1.0, 0.0, totalSteps: 10);
+        lin.LearningRate(5).Should().BeApproximately(0.5, 1e-12);
+        var opt = new Sgd([P(0f)], 1.0);
+        s.Apply(opt, 60).Should().BeApproximately(0.55, 1e-12);
+        opt.Groups[0].LearningRate.Should().BeApproximately(0.55, 1e-12);
+    }
+
+    [Fact]
+    public void ClipGradNormScalesToMaxNorm()
+    {
+        var a = P(0f, 0f); var b = P(0f);
+        a.Grad = Tensor.From([3f, 0f]); b.Grad = Tensor.From([4f]);
+        GradClip.ClipGradNorm([a, b], 1.0).Should().BeApproximately(5.0, 1e-9);
+        a.Grad[0].Should().BeApproximately(0.6f, 1e-5f);
+        b.Grad[0].Should().BeApproximately(0.8f, 1e-5f);
+    }
+
+    [Fact]
+    public void StateDictRoundTrips()
+    {
+        var p = P(1f, 2f);
+        var opt = new AdamW([p], 0.1);
+        p.Grad = Tensor.From([1f, 1f]); opt.Step();
+        var sd = opt.StateDict();
+        var p2 = P(1f, 2f);
+        var opt2 = new AdamW([p2], 0.1);
+        opt2.LoadStateDict(sd);
+        opt2.StepCount.Should().Be(1);
+        opt2.State(p2)["exp_avg_sq"].ToArray().Should().Equal(opt.State(p)["exp_avg_sq"].ToArray());
+    }
+
+    [Theory]
+    [InlineData(double.NaN)]
+    [InlineData(-1.0)]
+    [InlineData(double.PositiveInfinity)]
+    public void BadLearningRateIsRejectedWithItsValue(double lr)
+    {
+        var act = () => new AdamW([P(1f)], learningRate: lr);
+        act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*learning rate*").Which.ActualValue.Should().Be(lr);
+    }
+
+    [Fact]
+    public void BadHyperParametersAreRejected()
+    {
+        ((Action)(() => new AdamW([P(1f)], beta1: 1.0))).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*β1*");
+        ((Action)(() => new AdamW(Array.Empty<Parameter>()))).Should().Throw<ArgumentException>().WithMessage("*empty parameter list*");
+        var p = P(1f);
+        ((Action)(() => new AdamW([new ParameterGroup([p]), new ParameterGroup([p])]))).Should().Throw<ArgumentException>().WithMessage("*more than one parameter group*");
+        ((Action)(() => new Sgd([p], 0.1, nesterov: true))).Should().Throw<ArgumentException>().WithMessage("*Nesterov*");
+    }
+}
