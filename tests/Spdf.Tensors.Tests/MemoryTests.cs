@@ -7,6 +7,7 @@ namespace Spdf.Tensors.Tests;
 /// The ownership model (GC-owned storage; the tape is released by Backward) must keep a training loop's memory flat:
 /// 1,000 steps of a small model, measuring the managed heap after a full collection and the process working set.
 /// </summary>
+[Collection(nameof(MemoryTests))]
 public class MemoryTests
 {
     private sealed class Model : Module<Tensor, Tensor>
@@ -47,3 +48,7 @@ public class MemoryTests
         (ws1 - ws0).Should().BeLessThan(64L * 1024 * 1024, $"working set went from {ws0} to {ws1} bytes");
     }
 }
+
+/// <summary>Runs the memory test alone: concurrent tests in the same process would allocate under its measurement.</summary>
+[CollectionDefinition(nameof(MemoryTests), DisableParallelization = true)]
+public class MemoryTestsCollection;
