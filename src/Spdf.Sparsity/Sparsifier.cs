@@ -1,0 +1,88 @@
+using Spdf.Sparsity.Masks;
+using Spdf.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Sparsity;
+
+/// <summary>
+/// Applies a <see cref="SparsityConfig"/> to any <see cref="Module"/> tree: each <see cref="Linear"/> whose weight name
+/// matches a group becomes a <see cref="SparseLinear"/> that shares the same parameters (so an optimizer built before or
+/// after keeps working), with a mask drawn by the group's initialiser.
+/// </summary>
+public static class Sparsifier
+{
+    /// <summary>Sparsifies <paramref name="model"/> in place and returns a handle for reports and transitions.</summary>
+    /// <exception cref="ArgumentException">A group matches no <c>Linear</c> weight (when the config requires every group to match).</exception>
+    public static SparsifiedModel Apply(Module model, SparsityConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(config);
+        var linears = model.NamedModules().Where(m => m.Module is Linear).ToList();
+        var chosen = new List<(string Name, Linear Layer, SparsityGroup Group)>();
+        var used = new HashSet<SparsityGroup>();
+        foreach (var (name, module) in linears)
+        {
+            string weightName = name.Length == 0 ? "weight" : name + ".weight";
+            var group = config.Groups.FirstOrDefault(g => g.Matches(weightName));
+            if (group is null) continue;
+            used.Add(group);
+            chosen.Add((name, (Linear)module, group));
+        }
+        if (config.RequireEveryGroupToMatch)
+        {
+            var unused = config.Groups.Where(g => !used.Contains(g)).ToList();
+            if (unused.Count > 0)
+            {
+                var names = linears.Select(l => l.Name.Length == 0 ? "weight" : l.Name + ".weight").Take(12);
+                throw new ArgumentException(
+                    $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {string.Join(", ", names)}{(linears.Count > 12 ? ", …" : "")}.",
+                    nameof(config));
+            }
+        }
+        var sparsities = chosen.Select(c => c.Group.Sparsity).ToArray();
+        if (config.Distribution is { } dist)
+        {
+            foreach (var grp in chosen.Select(c => c.Group).Distinct())
+            {
+                var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
+                var per = dist.Distribute(idx.Select(i => chosen[i].Layer.Weight.Shape).ToList(), grp.Sparsity);
+                for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
+            }
+        }
+        var generator = new Generator(config.Seed);
+        var layers = new List<SparseLayerInfo>();
+        for (int i = 0; i < chosen.Count; i++)
+        {
+            var (name, layer, group) = chosen[i];
+            var mask = group.Initializer.Create(layer.Weight, sparsities[i], generator);
+            var sparse = layer as SparseLinear;
+            if (sparse is null)
+            {
+                sparse = SparseLinear.FromLinear(layer, mask);
+                ModuleTree.Replace(model, name, sparse);
+            }
+            else sparse.SetMask(mask);
+            layers.Add(new SparseLayerInfo(name, sparse, group.Initializer.Name, sparsities[i]));
+        }
+        return new SparsifiedModel(model, layers, config.Distribution?.Name ?? "uniform");
+    }
+}
+
+/// <summary>One sparsified layer: its module name, the layer, and how its mask was made.</summary>
+/// <param name="Name">The module's dotted name (e.g. <c>h.0.attn.c_attn</c>).</param>
+/// <param name="Layer">The layer.</param>
+/// <param name="Initializer">The mask initialiser's name.</param>
+/// <param name="TargetSparsity">The sparsity asked for.</param>
+public sealed record SparseLayerInfo(string Name, SparseLinear Layer, string Initializer, double TargetSparsity);
+
+/// <summary>Finds and replaces modules by dotted name.</summary>
+internal static class ModuleTree
+{
+    public static void Replace(Module root, string name, Module replacement)
+    {
+        if (name.Length == 0) throw new ArgumentException("The root module itself cannot be replaced; sparsify a model that contains the Linear layer.", nameof(name));
+        int dot = name.LastIndexOf('.');
+        var parent = dot < 0 ? root : root.GetSubmodule(name[..dot]);
+        parent.ReplaceModule(name[(dot + 1)..], replacement);
+    }
+}

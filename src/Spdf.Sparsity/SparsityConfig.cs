@@ -1,0 +1,92 @@
+using System.Text.RegularExpressions;
+using Spdf.Sparsity.Masks;
+
+namespace Spdf.Sparsity;
+
+/// <summary>
+/// One rule of a <see cref="SparsityConfig"/>: weights whose parameter name matches <see cref="Pattern"/> get
+/// <see cref="Sparsity"/> with masks from <see cref="Initializer"/>. A pattern is a glob (<c>*</c> matches any run of
+/// characters, dots included; <c>?</c> one character) or, prefixed with <c>re:</c>, a .NET regular expression that must
+/// match the whole name.
+/// </summary>
+public sealed record SparsityGroup
+{
+    /// <summary>Creates a rule.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The sparsity is outside [0, 1).</exception>
+    /// <exception cref="ArgumentException">The pattern is empty or an invalid regular expression.</exception>
+    public SparsityGroup(string pattern, double sparsity, IMaskInitializer? initializer = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(pattern);
+        SparsityGuard.Sparsity(sparsity, nameof(sparsity));
+        Pattern = pattern;
+        Sparsity = sparsity;
+        Initializer = initializer ?? MaskInitializers.Random;
+        try
+        {
+            _regex = new Regex(pattern.StartsWith("re:", StringComparison.Ordinal)
+                ? "^(?:" + pattern[3..] + ")$"
+                : "^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"Sparsity pattern '{pattern}' is not a valid regular expression: {e.Message}", nameof(pattern), e);
+        }
+    }
+
+    private readonly Regex _regex;
+
+    /// <summary>The glob or <c>re:</c> pattern over parameter names (e.g. <c>h.*.mlp.c_fc.weight</c>).</summary>
+    public string Pattern { get; }
+
+    /// <summary>Fraction of the matching weights held at zero.</summary>
+    public double Sparsity { get; }
+
+    /// <summary>How masks are drawn.</summary>
+    public IMaskInitializer Initializer { get; }
+
+    /// <summary>Whether the rule selects the parameter <paramref name="name"/>.</summary>
+    public bool Matches(string name) => _regex.IsMatch(name);
+}
+
+/// <summary>
+/// Which weights of a model are sparse and how: an ordered list of <see cref="SparsityGroup"/>s; the first group that
+/// matches a parameter name wins. Only weights of <see cref="Tensors.Nn.Linear"/> layers are eligible.
+/// </summary>
+public sealed class SparsityConfig
+{
+    /// <summary>Creates a config from groups, with the seed for random masks.</summary>
+    /// <exception cref="ArgumentException">There are no groups.</exception>
+    public SparsityConfig(IEnumerable<SparsityGroup> groups, ulong seed = 0, ISparsityDistribution? distribution = null, bool requireEveryGroupToMatch = true)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        Groups = groups.ToList();
+        if (Groups.Count == 0) throw new ArgumentException("A sparsity config needs at least one group.", nameof(groups));
+        Seed = seed;
+        Distribution = distribution;
+        RequireEveryGroupToMatch = requireEveryGroupToMatch;
+    }
+
+    /// <summary>
+    /// The default: every <c>Linear</c> weight at <paramref name="sparsity"/> with uniform random masks, except layers named
+    /// <c>lm_head</c> (the output head stays dense). Embeddings and norms are not <c>Linear</c>s and are never selected.
+    /// For the GPT this is Q/K/V (<c>c_attn</c>), the attention output projection and both MLP matrices — the paper's choice.
+    /// </summary>
+    public static SparsityConfig Default(double sparsity, ulong seed = 0, IMaskInitializer? initializer = null) =>
+        new([new SparsityGroup("re:(?!(.*\\.)?lm_head\\.).*weight", sparsity, initializer)], seed);
+
+    /// <summary>The same rule for every matching layer, but per-layer sparsities chosen by <paramref name="distribution"/> for a global target.</summary>
+    public static SparsityConfig Distributed(double globalSparsity, ISparsityDistribution distribution, ulong seed = 0, IMaskInitializer? initializer = null) =>
+        new([new SparsityGroup("re:(?!(.*\\.)?lm_head\\.).*weight", globalSparsity, initializer)], seed, distribution);
+
+    /// <summary>The rules, first match wins.</summary>
+    public IReadOnlyList<SparsityGroup> Groups { get; }
+
+    /// <summary>Seed of the generator that draws random masks (layer by layer, in name order).</summary>
+    public ulong Seed { get; }
+
+    /// <summary>When set, the per-layer sparsities come from this distribution of each group's sparsity as a global target.</summary>
+    public ISparsityDistribution? Distribution { get; }
+
+    /// <summary>When true (default), a group that matches no weight is an error: a typo in a pattern is caught early.</summary>
+    public bool RequireEveryGroupToMatch { get; }
+}

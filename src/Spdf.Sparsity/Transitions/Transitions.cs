@@ -1,0 +1,83 @@
+using Spdf.Tensors.Nn;
+using Spdf.Tensors.Optim;
+
+namespace Spdf.Sparsity;
+
+/// <summary>What happens to optimizer state when a model is densified.</summary>
+public enum OptimizerStateOnDensify
+{
+    /// <summary>Moments are kept; those of the newly trainable weights are 0 already (they never had a gradient).</summary>
+    Keep,
+    /// <summary>Moments of the densified layers restart from zero.</summary>
+    Reset,
+}
+
+/// <summary>
+/// The transitions between phases of an SPDF run (Thangarasa et al. 2023, §3): sparse pre-training →
+/// <see cref="Densify"/> → dense fine-tuning, or <see cref="FreezeMask"/> to fine-tune with the mask kept, and
+/// <see cref="Prune"/> to go from dense to sparse.
+/// </summary>
+public static class Transitions
+{
+    /// <summary>
+    /// The SPDF step: every <see cref="SparseLinear"/> becomes a dense <see cref="Linear"/> sharing the same parameters,
+    /// so dropped weights start at exactly 0.0 and are trainable from the next step. With an optimizer,
+    /// <paramref name="state"/> chooses whether its moments are kept or reset for those layers.
+    /// </summary>
+    /// <param name="model">The sparsified model handle.</param>
+    /// <param name="optimizer">The optimizer whose state to keep or reset, or null.</param>
+    /// <param name="state">Keep or reset the densified layers' optimizer state.</param>
+    /// <param name="step">The training step, recorded with the transition.</param>
+    /// <returns>The number of layers densified.</returns>
+    /// <exception cref="InvalidOperationException">The model is already dense.</exception>
+    public static int Densify(SparsifiedModel model, Optimizer? optimizer = null, OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (model.Phase == SparsityPhase.DenseFinetune)
+            throw new InvalidOperationException("Densify: the model is already dense (phase DenseFinetune).");
+        int n = 0;
+        foreach (var layer in model.Layers)
+        {
+            layer.Layer.ApplyMask();
+            var dense = Linear.FromParameters(layer.Layer.Weight, layer.Layer.Bias);
+            ModuleTree.Replace(model.Model, layer.Name, dense);
+            if (optimizer is not null && state == OptimizerStateOnDensify.Reset)
+            {
+                optimizer.ResetState(layer.Layer.Weight);
+                if (layer.Layer.Bias is { } b) optimizer.ResetState(b);
+            }
+            n++;
+        }
+        model.Layers = [];
+        model.Phase = SparsityPhase.DenseFinetune;
+        model.AddTransition($"densify({(state == OptimizerStateOnDensify.Keep ? "keep" : "reset")}-optimizer-state) at step {step}");
+        return n;
+    }
+
+    /// <summary>Sparse fine-tuning: the masks stay and are frozen; the phase becomes <see cref="SparsityPhase.SparseFinetune"/>.</summary>
+    /// <exception cref="InvalidOperationException">The model was densified.</exception>
+    public static void FreezeMask(SparsifiedModel model, long step = 0)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (model.Phase == SparsityPhase.DenseFinetune)
+            throw new InvalidOperationException("FreezeMask: the model was densified; prune it again to fine-tune sparsely.");
+        model.ApplyMasks();
+        model.Phase = SparsityPhase.SparseFinetune;
+        model.AddTransition($"freeze-mask at step {step}");
+    }
+
+    /// <summary>
+    /// Dense → sparse: applies <paramref name="config"/> (e.g. magnitude masks) and zeroes the optimizer moments at the
+    /// dropped positions so that they stay at zero.
+    /// </summary>
+    public static SparsifiedModel Prune(Module model, SparsityConfig config, Optimizer? optimizer = null)
+    {
+        var handle = Sparsifier.Apply(model, config);
+        if (optimizer is not null)
+            foreach (var l in handle.Layers)
+                foreach (var (_, t) in optimizer.State(l.Layer.Weight))
+                    l.Layer.Mask.Apply(t.AsSpan());
+        handle.AddTransition("prune");
+        return handle;
+    }
+}

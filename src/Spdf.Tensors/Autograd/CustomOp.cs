@@ -1,0 +1,26 @@
+namespace Spdf.Tensors.Autograd;
+
+/// <summary>
+/// Records an operation defined outside the engine on the autograd tape (the role of <c>torch.autograd.Function</c>).
+/// Libraries built on Spdf.Tensors (sparse kernels, fused layers) compute the forward themselves and hand over a
+/// backward closure; the engine calls it with the output's gradient during <see cref="Tensor.Backward"/>.
+/// </summary>
+public static class CustomOp
+{
+    /// <summary>
+    /// Attaches <paramref name="backward"/> to <paramref name="result"/> when gradient recording is on and an input
+    /// requires grad. The closure receives the gradient of <paramref name="result"/> and returns one gradient per
+    /// input (same shape as that input), or null where an input needs none. It must not modify its argument.
+    /// </summary>
+    /// <returns><paramref name="result"/>, now a non-leaf tensor when recorded.</returns>
+    /// <exception cref="ArgumentException"><paramref name="result"/> already belongs to a recorded op.</exception>
+    public static Tensor Record(Tensor result, string name, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(backward);
+        if (!result.IsLeaf || result.RequiresGrad)
+            throw new ArgumentException($"CustomOp '{name}': the result must be a fresh tensor, not one that already requires grad.", nameof(result));
+        return AutogradEngine.Record(result, name, inputs, backward);
+    }
+}
