@@ -1,0 +1,143 @@
+using System.Globalization;
+using System.Text.Json;
+using Spdf.Sparsity;
+using Spdf.Sparsity.Masks;
+using Spdf.Tensors;
+using Spdf.Tensors.Kernels.Cpu;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Benchmarks;
+
+/// <summary>
+/// The quick mode: fast side-by-side runs printing one JSON object per line (medians over a fixed time budget).
+/// <code>
+/// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--seconds S]
+/// quick attention --batch B --heads H --ctx T --head-dim E
+/// quick gemm --m M --n N --k K
+/// quick peak
+/// </code>
+/// </summary>
+public static class Quick
+{
+    /// <summary>Runs one quick benchmark; returns the process exit code.</summary>
+    public static int Run(string[] args)
+    {
+        if (args.Length == 0) return Usage("missing benchmark name");
+        var opts = Parse(args[1..]);
+        try
+        {
+            switch (args[0])
+            {
+                case "linear": Linear(opts); return 0;
+                case "attention": Attention(opts); return 0;
+                case "gemm": GemmRun(opts); return 0;
+                case "peak": PeakRun(opts); return 0;
+                default: return Usage($"unknown benchmark '{args[0]}'");
+            }
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            return 2;
+        }
+    }
+
+    private static int Usage(string why)
+    {
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|gemm|peak [--option value ...] (see docs/benchmarks.md)");
+        return 2;
+    }
+
+    private static Dictionary<string, string> Parse(string[] a)
+    {
+        var d = new Dictionary<string, string>();
+        for (int i = 0; i < a.Length; i++)
+        {
+            if (!a[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{a[i]}'; expected --name value.");
+            if (i + 1 >= a.Length) throw new ArgumentException($"Option {a[i]} needs a value.");
+            d[a[i][2..]] = a[++i];
+        }
+        return d;
+    }
+
+    private static int Int(Dictionary<string, string> o, string name, int dflt)
+    {
+        if (!o.TryGetValue(name, out var s)) return dflt;
+        if (!int.TryParse(s, CultureInfo.InvariantCulture, out int v) || v <= 0) throw new ArgumentException($"--{name} {s}: expected a positive integer.");
+        return v;
+    }
+
+    private static double Seconds(Dictionary<string, string> o) =>
+        o.TryGetValue("seconds", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 3.0;
+
+    private static void Emit(object o) => Console.WriteLine(JsonSerializer.Serialize(o));
+
+    private static void Linear(Dictionary<string, string> o)
+    {
+        int n = Int(o, "tokens", 2048), k = Int(o, "in", 768), m = Int(o, "out", 3072);
+        double secs = Seconds(o);
+        var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.5,0.75,0.9")
+            .Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+        var g = new Generator(1);
+        var x = Tensor.Randn(new Shape(n, k), g); x.RequiresGrad = true;
+        var dy = Tensor.Randn(new Shape(n, m), g);
+        foreach (double sp in sparsities)
+        {
+            Linear layer = new(k, m, generator: new Generator(2));
+            if (sp > 0) layer = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)));
+            double fwd = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); layer.Forward(x); }, secs);
+            double fb = Timing.MedianMs(() =>
+            {
+                x.Grad = null; layer.ZeroGrad();
+                layer.Forward(x).Backward(dy);
+            }, secs);
+            string kernel = layer is SparseLinear sl ? sl.Kernel : "dense-" + Gemm.KernelName;
+            Emit(new Dictionary<string, object>
+            {
+                ["op"] = "linear", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
+                ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3), ["kernel"] = kernel,
+                ["fwd_gflops"] = Math.Round(2.0 * n * k * m / fwd / 1e6, 1), ["fwd_bwd_gflops"] = Math.Round(6.0 * n * k * m / fb / 1e6, 1),
+            });
+        }
+    }
+
+    private static void Attention(Dictionary<string, string> o)
+    {
+        int b = Int(o, "batch", 8), h = Int(o, "heads", 6), t = Int(o, "ctx", 256), e = Int(o, "head-dim", 64);
+        double secs = Seconds(o);
+        var g = new Generator(1);
+        Tensor Mk() { var z = Tensor.Randn(new Shape(b, h, t, e), g); z.RequiresGrad = true; return z; }
+        var (q, k, v) = (Mk(), Mk(), Mk());
+        var dout = Tensor.Randn(new Shape(b, h, t, e), g);
+        double fwd = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.CausalSelfAttention(q, k, v); }, secs);
+        double fb = Timing.MedianMs(() => { q.Grad = k.Grad = v.Grad = null; Functional.CausalSelfAttention(q, k, v).Backward(dout); }, secs);
+        Emit(new Dictionary<string, object> { ["op"] = "attention", ["batch"] = b, ["heads"] = h, ["ctx"] = t, ["head_dim"] = e, ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3) });
+    }
+
+    private static void GemmRun(Dictionary<string, string> o)
+    {
+        int m = Int(o, "m", 2048), n = Int(o, "n", 2048), k = Int(o, "k", 2048);
+        double secs = Seconds(o);
+        var g = new Generator(1);
+        var a = Tensor.Randn(new Shape(m, k), g).ToArray();
+        var b = Tensor.Randn(new Shape(k, n), g).ToArray();
+        var c = new float[m * n];
+        var peak = Peak.Measure(0.5);
+        foreach (var (ta, tb, name) in new[] { (false, false, "nn"), (false, true, "nt"), (true, false, "tn") })
+        {
+            double ms = Timing.MedianMs(() => Gemm.MatMul(a, ta, b, tb, c, m, n, k), secs);
+            double gf = 2.0 * m * n * k / ms / 1e6;
+            Emit(new Dictionary<string, object>
+            {
+                ["op"] = "gemm", ["layout"] = name, ["m"] = m, ["n"] = n, ["k"] = k, ["ms"] = Math.Round(ms, 3), ["gflops"] = Math.Round(gf, 1),
+                ["peak_gflops"] = Math.Round(peak.AllCores, 1), ["pct_peak"] = Math.Round(100 * gf / peak.AllCores, 1), ["kernel"] = Gemm.KernelName, ["threads"] = Gemm.MaxThreads,
+            });
+        }
+    }
+
+    private static void PeakRun(Dictionary<string, string> o)
+    {
+        var p = Peak.Measure(Seconds(o) / 2);
+        Emit(new Dictionary<string, object> { ["op"] = "fma_peak", ["isa"] = p.Isa, ["per_core_gflops"] = Math.Round(p.PerCore, 1), ["all_cores_gflops"] = Math.Round(p.AllCores, 1), ["cores"] = Environment.ProcessorCount });
+    }
+}

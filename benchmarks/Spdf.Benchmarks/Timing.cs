@@ -1,0 +1,24 @@
+using System.Diagnostics;
+
+namespace Spdf.Benchmarks;
+
+/// <summary>Median wall time of an action over a fixed time budget, after warm-up.</summary>
+internal static class Timing
+{
+    public static double MedianMs(Action action, double seconds, int warmup = 2, int minRuns = 5)
+    {
+        for (int i = 0; i < warmup; i++) action();
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < minRuns || total.Elapsed.TotalSeconds < seconds)
+        {
+            var sw = Stopwatch.StartNew();
+            action();
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            if (times.Count > 100_000) break;
+        }
+        times.Sort();
+        int n = times.Count;
+        return n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    }
+}

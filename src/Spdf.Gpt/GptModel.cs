@@ -1,0 +1,184 @@
+using Spdf.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Gpt;
+
+/// <summary>
+/// A GPT-2 style decoder (nanoGPT's <c>model.py</c>): token + learned position embeddings, L pre-LN blocks, a final
+/// layer norm and an LM head tied to the token embedding. Parameter names follow Hugging Face GPT-2 / nanoGPT
+/// (<c>transformer.h.0.attn.c_attn.weight</c>, …), so <c>SparsityConfig.Default</c> selects exactly Q/K/V
+/// (<c>c_attn</c>), the attention output projection and both MLP matrices — the SPDF paper's sparse layers.
+/// Initialisation is GPT-2's: N(0, 0.02²), residual projections N(0, (0.02/√(2L))²), zero biases.
+/// </summary>
+public sealed class GptModel : Module<IntTensor, Tensor>
+{
+    private readonly Transformer _transformer;
+
+    /// <summary>Builds a model with GPT-2's initialisation from a seeded generator.</summary>
+    /// <exception cref="ArgumentException">The config is invalid.</exception>
+    public GptModel(GptConfig config, Generator? generator = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        Config = config;
+        var g = generator ?? new Generator(0);
+        _transformer = new Transformer(config, g);
+        RegisterModule("transformer", _transformer);
+        float residualStd = 0.02f / MathF.Sqrt(2f * config.Layers);
+        foreach (var (name, p) in NamedParameters())
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal) && !name.Contains(".ln_", StringComparison.Ordinal)) p.Zero();
+            else if (name.EndsWith("c_proj.weight", StringComparison.Ordinal)) Init.Normal(p, 0f, residualStd, g);
+            else if (p.Rank == 2) Init.Normal(p, 0f, 0.02f, g);
+        }
+    }
+
+    /// <summary>The configuration.</summary>
+    public GptConfig Config { get; }
+
+    /// <summary>The blocks.</summary>
+    public ModuleList<Block> Blocks => _transformer.h;
+
+    /// <summary>The token embedding <c>[V, C]</c>, also the LM head's weight.</summary>
+    public Parameter TokenEmbedding => _transformer.wte.Weight;
+
+    /// <summary>Logits <c>[B, T, V]</c> for token ids <c>[B, T]</c>.</summary>
+    /// <exception cref="ArgumentException">The ids are not 2-D, T exceeds the context length, or an id is outside the vocabulary.</exception>
+    public override Tensor Forward(IntTensor idx)
+    {
+        ArgumentNullException.ThrowIfNull(idx);
+        if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
+        int t = idx.Shape[1];
+        if (t > Config.ContextLength)
+            throw new ArgumentException($"Sequence length {t} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
+        var x = _transformer.Forward(idx);                                   // [B, T, C]
+        return Tensor.MatMul(x, TokenEmbedding, false, true);                // [B, T, V], tied head
+    }
+
+    /// <summary>Mean next-token cross-entropy of logits for <paramref name="idx"/> against <paramref name="targets"/> <c>[B, T]</c> (−100 ignored).</summary>
+    public Tensor Loss(IntTensor idx, IntTensor targets)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        var logits = Forward(idx);
+        return Functional.CrossEntropy(logits.Reshape(-1, Config.VocabSize), targets);
+    }
+
+    /// <summary>The embeddings, blocks and final norm (<c>transformer.*</c> in Hugging Face GPT-2).</summary>
+    private sealed class Transformer : Module<IntTensor, Tensor>
+    {
+        public readonly Embedding wte, wpe;
+        public readonly Dropout drop;
+        public readonly ModuleList<Block> h;
+        public readonly LayerNorm ln_f;
+
+        public Transformer(GptConfig c, Generator g)
+        {
+            wte = new Embedding(c.VocabSize, c.EmbeddingSize, g);
+            wpe = new Embedding(c.ContextLength, c.EmbeddingSize, g);
+            drop = new Dropout(c.Dropout, g);
+            h = new ModuleList<Block>(Enumerable.Range(0, c.Layers).Select(_ => new Block(c, g)));
+            ln_f = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
+            RegisterComponents();
+        }
+
+        public override Tensor Forward(IntTensor idx)
+        {
+            int t = idx.Shape[1];
+            var pos = new IntTensor(Enumerable.Range(0, t).ToArray(), new Shape(t));
+            var x = drop.Forward(wte.Forward(idx) + wpe.Forward(pos));        // [B, T, C] + [T, C]
+            foreach (var block in h) x = block.Forward(x);
+            return ln_f.Forward(x);
+        }
+    }
+}
+
+/// <summary>A pre-LN transformer block: <c>x + attn(ln_1(x))</c>, then <c>x + mlp(ln_2(x))</c>.</summary>
+public sealed class Block : Module<Tensor, Tensor>
+{
+    // Declared in Hugging Face GPT-2's order, which RegisterComponents keeps.
+    /// <summary>Layer norm before attention.</summary>
+    public readonly LayerNorm ln_1;
+    /// <summary>Causal self-attention.</summary>
+    public readonly CausalSelfAttention attn;
+    /// <summary>Layer norm before the MLP.</summary>
+    public readonly LayerNorm ln_2;
+    /// <summary>The MLP.</summary>
+    public readonly Mlp mlp;
+
+    /// <summary>Builds the block.</summary>
+    public Block(GptConfig c, Generator g)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        ln_1 = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
+        attn = new CausalSelfAttention(c, g);
+        ln_2 = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
+        mlp = new Mlp(c, g);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor x)
+    {
+        x = x + attn.Forward(ln_1.Forward(x));
+        return x + mlp.Forward(ln_2.Forward(x));
+    }
+}
+
+/// <summary>
+/// Multi-head causal self-attention with a fused QKV projection (<c>c_attn</c>, <c>[3C, C]</c>) and an output
+/// projection (<c>c_proj</c>, <c>[C, C]</c>); the attention itself is the engine's fused causal kernel.
+/// </summary>
+public sealed class CausalSelfAttention : Module<Tensor, Tensor>
+{
+    /// <summary>Q, K, V projection; a <c>Linear</c> field so that the Sparsifier can swap in a SparseLinear.</summary>
+    public Linear c_attn;
+    /// <summary>Output projection.</summary>
+    public Linear c_proj;
+    private readonly Dropout resid_dropout;
+    private readonly int _heads;
+
+    /// <summary>Builds the layer.</summary>
+    public CausalSelfAttention(GptConfig c, Generator g)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        c_attn = new Linear(c.EmbeddingSize, 3 * c.EmbeddingSize, c.Bias, g);
+        c_proj = new Linear(c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
+        resid_dropout = new Dropout(c.Dropout, g);
+        _heads = c.Heads;
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor x)
+    {
+        int b = x.Size(0), t = x.Size(1), ch = x.Size(2), e = ch / _heads;
+        var qkv = c_attn.Forward(x);                                           // [B, T, 3C]
+        Tensor Heads(int i) => qkv.Narrow(2, i * ch, ch).Reshape(b, t, _heads, e).Permute(0, 2, 1, 3); // [B, H, T, E]
+        var y = Functional.CausalSelfAttention(Heads(0), Heads(1), Heads(2));  // [B, H, T, E]
+        y = y.Permute(0, 2, 1, 3).Reshape(b, t, ch);                           // [B, T, C]
+        return resid_dropout.Forward(c_proj.Forward(y));
+    }
+}
+
+/// <summary>The MLP: <c>c_proj(gelu(c_fc(x)))</c> with width 4C and GPT-2's tanh GELU.</summary>
+public sealed class Mlp : Module<Tensor, Tensor>
+{
+    /// <summary>Up projection <c>[4C, C]</c>.</summary>
+    public Linear c_fc;
+    /// <summary>Down projection <c>[C, 4C]</c>.</summary>
+    public Linear c_proj;
+    private readonly Dropout dropout;
+
+    /// <summary>Builds the layer.</summary>
+    public Mlp(GptConfig c, Generator g)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        c_fc = new Linear(c.EmbeddingSize, 4 * c.EmbeddingSize, c.Bias, g);
+        c_proj = new Linear(4 * c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
+        dropout = new Dropout(c.Dropout, g);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor Forward(Tensor x) => dropout.Forward(c_proj.Forward(c_fc.Forward(x).Gelu()));
+}
