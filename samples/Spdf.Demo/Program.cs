@@ -10,10 +10,16 @@ using Spdf.Tensors.Kernels.Cpu;
 using Spdf.Tensors.Nn;
 using Spdf.Tensors.Optim;
 
+if (args.Length > 0 && args[0] == "flops")
+{
+    try { return FlopsCommand.Run(args[1..]); }
+    catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
+}
 bool quick = args.Contains("--quick");
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("Usage: dotnet run -c Release --project samples/Spdf.Demo [-- --quick]");
+    Console.WriteLine("       dotnet run -c Release --project samples/Spdf.Demo -- flops [--preset gpt2-small|gpt3-xl|mini|tiny] [--sparsity S] [--ctx T] [--json]");
     return 0;
 }
 

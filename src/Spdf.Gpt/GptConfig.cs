@@ -37,6 +37,10 @@ public sealed record GptConfig(int Layers, int EmbeddingSize, int Heads, int Con
         _ => throw new ArgumentException($"Unknown GPT preset '{name}'; expected gpt2-small, gpt3-xl, mini or tiny.", nameof(name)),
     };
 
+    /// <summary>The dimensions FLOP counting needs, at the model's context length or <paramref name="contextLength"/>.</summary>
+    public Sparsity.Flops.TransformerShape ToTransformerShape(int? contextLength = null) =>
+        new(Layers, EmbeddingSize, contextLength ?? ContextLength, VocabSize);
+
     /// <summary>Head size E = C / H.</summary>
     public int HeadSize => EmbeddingSize / Heads;
 
