@@ -118,6 +118,8 @@ public static class Quick
     {
         int m = Int(o, "m", 2048), n = Int(o, "n", 2048), k = Int(o, "k", 2048);
         double secs = Seconds(o);
+        Gemm.MaxThreads = Int(o, "threads", Environment.ProcessorCount);
+        Gemm.KC = Int(o, "kc", Gemm.KC);
         var g = new Generator(1);
         var a = Tensor.Randn(new Shape(m, k), g).ToArray();
         var b = Tensor.Randn(new Shape(k, n), g).ToArray();
@@ -130,7 +132,7 @@ public static class Quick
             Emit(new Dictionary<string, object>
             {
                 ["op"] = "gemm", ["layout"] = name, ["m"] = m, ["n"] = n, ["k"] = k, ["ms"] = Math.Round(ms, 3), ["gflops"] = Math.Round(gf, 1),
-                ["peak_gflops"] = Math.Round(peak.AllCores, 1), ["pct_peak"] = Math.Round(100 * gf / peak.AllCores, 1), ["kernel"] = Gemm.KernelName, ["threads"] = Gemm.MaxThreads,
+                ["peak_gflops"] = Math.Round(peak.AllCores, 1), ["pct_peak"] = Math.Round(100 * gf / (Gemm.MaxThreads == 1 ? peak.PerCore : peak.AllCores), 1), ["kernel"] = Gemm.KernelName, ["threads"] = Gemm.MaxThreads,
             });
         }
     }

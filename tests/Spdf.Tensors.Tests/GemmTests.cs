@@ -27,7 +27,7 @@ public class GemmTests
 
     public static IEnumerable<object[]> Sizes()
     {
-        int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513]];
+        int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513], [50, 64, 1100]];
         foreach (var s in sizes)
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
@@ -36,16 +36,27 @@ public class GemmTests
 
     [Theory]
     [MemberData(nameof(Sizes))]
-    public void MatchesNaiveReferenceInEveryLayout(int m, int n, int k, bool ta, bool tb)
+    public void MatchesNaiveReferenceInEveryLayoutWithEveryKernel(int m, int n, int k, bool ta, bool tb)
     {
         var g = new Generator((ulong)(m * 31 + n * 7 + k));
         var a = Rand(m * k, g); var b = Rand(k * n, g);
-        var c = new float[m * n];
-        Gemm.MatMul(a, ta, b, tb, c, m, n, k);
         var expected = Naive(a, ta, b, tb, m, n, k);
-        for (int i = 0; i < c.Length; i++)
-            c[i].Should().BeApproximately(expected[i], 1e-4f * MathF.Sqrt(k) + 1e-5f, $"element {i} of {m}×{n}×{k} ta={ta} tb={tb}");
+        foreach (var kernel in Enum.GetValues<GemmKernel>().Where(kk => kk <= Gemm.Best))
+        {
+            var c = new float[m * n];
+            lock (KernelLock)
+            {
+                var saved = Gemm.Kernel;
+                try { Gemm.Kernel = kernel; Gemm.MatMul(a, ta, b, tb, c, m, n, k); }
+                finally { Gemm.Kernel = saved; }
+            }
+            for (int i = 0; i < c.Length; i++)
+                c[i].Should().BeApproximately(expected[i], 1e-4f * MathF.Sqrt(k) + 1e-5f, $"element {i} of {m}×{n}×{k} ta={ta} tb={tb} kernel={kernel}");
+        }
     }
+
+    /// <summary>Serialises tests that switch the process-wide kernel.</summary>
+    internal static readonly object KernelLock = new();
 
     [Fact]
     public void AccumulateAddsToExistingValues()

@@ -49,6 +49,14 @@ internal static class AutogradEngine
         return result;
     }
 
+    private static bool IsFresh(Tensor grad, Tensor incoming, Tensor?[] siblings, int index)
+    {
+        if (ReferenceEquals(grad.Storage, incoming.Storage)) return false;
+        for (int i = 0; i < siblings.Length; i++)
+            if (i != index && siblings[i] is { } s && ReferenceEquals(s.Storage, grad.Storage)) return false;
+        return true;
+    }
+
     public static void Backward(Tensor root, Tensor? gradient, bool retainGraph)
     {
         if (!root.RequiresGrad)
@@ -114,6 +122,9 @@ internal static class AutogradEngine
                 else
                 {
                     grads[input] = ig;
+                    // A gradient with storage of its own (not the incoming one, not shared with a sibling) may be
+                    // accumulated into and handed to a leaf without a copy.
+                    if (IsFresh(ig, g, inputGrads, k)) owned.Add(ig);
                 }
             }
             if (!retainGraph) fn.Release();

@@ -10,7 +10,9 @@ public static class CustomOp
     /// <summary>
     /// Attaches <paramref name="backward"/> to <paramref name="result"/> when gradient recording is on and an input
     /// requires grad. The closure receives the gradient of <paramref name="result"/> and returns one gradient per
-    /// input (same shape as that input), or null where an input needs none. It must not modify its argument.
+    /// input (same shape as that input), or null where an input needs none. It must not modify its argument, and each
+    /// gradient it returns must either be newly allocated or share storage with its argument (never with a tensor kept
+    /// elsewhere): the engine accumulates into fresh gradients in place.
     /// </summary>
     /// <returns><paramref name="result"/>, now a non-leaf tensor when recorded.</returns>
     /// <exception cref="ArgumentException"><paramref name="result"/> already belongs to a recorded op.</exception>

@@ -32,7 +32,7 @@ public partial class Tensor
         if (!shared && !b.Shape.Dims[..^2].SequenceEqual(batchDims))
             throw new ArgumentException($"MatMul: batch dimensions differ: {a.Shape} vs {b.Shape}; expected equal batch dimensions or a 2-D right operand.");
         var outShape = new Shape([.. batchDims, m, n]);
-        var c = new float[outShape.Numel];
+        var c = GC.AllocateUninitializedArray<float>(outShape.Numel); // every element is written (k = 0 clears)
         int sa = m * k, sb = shared ? 0 : k * n, sc = m * n;
         if (shared && !transposeA)
             Gemm.MatMul(a.Storage, false, b.Storage, transposeB, c, batch * m, n, k);
@@ -46,7 +46,7 @@ public partial class Tensor
             var dc = g.Storage;
             if (a.RequiresGrad)
             {
-                var da = new float[a.Numel];
+                var da = GC.AllocateUninitializedArray<float>(a.Numel);
                 if (shared && !transposeA) Gemm.MatMul(dc, false, b.Storage, !transposeB, da, batch * m, k, n);
                 else
                     for (int i = 0; i < batch; i++)
@@ -59,7 +59,7 @@ public partial class Tensor
             }
             if (b.RequiresGrad)
             {
-                var db = new float[b.Numel];
+                var db = GC.AllocateUninitializedArray<float>(b.Numel);
                 if (shared && !transposeA)
                 {
                     if (!transposeB) Gemm.MatMul(a.Storage, true, dc, false, db, k, n, batch * m);
@@ -102,10 +102,11 @@ public static partial class Functional
             throw new ArgumentException($"Linear: bias must have shape [{outF}]; got {bias.Shape}.", nameof(bias));
         int rows = input.Shape.Product(0, input.Rank - 1);
         var outDims = input.Shape.ToArray(); outDims[^1] = outF;
-        var y = new float[rows * outF];
-        Gemm.MatMul(input.Storage, false, weight.Storage, true, y, rows, outF, inF);
+        // Every element of y is written: skip zeroing. With a bias, C starts as the broadcast bias and the GEMM accumulates.
+        var y = GC.AllocateUninitializedArray<float>(rows * outF);
         if (bias is not null)
-            for (int r = 0; r < rows; r++) { var row = y.AsSpan(r * outF, outF); TensorPrimitives.Add(row, bias.Storage, row); }
+            for (int r = 0; r < rows; r++) bias.Storage.AsSpan().CopyTo(y.AsSpan(r * outF, outF));
+        Gemm.MatMul(input.Storage, false, weight.Storage, true, y, rows, outF, inF, accumulate: bias is not null);
         Tensor[] inputs = bias is null ? [input, weight] : [input, weight, bias];
         return AutogradEngine.Record(new Tensor(y, new Shape(outDims)), "Linear", inputs, g => LinearBackward(g, input, weight, bias, rows, inF, outF));
     }
@@ -115,22 +116,34 @@ public static partial class Functional
         Tensor? dx = null, dw = null, db = null;
         if (input.RequiresGrad)
         {
-            var d = new float[input.Numel];
+            var d = GC.AllocateUninitializedArray<float>(input.Numel);
             Gemm.MatMul(g.Storage, false, weight.Storage, false, d, rows, inF, outF); // dX = dY·W
             dx = new Tensor(d, input.Shape);
         }
         if (weight.RequiresGrad)
         {
-            var d = new float[weight.Numel];
+            var d = GC.AllocateUninitializedArray<float>(weight.Numel);
             Gemm.MatMul(g.Storage, true, input.Storage, false, d, outF, inF, rows); // dW = dYᵀ·X
             dw = new Tensor(d, weight.Shape);
         }
-        if (bias is not null && bias.RequiresGrad)
-        {
-            var d = new float[outF];
-            for (int r = 0; r < rows; r++) TensorPrimitives.Add(d, g.Storage.AsSpan(r * outF, outF), d);
-            db = new Tensor(d, bias.Shape);
-        }
+        if (bias is not null && bias.RequiresGrad) db = new Tensor(SumRows(g.Storage, rows, outF), bias.Shape);
         return bias is null ? [dx, dw] : [dx, dw, db];
+    }
+
+    /// <summary><c>result[j] = Σ_r x[r·cols + j]</c>, in parallel over column chunks (each summed in row order, so deterministic).</summary>
+    internal static float[] SumRows(float[] x, int rows, int cols)
+    {
+        var result = new float[cols];
+        const int chunk = 256;
+        int chunks = (cols + chunk - 1) / chunk;
+        void Sum(int c)
+        {
+            int j0 = c * chunk, len = Math.Min(chunk, cols - j0);
+            var dst = result.AsSpan(j0, len);
+            for (int r = 0; r < rows; r++) TensorPrimitives.Add(dst, x.AsSpan(r * cols + j0, len), dst);
+        }
+        if ((long)rows * cols < 1 << 16 || chunks == 1) for (int c = 0; c < chunks; c++) Sum(c);
+        else Parallel.For(0, chunks, Sum);
+        return result;
     }
 }

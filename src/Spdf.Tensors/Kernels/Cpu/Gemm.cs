@@ -1,29 +1,51 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Spdf.Tensors.Kernels.Cpu;
 
 /// <summary>
 /// Single-precision general matrix multiply, <c>C = op(A)·op(B)</c> or <c>C += op(A)·op(B)</c>,
 /// in the BLIS style: B is packed into KC×NR panels and A into MR×KC strips, and a register-blocked
-/// micro-kernel (6×32 with Vector512, 6×16 with Vector256, scalar otherwise; chosen at run time)
+/// micro-kernel (12×32 with Vector512, 6×16 with Vector256, 6×8 scalar otherwise; chosen at run time)
 /// multiplies a strip by a panel. Tiles of C are spread over all cores; each element of C is
 /// written by exactly one task in a fixed order of k, so results do not depend on scheduling.
 /// </summary>
 /// <remarks>Glossary: M, N = rows and columns of C; K = the inner dimension; rs/cs = row/column stride.</remarks>
 public static unsafe class Gemm
 {
-    /// <summary>Rows of A per micro-kernel.</summary>
-    public const int MR = 6;
+    private static GemmKernel _kernel = Best;
 
-    /// <summary>Columns of B per micro-kernel for the instruction set in use (32, 16 or 8).</summary>
-    public static readonly int NR = Vector512.IsHardwareAccelerated ? 32 : Vector256.IsHardwareAccelerated ? 16 : 8;
+    /// <summary>The fastest micro-kernel this machine runs.</summary>
+    public static GemmKernel Best => Vector512.IsHardwareAccelerated ? GemmKernel.Avx512 : Vector256.IsHardwareAccelerated ? GemmKernel.Avx2 : GemmKernel.Scalar;
+
+    /// <summary>The micro-kernel in use; defaults to <see cref="Best"/>. Tests and benchmarks may pick a narrower one.</summary>
+    /// <exception cref="ArgumentException">The machine cannot run the kernel asked for.</exception>
+    public static GemmKernel Kernel
+    {
+        get => _kernel;
+        set
+        {
+            if (value > Best) throw new ArgumentException($"GEMM kernel {value} is not supported on this machine; the widest available is {Best}.", nameof(value));
+            _kernel = value;
+        }
+    }
+
+    /// <summary>Rows of A per micro-kernel (12 with Vector512: 24 accumulators; 6 otherwise).</summary>
+    public static int MR => _kernel == GemmKernel.Avx512 ? 12 : 6;
+
+    /// <summary>Columns of B per micro-kernel (32, 16 or 8).</summary>
+    public static int NR => _kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
 
     /// <summary>The micro-kernel in use, for benchmark reports.</summary>
-    public static string KernelName => NR switch { 32 => "avx512-6x32", 16 => "avx2-6x16", _ => "scalar-6x8" };
+    public static string KernelName => _kernel switch { GemmKernel.Avx512 => "avx512-12x32", GemmKernel.Avx2 => "avx2-6x16", _ => "scalar-6x8" };
 
-    private const int KC = 256;
-    private const int MC = MR * 16; // rows of C per task (A block of MC×KC stays in L2)
+    /// <summary>
+    /// Depth of a packed block. Fewer, deeper blocks mean fewer read-modify-write passes over C; 512 measured best on
+    /// Zen 5 (docs/benchmarks.md) even though a 512×32 panel of B exceeds L1.
+    /// </summary>
+    public static int KC { get; set; } = 512;
+
 
     /// <summary>Maximum number of threads GEMM spreads over (defaults to the processor count).</summary>
     public static int MaxThreads { get; set; } = Environment.ProcessorCount;
@@ -58,12 +80,14 @@ public static unsafe class Gemm
         Need(a.Length, (long)(m - 1) * rsA + (long)(k - 1) * csA + 1, "A", m, k);
         Need(b.Length, (long)(k - 1) * rsB + (long)(n - 1) * csB + 1, "B", k, n);
 
-        int nr = NR;
-        int mPad = (m + MR - 1) / MR * MR, nPad = (n + nr - 1) / nr * nr;
-        int kcMax = Math.Min(KC, k);
-        var packA = Rent(ref _packA, mPad * kcMax);
-        var packB = Rent(ref _packB, nPad * kcMax);
-        int mBlocks = (m + MC - 1) / MC;
+        var kernel = _kernel; // captured once: a concurrent change of Kernel affects only later calls
+        int mr = kernel == GemmKernel.Avx512 ? 12 : 6;
+        int nr = kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
+        int mc = mr * 8;
+        int nPad = (n + nr - 1) / nr * nr;
+        int kc0 = Math.Min(KC, k);
+        var packB = Rent(ref _packB, nPad * kc0);
+        int mBlocks = (m + mc - 1) / mc;
         int nPanels = nPad / nr;
         int threads = Math.Max(1, MaxThreads);
         // Split N into chunks so that there are enough tasks for every core.
@@ -71,46 +95,42 @@ public static unsafe class Gemm
         int panelsPerChunk = (nPanels + nChunks - 1) / nChunks;
         nChunks = (nPanels + panelsPerChunk - 1) / panelsPerChunk;
         int tasks = mBlocks * nChunks;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
 
-        fixed (float* pa0 = a, pb0 = b, pc0 = c, ppA = packA, ppB = packB)
+        fixed (float* pa0 = a, pb0 = b, pc0 = c, ppB = packB)
         {
-            nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0, pkA = (nint)ppA, pkB = (nint)ppB;
+            nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0, pkB = (nint)ppB;
             for (int p0 = 0; p0 < k; p0 += KC)
             {
                 int kc = Math.Min(KC, k - p0);
                 bool acc = accumulate || p0 > 0;
-                int aStrips = mPad / MR;
-                long packWork = (long)(mPad + nPad) * kc;
-                if (packWork > 1 << 16 && threads > 1)
-                {
-                    Parallel.For(0, aStrips + nPanels, new ParallelOptions { MaxDegreeOfParallelism = threads }, s =>
-                    {
-                        if (s < aStrips) PackA((float*)pa, rsA, csA, m, p0, kc, s, (float*)pkA);
-                        else PackB((float*)pb, rsB, csB, n, p0, kc, s - aStrips, nr, (float*)pkB);
-                    });
-                }
+                // B is shared by every task: pack it once per depth block, in parallel when large.
+                if ((long)nPad * kc > 1 << 16 && threads > 1)
+                    Parallel.For(0, nPanels, options, s => PackB((float*)pb, rsB, csB, n, p0, kc, s, nr, (float*)pkB));
                 else
-                {
-                    for (int s = 0; s < aStrips; s++) PackA((float*)pa, rsA, csA, m, p0, kc, s, (float*)pkA);
                     for (int s = 0; s < nPanels; s++) PackB((float*)pb, rsB, csB, n, p0, kc, s, nr, (float*)pkB);
-                }
 
                 void Task(int t)
                 {
                     int mb = t / nChunks, ncu = t % nChunks;
-                    int i0 = mb * MC, i1 = Math.Min(m, i0 + MC);
+                    int i0 = mb * mc, i1 = Math.Min(m, i0 + mc);
                     int jp0 = ncu * panelsPerChunk, jp1 = Math.Min(nPanels, jp0 + panelsPerChunk);
-                    for (int jp = jp0; jp < jp1; jp++)
+                    // Each task packs its own MC×KC block of A into a per-thread buffer, so it is hot in L2 when used.
+                    var packA = Rent(ref _packA, mc * kc0);
+                    fixed (float* pkA = packA)
                     {
-                        int j = jp * nr;
-                        int nrEff = Math.Min(nr, n - j);
-                        float* bp = (float*)pkB + (long)jp * kc * nr;
-                        for (int i = i0; i < i1; i += MR)
+                        for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
+                        for (int jp = jp0; jp < jp1; jp++)
                         {
-                            int mrEff = Math.Min(MR, m - i);
-                            float* ap = (float*)pkA + (long)(i / MR) * kc * MR;
-                            float* cp = (float*)pc + (long)i * ldc + j;
-                            MicroTile(kc, ap, bp, cp, ldc, mrEff, nrEff, acc, nr);
+                            int j = jp * nr;
+                            int nrEff = Math.Min(nr, n - j);
+                            float* bp = (float*)pkB + (long)jp * kc * nr;
+                            for (int i = i0; i < i1; i += mr)
+                            {
+                                int mrEff = Math.Min(mr, m - i);
+                                float* cp = (float*)pc + (long)i * ldc + j;
+                                MicroTile(kc, pkA + (long)(i - i0) * kc, bp, cp, ldc, mrEff, nrEff, acc, mr, nr);
+                            }
                         }
                     }
                 }
@@ -118,7 +138,7 @@ public static unsafe class Gemm
                 if (tasks == 1 || threads == 1 || (long)m * n * kc < 1 << 15)
                     for (int t = 0; t < tasks; t++) Task(t);
                 else
-                    Parallel.For(0, tasks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Task);
+                    Parallel.For(0, tasks, options, Task);
             }
         }
     }
@@ -135,18 +155,31 @@ public static unsafe class Gemm
         return cache;
     }
 
-    /// <summary>Packs rows [s·MR, s·MR+MR) of A(:, p0..p0+kc) into an MR-interleaved strip, zero-padded past M.</summary>
-    private static void PackA(float* a, int rsA, int csA, int m, int p0, int kc, int s, float* dst)
+    /// <summary>Packs rows [i0, i0+MR) of A(:, p0..p0+kc) into an MR-interleaved strip (p-major), zero-padded past M.</summary>
+    private static void PackA(float* a, int rsA, int csA, int m, int p0, int kc, int i0, int mr, float* d)
     {
-        float* d = dst + (long)s * kc * MR;
-        int i0 = s * MR;
-        int rows = Math.Min(MR, m - i0);
-        for (int r = 0; r < MR; r++)
+        int rows = Math.Min(mr, m - i0);
+        if (rsA == 1)
         {
-            if (r >= rows) { for (int p = 0; p < kc; p++) d[p * MR + r] = 0; continue; }
-            float* src = a + (long)(i0 + r) * rsA + (long)p0 * csA;
-            if (csA == 1) for (int p = 0; p < kc; p++) d[p * MR + r] = src[p];
-            else for (int p = 0; p < kc; p++) d[p * MR + r] = src[(long)p * csA];
+            // A stored transposed: the MR values of one p are contiguous.
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = a + i0 + (long)(p0 + p) * csA;
+                float* dp = d + p * mr;
+                for (int r = 0; r < rows; r++) dp[r] = src[r];
+                for (int r = rows; r < mr; r++) dp[r] = 0;
+            }
+            return;
+        }
+        // Row-major A: walk p outermost so that writes are contiguous and each row is read as a sequential stream.
+        float** rowPtr = stackalloc float*[16];
+        for (int r = 0; r < rows; r++) rowPtr[r] = a + (long)(i0 + r) * rsA + (long)p0 * csA;
+        for (int p = 0; p < kc; p++)
+        {
+            float* dp = d + p * mr;
+            long off = (long)p * csA;
+            for (int r = 0; r < rows; r++) dp[r] = rowPtr[r][off];
+            for (int r = rows; r < mr; r++) dp[r] = 0;
         }
     }
 
@@ -168,23 +201,56 @@ public static unsafe class Gemm
         }
         else
         {
+            int p8 = 0;
+            if (rsB == 1 && cols == nr && Avx.IsSupported)
+            {
+                // B stored transposed ([N, K]): transpose 8×8 blocks in registers so that reads and writes stay contiguous.
+                for (; p8 + 8 <= kc; p8 += 8)
+                    for (int j = 0; j < nr; j += 8)
+                        Transpose8x8(b + (long)(j0 + j) * csB + p0 + p8, csB, d + p8 * nr + j, nr);
+            }
             for (int j = 0; j < nr; j++)
             {
-                if (j >= cols) { for (int p = 0; p < kc; p++) d[p * nr + j] = 0; continue; }
+                if (j >= cols) { for (int p = p8; p < kc; p++) d[p * nr + j] = 0; continue; }
                 float* src = b + (long)p0 * rsB + (long)(j0 + j) * csB;
-                for (int p = 0; p < kc; p++) d[p * nr + j] = src[(long)p * rsB];
+                for (int p = p8; p < kc; p++) d[p * nr + j] = src[(long)p * rsB];
             }
         }
     }
 
-    private static void MicroTile(int kc, float* a, float* b, float* c, int ldc, int mrEff, int nrEff, bool acc, int nr)
+    /// <summary>Writes the transpose of the 8×8 block at <paramref name="src"/> (row stride <paramref name="ldSrc"/>) to <paramref name="dst"/> (row stride <paramref name="ldDst"/>).</summary>
+    private static void Transpose8x8(float* src, int ldSrc, float* dst, int ldDst)
     {
-        if (mrEff == MR && nrEff == nr)
+        var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
+        var r2 = Avx.LoadVector256(src + 2L * ldSrc); var r3 = Avx.LoadVector256(src + 3L * ldSrc);
+        var r4 = Avx.LoadVector256(src + 4L * ldSrc); var r5 = Avx.LoadVector256(src + 5L * ldSrc);
+        var r6 = Avx.LoadVector256(src + 6L * ldSrc); var r7 = Avx.LoadVector256(src + 7L * ldSrc);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+        var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+        var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+        var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(dst, Avx.Permute2x128(s0, s4, 0x20));
+        Avx.Store(dst + ldDst, Avx.Permute2x128(s1, s5, 0x20));
+        Avx.Store(dst + 2L * ldDst, Avx.Permute2x128(s2, s6, 0x20));
+        Avx.Store(dst + 3L * ldDst, Avx.Permute2x128(s3, s7, 0x20));
+        Avx.Store(dst + 4L * ldDst, Avx.Permute2x128(s0, s4, 0x31));
+        Avx.Store(dst + 5L * ldDst, Avx.Permute2x128(s1, s5, 0x31));
+        Avx.Store(dst + 6L * ldDst, Avx.Permute2x128(s2, s6, 0x31));
+        Avx.Store(dst + 7L * ldDst, Avx.Permute2x128(s3, s7, 0x31));
+    }
+
+    private static void MicroTile(int kc, float* a, float* b, float* c, int ldc, int mrEff, int nrEff, bool acc, int mr, int nr)
+    {
+        if (mrEff == mr && nrEff == nr)
         {
             Micro(kc, a, b, c, ldc, acc, nr);
             return;
         }
-        float* tile = stackalloc float[MR * 32];
+        float* tile = stackalloc float[12 * 32];
         Micro(kc, a, b, tile, nr, false, nr);
         for (int i = 0; i < mrEff; i++)
             for (int j = 0; j < nrEff; j++)
@@ -194,16 +260,30 @@ public static unsafe class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Micro(int kc, float* a, float* b, float* c, int ldc, bool acc, int nr)
     {
-        if (nr == 32) Micro512(kc, a, b, c, ldc, acc);
+        if (nr == 32) Micro512x12(kc, a, b, c, ldc, acc);
         else if (nr == 16) Micro256(kc, a, b, c, ldc, acc);
         else MicroScalar(kc, a, b, c, ldc, acc);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Micro512(int kc, float* a, float* b, float* c, int ldc, bool acc)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store512(float* c, Vector512<float> v0, Vector512<float> v1, bool acc)
     {
+        if (acc) { v0 += Vector512.Load(c); v1 += Vector512.Load(c + 16); }
+        v0.Store(c); v1.Store(c + 16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Micro512x12(int kc, float* a, float* b, float* c, int ldc, bool acc)
+    {
+        if (acc && Sse.IsSupported)
+        {
+            // The C tile was last touched a whole pass ago: fetch it while the k loop runs.
+            for (int r = 0; r < 12; r++) { Sse.Prefetch0(c + (long)r * ldc); Sse.Prefetch0(c + (long)r * ldc + 16); }
+        }
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default;
+        Vector512<float> c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
         for (int p = 0; p < kc; p++)
         {
             var b0 = Vector512.Load(b);
@@ -214,21 +294,26 @@ public static unsafe class Gemm
             var a3 = Vector512.Create(a[3]); c30 = Vector512.FusedMultiplyAdd(a3, b0, c30); c31 = Vector512.FusedMultiplyAdd(a3, b1, c31);
             var a4 = Vector512.Create(a[4]); c40 = Vector512.FusedMultiplyAdd(a4, b0, c40); c41 = Vector512.FusedMultiplyAdd(a4, b1, c41);
             var a5 = Vector512.Create(a[5]); c50 = Vector512.FusedMultiplyAdd(a5, b0, c50); c51 = Vector512.FusedMultiplyAdd(a5, b1, c51);
-            a += MR; b += 32;
+            var a6 = Vector512.Create(a[6]); c60 = Vector512.FusedMultiplyAdd(a6, b0, c60); c61 = Vector512.FusedMultiplyAdd(a6, b1, c61);
+            var a7 = Vector512.Create(a[7]); c70 = Vector512.FusedMultiplyAdd(a7, b0, c70); c71 = Vector512.FusedMultiplyAdd(a7, b1, c71);
+            var a8 = Vector512.Create(a[8]); c80 = Vector512.FusedMultiplyAdd(a8, b0, c80); c81 = Vector512.FusedMultiplyAdd(a8, b1, c81);
+            var a9 = Vector512.Create(a[9]); c90 = Vector512.FusedMultiplyAdd(a9, b0, c90); c91 = Vector512.FusedMultiplyAdd(a9, b1, c91);
+            var aa = Vector512.Create(a[10]); ca0 = Vector512.FusedMultiplyAdd(aa, b0, ca0); ca1 = Vector512.FusedMultiplyAdd(aa, b1, ca1);
+            var ab = Vector512.Create(a[11]); cb0 = Vector512.FusedMultiplyAdd(ab, b0, cb0); cb1 = Vector512.FusedMultiplyAdd(ab, b1, cb1);
+            a += 12; b += 32;
         }
         Store512(c, c00, c01, acc); c += ldc;
         Store512(c, c10, c11, acc); c += ldc;
         Store512(c, c20, c21, acc); c += ldc;
         Store512(c, c30, c31, acc); c += ldc;
         Store512(c, c40, c41, acc); c += ldc;
-        Store512(c, c50, c51, acc);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store512(float* c, Vector512<float> v0, Vector512<float> v1, bool acc)
-    {
-        if (acc) { v0 += Vector512.Load(c); v1 += Vector512.Load(c + 16); }
-        v0.Store(c); v1.Store(c + 16);
+        Store512(c, c50, c51, acc); c += ldc;
+        Store512(c, c60, c61, acc); c += ldc;
+        Store512(c, c70, c71, acc); c += ldc;
+        Store512(c, c80, c81, acc); c += ldc;
+        Store512(c, c90, c91, acc); c += ldc;
+        Store512(c, ca0, ca1, acc); c += ldc;
+        Store512(c, cb0, cb1, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -246,7 +331,7 @@ public static unsafe class Gemm
             var a3 = Vector256.Create(a[3]); c30 = Vector256.FusedMultiplyAdd(a3, b0, c30); c31 = Vector256.FusedMultiplyAdd(a3, b1, c31);
             var a4 = Vector256.Create(a[4]); c40 = Vector256.FusedMultiplyAdd(a4, b0, c40); c41 = Vector256.FusedMultiplyAdd(a4, b1, c41);
             var a5 = Vector256.Create(a[5]); c50 = Vector256.FusedMultiplyAdd(a5, b0, c50); c51 = Vector256.FusedMultiplyAdd(a5, b1, c51);
-            a += MR; b += 16;
+            a += 6; b += 16;
         }
         Store256(c, c00, c01, acc); c += ldc;
         Store256(c, c10, c11, acc); c += ldc;
@@ -265,12 +350,23 @@ public static unsafe class Gemm
 
     private static void MicroScalar(int kc, float* a, float* b, float* c, int ldc, bool acc)
     {
-        float* t = stackalloc float[MR * 8];
-        for (int q = 0; q < MR * 8; q++) t[q] = 0;
-        for (int p = 0; p < kc; p++, a += MR, b += 8)
-            for (int i = 0; i < MR; i++)
+        float* t = stackalloc float[6 * 8];
+        for (int q = 0; q < 6 * 8; q++) t[q] = 0;
+        for (int p = 0; p < kc; p++, a += 6, b += 8)
+            for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 8; j++) t[i * 8 + j] = MathF.FusedMultiplyAdd(a[i], b[j], t[i * 8 + j]);
-        for (int i = 0; i < MR; i++)
+        for (int i = 0; i < 6; i++)
             for (int j = 0; j < 8; j++) c[(long)i * ldc + j] = acc ? c[(long)i * ldc + j] + t[i * 8 + j] : t[i * 8 + j];
     }
+}
+
+/// <summary>GEMM micro-kernels, narrowest first.</summary>
+public enum GemmKernel
+{
+    /// <summary>6×8, scalar fused multiply-adds.</summary>
+    Scalar,
+    /// <summary>6×16 with Vector256.</summary>
+    Avx2,
+    /// <summary>12×32 with Vector512.</summary>
+    Avx512,
 }
