@@ -41,10 +41,11 @@ public static unsafe class Gemm
     public static string KernelName => _kernel switch { GemmKernel.Avx512 => "avx512-12x32", GemmKernel.Avx2 => "avx2-6x16", _ => "scalar-6x8" };
 
     /// <summary>
-    /// Depth of a packed block. Fewer, deeper blocks mean fewer read-modify-write passes over C; 512 measured best on
-    /// Zen 5 (docs/benchmarks.md) even though a 512×32 panel of B exceeds L1.
+    /// Largest depth of a packed block; K is split into equal blocks no deeper than this. Fewer, deeper blocks mean fewer
+    /// read-modify-write passes over C; 768 measured best on Zen 5 (docs/benchmarks.md) even though a 768×32 panel of B
+    /// exceeds L1 and streams from L2.
     /// </summary>
-    public static int KC { get; set; } = 512;
+    public static int KC { get; set; } = 768;
 
 
     /// <summary>Maximum number of threads GEMM spreads over (defaults to the processor count).</summary>
@@ -85,7 +86,7 @@ public static unsafe class Gemm
         int nr = kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
         int mc = mr * 8;
         int nPad = (n + nr - 1) / nr * nr;
-        int kc0 = Math.Min(KC, k);
+        int kc0 = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC); // equal blocks: ceil(k / blocks)
         var packB = Rent(ref _packB, nPad * kc0);
         int mBlocks = (m + mc - 1) / mc;
         int nPanels = nPad / nr;
@@ -100,9 +101,9 @@ public static unsafe class Gemm
         fixed (float* pa0 = a, pb0 = b, pc0 = c, ppB = packB)
         {
             nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0, pkB = (nint)ppB;
-            for (int p0 = 0; p0 < k; p0 += KC)
+            for (int p0 = 0; p0 < k; p0 += kc0)
             {
-                int kc = Math.Min(KC, k - p0);
+                int kc = Math.Min(kc0, k - p0);
                 bool acc = accumulate || p0 > 0;
                 // B is shared by every task: pack it once per depth block, in parallel when large.
                 if ((long)nPad * kc > 1 << 16 && threads > 1)
