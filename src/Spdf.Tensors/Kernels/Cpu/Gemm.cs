@@ -175,7 +175,21 @@ public static unsafe class Gemm
         // Row-major A: walk p outermost so that writes are contiguous and each row is read as a sequential stream.
         float** rowPtr = stackalloc float*[16];
         for (int r = 0; r < rows; r++) rowPtr[r] = a + (long)(i0 + r) * rsA + (long)p0 * csA;
-        for (int p = 0; p < kc; p++)
+        int pStart = 0;
+        if (csA == 1 && rows == mr && mr >= 8 && Avx.IsSupported)
+        {
+            // Rows 0–7 of each 8-deep slice by an 8×8 register transpose; the remaining rows element by element.
+            for (; pStart + 8 <= kc; pStart += 8)
+            {
+                Transpose8x8(rowPtr[0] + pStart, rsA, d + pStart * mr, mr);
+                for (int q = 0; q < 8; q++)
+                {
+                    float* dp = d + (pStart + q) * mr;
+                    for (int r = 8; r < mr; r++) dp[r] = rowPtr[r][pStart + q];
+                }
+            }
+        }
+        for (int p = pStart; p < kc; p++)
         {
             float* dp = d + p * mr;
             long off = (long)p * csA;
