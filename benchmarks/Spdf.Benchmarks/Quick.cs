@@ -13,7 +13,8 @@ namespace Spdf.Benchmarks;
 /// <code>
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
-/// quick gemm --m M --n N --k K
+/// quick gemm --m M --n N --k K [--threads T] [--kc KC]
+/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75
 /// quick peak
 /// </code>
 /// </summary>
@@ -32,6 +33,8 @@ public static class Quick
                 case "attention": Attention(opts); return 0;
                 case "gemm": GemmRun(opts); return 0;
                 case "peak": PeakRun(opts); return 0;
+                case "gpt": Gpt(opts, args[1..]); return 0;
+                case "gpt-one": GptOne(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
@@ -135,6 +138,55 @@ public static class Quick
                 ["peak_gflops"] = Math.Round(peak.AllCores, 1), ["pct_peak"] = Math.Round(100 * gf / (Gemm.MaxThreads == 1 ? peak.PerCore : peak.AllCores), 1), ["kernel"] = Gemm.KernelName, ["threads"] = Gemm.MaxThreads,
             });
         }
+    }
+
+    /// <summary>Runs <c>gpt-one</c> in a child process per sparsity, so that each peak working set is its own.</summary>
+    private static void Gpt(Dictionary<string, string> o, string[] raw)
+    {
+        var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75").Split(',');
+        string self = Environment.ProcessPath!;
+        string dll = typeof(Quick).Assembly.Location;
+        foreach (var sp in sparsities)
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
+            if (!self.EndsWith("Spdf.Benchmarks", StringComparison.Ordinal)) psi.ArgumentList.Add(dll);
+            psi.ArgumentList.Add("quick"); psi.ArgumentList.Add("gpt-one");
+            foreach (var (k, v) in o) if (k != "sparsity") { psi.ArgumentList.Add("--" + k); psi.ArgumentList.Add(v); }
+            psi.ArgumentList.Add("--sparsity"); psi.ArgumentList.Add(sp);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            Console.Write(p.StandardOutput.ReadToEnd());
+            p.WaitForExit();
+            if (p.ExitCode != 0) throw new ArgumentException($"gpt benchmark at sparsity {sp} failed with exit code {p.ExitCode}.");
+        }
+        _ = raw;
+    }
+
+    private static void GptOne(Dictionary<string, string> o)
+    {
+        var cfg = new Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
+        int batch = Int(o, "batch", 8);
+        double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
+        var model = new Gpt.GptModel(cfg, new Generator(1));
+        if (sp > 0) Sparsifier.Apply(model, SparsityConfig.Default(sp, seed: 2));
+        var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
+        var g = new Generator(3);
+        var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
+        var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
+        double ms = Timing.MedianMs(() =>
+        {
+            var loss = model.Loss(idx, tgt);
+            opt.ZeroGrad();
+            loss.Backward();
+            opt.Step();
+        }, Seconds(o), warmup: 2, minRuns: 3);
+        long tokens = (long)batch * cfg.ContextLength;
+        Emit(new Dictionary<string, object>
+        {
+            ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
+            ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
+            ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
+            ["kernel"] = sp > 0 ? "masked-dense" : "dense-" + Gemm.KernelName,
+        });
     }
 
     private static void PeakRun(Dictionary<string, string> o)

@@ -22,37 +22,42 @@ public static partial class Functional
         if (targets.Numel != n)
             throw new ArgumentException($"CrossEntropy: {n} rows of logits (shape {logits.Shape}) but {targets.Numel} targets (shape {targets.Shape}).", nameof(targets));
         var t = targets.Data;
-        var lse = new float[n];
-        double total = 0; int count = 0;
         for (int i = 0; i < n; i++)
-        {
-            if (t[i] == ignoreIndex) continue;
-            if ((uint)t[i] >= (uint)v)
+            if (t[i] != ignoreIndex && (uint)t[i] >= (uint)v)
                 throw new ArgumentException($"CrossEntropy: target {t[i]} at row {i} is outside [0, {v}) and is not the ignore index {ignoreIndex}.", nameof(targets));
-            var row = logits.Storage.AsSpan(i * v, v);
-            float max = TensorPrimitives.Max(row);
-            double s = 0;
-            foreach (float z in row) s += Math.Exp(z - max);
-            lse[i] = max + (float)Math.Log(s);
-            total += lse[i] - row[t[i]];
-            count++;
-        }
+        // Per row: log-sum-exp with the max subtracted (vectorised); rows in parallel, each into its own slot.
+        var lse = new float[n];
+        var rowLoss = new double[n];
+        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount },
+            () => new float[v], (i, _, buf) =>
+            {
+                if (t[i] == ignoreIndex) return buf;
+                var row = logits.Storage.AsSpan(i * v, v);
+                float max = TensorPrimitives.Max(row);
+                TensorPrimitives.Subtract(row, max, buf);
+                TensorPrimitives.Exp(buf, buf);
+                lse[i] = max + MathF.Log(TensorPrimitives.Sum(buf));
+                rowLoss[i] = lse[i] - row[t[i]];
+                return buf;
+            }, _ => { });
+        double total = 0; int count = 0;
+        for (int i = 0; i < n; i++) if (t[i] != ignoreIndex) { total += rowLoss[i]; count++; }
         float loss = count == 0 ? 0f : (float)(total / count);
         return AutogradEngine.Record(Tensor.Scalar(loss), "CrossEntropy", [logits], g =>
         {
             var dl = new float[logits.Numel];
             if (count == 0) return [new Tensor(dl, logits.Shape)];
             float scale = g.Storage[0] / count;
-            for (int i = 0; i < n; i++)
+            Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount }, i =>
             {
-                if (t[i] == ignoreIndex) continue;
+                if (t[i] == ignoreIndex) return;
                 var row = logits.Storage.AsSpan(i * v, v);
                 var drow = dl.AsSpan(i * v, v);
                 TensorPrimitives.Subtract(row, lse[i], drow);
                 TensorPrimitives.Exp(drow, drow);
                 drow[t[i]] -= 1f;
                 TensorPrimitives.Multiply(drow, scale, drow);
-            }
+            });
             return [new Tensor(dl, logits.Shape)];
         });
     }
