@@ -2,12 +2,17 @@ using System.Diagnostics;
 
 namespace Spdf.Benchmarks;
 
-/// <summary>Median wall time of an action over a fixed time budget, after warm-up.</summary>
+/// <summary>
+/// Median wall time of an action over a fixed time budget, after warm-up. Warm-up lasts at least one second (and
+/// <c>warmup</c> calls): with both cores busy, the runtime's background tier-up compiles can take seconds to land, and
+/// timing earlier measures the JIT instead of the code (seen as a 2.5x slower attention forward).
+/// </summary>
 internal static class Timing
 {
-    public static double MedianMs(Action action, double seconds, int warmup = 2, int minRuns = 5)
+    public static double MedianMs(Action action, double seconds, int warmup = 2, int minRuns = 5, double warmupSeconds = 1.0)
     {
-        for (int i = 0; i < warmup; i++) action();
+        var w = Stopwatch.StartNew();
+        for (int i = 0; i < warmup || w.Elapsed.TotalSeconds < warmupSeconds; i++) action();
         var times = new List<double>();
         var total = Stopwatch.StartNew();
         while (times.Count < minRuns || total.Elapsed.TotalSeconds < seconds)

@@ -8,7 +8,8 @@ public static partial class Functional
     /// Fused causal self-attention, <c>softmax(q·kᵀ/√E + causal mask)·v</c>, for q, k, v <c>[B, H, T, E]</c>, giving
     /// <c>[B, H, T, E]</c> (<c>torch.nn.functional.scaled_dot_product_attention(is_causal=True)</c>). The T×T score
     /// matrix is never stored: the forward keeps one row's scores and the per-row log-sum-exp; the backward recomputes.
-    /// (Batch, head) slices run in parallel.
+    /// (Batch, head) slices run in parallel. With Vector512 and E a multiple of 16 the blocked kernels
+    /// (<see cref="Kernels.Cpu.AttentionBlocked"/>) run; otherwise the row-by-row reference (<see cref="Kernels.Cpu.Attention"/>).
     /// </summary>
     /// <exception cref="ArgumentException">q, k and v are not rank 4 or differ in shape.</exception>
     public static Tensor CausalSelfAttention(Tensor q, Tensor k, Tensor v)
@@ -23,22 +24,34 @@ public static partial class Functional
         var o = new float[q.Numel];
         var lse = new float[bh * t];
         int se = t * e;
-        Parallel.For(0, bh, () => new float[Math.Max(t, 1)], (s, _, scratch) =>
+        bool blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
+        int scratchSize = blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
+        Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
         {
-            Kernels.Cpu.Attention.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
-                k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
+            if (blocked)
+                Kernels.Cpu.AttentionBlocked.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
+                    k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
+            else
+                Kernels.Cpu.Attention.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
+                    k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
             return scratch;
         }, _ => { });
         var result = new Tensor(o, q.Shape);
         return AutogradEngine.Record(result, "CausalSelfAttention", [q, k, v], g =>
         {
             var dq = new float[q.Numel]; var dk = new float[q.Numel]; var dv = new float[q.Numel];
-            Parallel.For(0, bh, s =>
+            Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
             {
-                Kernels.Cpu.Attention.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
-                    g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
-                    v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale);
-            });
+                if (blocked)
+                    Kernels.Cpu.AttentionBlocked.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
+                        g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
+                        v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale, scratch);
+                else
+                    Kernels.Cpu.Attention.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
+                        g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
+                        v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale);
+                return scratch;
+            }, _ => { });
             return [new Tensor(dq, q.Shape), new Tensor(dk, q.Shape), new Tensor(dv, q.Shape)];
         });
     }

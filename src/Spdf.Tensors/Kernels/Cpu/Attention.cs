@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace Spdf.Tensors.Kernels.Cpu;
 
@@ -10,6 +11,7 @@ namespace Spdf.Tensors.Kernels.Cpu;
 public static class Attention
 {
     /// <summary><c>out_t = Σ_{j≤t} softmax_j(scale·q_t·k_j) v_j</c>; <c>lse_t</c> = log Σ_j exp(scale·q_t·k_j).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalForward(Span<float> output, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
                                      ReadOnlySpan<float> v, int t, int e, float scale, Span<float> scratch)
     {
@@ -36,6 +38,7 @@ public static class Attention
     }
 
     /// <summary>Gradients of <see cref="CausalForward"/>: <c>dq</c>, <c>dk</c>, <c>dv</c> are overwritten.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalBackward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dout,
                                       ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
                                       ReadOnlySpan<float> output, ReadOnlySpan<float> lse, int t, int e, float scale)

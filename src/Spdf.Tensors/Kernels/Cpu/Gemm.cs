@@ -157,6 +157,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>Packs rows [i0, i0+MR) of A(:, p0..p0+kc) into an MR-interleaved strip (p-major), zero-padded past M.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA(float* a, int rsA, int csA, int m, int p0, int kc, int i0, int mr, float* d)
     {
         int rows = Math.Min(mr, m - i0);
@@ -199,6 +200,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>Packs columns [s·NR, s·NR+NR) of B(p0..p0+kc, :) into a row-interleaved panel, zero-padded past N.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackB(float* b, int rsB, int csB, int n, int p0, int kc, int s, int nr, float* dst)
     {
         float* d = dst + (long)s * kc * nr;
@@ -234,6 +236,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>Writes the transpose of the 8×8 block at <paramref name="src"/> (row stride <paramref name="ldSrc"/>) to <paramref name="dst"/> (row stride <paramref name="ldDst"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Transpose8x8(float* src, int ldSrc, float* dst, int ldDst)
     {
         var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
@@ -258,6 +261,7 @@ public static unsafe class Gemm
         Avx.Store(dst + 7L * ldDst, Avx.Permute2x128(s3, s7, 0x31));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MicroTile(int kc, float* a, float* b, float* c, int ldc, int mrEff, int nrEff, bool acc, int mr, int nr)
     {
         if (mrEff == mr && nrEff == nr)
