@@ -161,3 +161,41 @@ public class AttentionBenchmarks : IFlopCount
         Functional.CausalSelfAttention(_q, _k, _v).Backward(_dout);
     }
 }
+
+/// <summary>A GPT training step (forward, backward, AdamW) at the peer script's default shape, dense and masked.</summary>
+[Config(typeof(FlopsConfig))]
+public class GptTrainStepBenchmarks : IFlopCount
+{
+    private Gpt.GptModel _model = null!;
+    private Tensors.Optim.AdamW _opt = null!;
+    private IntTensor _idx = null!, _tgt = null!;
+    private static readonly Gpt.GptConfig Config = new(6, 384, 6, 256, 8192);
+
+    /// <summary>Sparsity of the attention and MLP weights.</summary>
+    [Params(0.0, 0.75)] public double Sparsity { get; set; }
+
+    /// <inheritdoc />
+    public double Flops => Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(), Sparsity).TrainPerStep(8 * 256, sparse: true);
+
+    /// <summary>Builds the model and a batch.</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        _model = new Gpt.GptModel(Config, new Generator(1));
+        if (Sparsity > 0) Sparsifier.Apply(_model, SparsityConfig.Default(Sparsity, seed: 2));
+        _opt = new Tensors.Optim.AdamW(_model.Parameters(), 1e-4);
+        var g = new Generator(3);
+        _idx = new IntTensor(Enumerable.Range(0, 8 * 256).Select(_ => g.NextInt(8192)).ToArray(), new Shape(8, 256));
+        _tgt = new IntTensor(Enumerable.Range(0, 8 * 256).Select(_ => g.NextInt(8192)).ToArray(), new Shape(8 * 256));
+    }
+
+    /// <summary>One step.</summary>
+    [Benchmark]
+    public void Step()
+    {
+        var loss = _model.Loss(_idx, _tgt);
+        _opt.ZeroGrad();
+        loss.Backward();
+        _opt.Step();
+    }
+}
