@@ -11,7 +11,7 @@ namespace Spdf.Benchmarks;
 /// <summary>
 /// The quick mode: fast side-by-side runs printing one JSON object per line (medians over a fixed time budget).
 /// <code>
-/// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--seconds S]
+/// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75
@@ -35,6 +35,7 @@ public static class Quick
                 case "peak": PeakRun(opts); return 0;
                 case "gpt": Gpt(opts, args[1..]); return 0;
                 case "gpt-one": GptOne(opts); return 0;
+                case "spmm": SpmmBreakdown(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
@@ -81,13 +82,19 @@ public static class Quick
         double secs = Seconds(o);
         var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.5,0.75,0.9")
             .Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+        var kernelMode = o.TryGetValue("kernel", out var km) ? Enum.Parse<SparseKernelMode>(km, ignoreCase: true) : SparseKernelMode.Compressed;
         var g = new Generator(1);
         var x = Tensor.Randn(new Shape(n, k), g); x.RequiresGrad = true;
         var dy = Tensor.Randn(new Shape(n, m), g);
         foreach (double sp in sparsities)
         {
             Linear layer = new(k, m, generator: new Generator(2));
-            if (sp > 0) layer = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)));
+            if (sp > 0)
+            {
+                var sparse = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)));
+                sparse.KernelMode = kernelMode;
+                layer = sparse;
+            }
             double fwd = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); layer.Forward(x); }, secs);
             double fb = Timing.MedianMs(() =>
             {
@@ -186,6 +193,34 @@ public static class Quick
             ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
             ["kernel"] = sp > 0 ? "masked-dense" : "dense-" + Gemm.KernelName,
+        });
+    }
+
+    /// <summary>Times the compressed linear layer's kernels one by one (transposes, SpMM, SDDMM) against the dense GEMM.</summary>
+    private static void SpmmBreakdown(Dictionary<string, string> o)
+    {
+        int n = Int(o, "tokens", 2048), k = Int(o, "in", 768), m = Int(o, "out", 3072);
+        double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0.75;
+        double secs = Seconds(o);
+        var g = new Generator(1);
+        var w = Tensor.Randn(new Shape(m, k), g);
+        var mask = MaskInitializers.Random.Create(w, sp, g);
+        var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask);
+        csr.Gather(w.AsReadOnlySpan());
+        var x = Tensor.Randn(new Shape(n, k), g).ToArray();
+        var xb = new float[Sparsity.Kernels.SparseKernels.BlockedLength(k, n)];
+        var yb = new float[Sparsity.Kernels.SparseKernels.BlockedLength(m, n)];
+        var y = new float[n * m];
+        var dw = new float[csr.Nnz];
+        int tb = Sparsity.Kernels.SparseKernels.TokenBlock;
+        Emit(new Dictionary<string, object>
+        {
+            ["op"] = "spmm_breakdown", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
+            ["to_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.ToBlocks(x, n, k, tb, xb, Sparsity.Kernels.SparseKernels.BlockStride(k)), secs), 3),
+            ["spmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.SpMM(csr, xb, yb, n), secs), 3),
+            ["from_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.FromBlocks(yb, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)), secs), 3),
+            ["sddmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb, xb, dw, n), secs), 3),
+            ["dense_gemm_ms"] = Math.Round(Timing.MedianMs(() => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k), secs), 3),
         });
     }
 

@@ -1,19 +1,39 @@
+using System.Diagnostics;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using Spdf.Sparsity.Kernels;
 using Spdf.Sparsity.Masks;
 using Spdf.Tensors;
 using Spdf.Tensors.Autograd;
+using Spdf.Tensors.Kernels.Cpu;
 using Spdf.Tensors.Nn;
 
 namespace Spdf.Sparsity;
 
+/// <summary>How a <see cref="SparseLinear"/> computes.</summary>
+public enum SparseKernelMode
+{
+    /// <summary>Measure both kernels at first use and keep the faster.</summary>
+    Auto,
+    /// <summary>The reference: a dense GEMM over the masked weight; gains no time.</summary>
+    MaskedDense,
+    /// <summary>CSR kernels that do work only for kept weights (SpMM, SDDMM, SpMV).</summary>
+    Compressed,
+}
+
 /// <summary>
 /// A linear layer <c>y = x·(W ⊙ M)ᵀ + b</c> whose weight is held at zero outside its <see cref="Mask"/>: x
-/// <c>[..., in]</c>, W and M <c>[out, in]</c>, y <c>[..., out]</c>. The reference path computes with the masked dense
-/// weight, and the weight's gradient is set to exactly 0 at dropped positions (also where it would be NaN), so no
-/// optimizer can move a dropped weight (SPDF, Thangarasa et al. 2023, §3: static unstructured sparsity).
+/// <c>[..., in]</c>, W and M <c>[out, in]</c>, y <c>[..., out]</c>. Two kernels compute it: the masked-dense reference
+/// (a dense GEMM over W ⊙ M) and the compressed path (CSR of the kept weights: the forward and the input gradient are
+/// sparse-dense products, the weight gradient is computed only at kept positions), chosen per layer by
+/// <see cref="KernelMode"/>. Either way the weight's gradient is exactly 0 at dropped positions (also where it would be
+/// NaN), so no optimizer moves a dropped weight (SPDF, Thangarasa et al. 2023, §3: static unstructured sparsity).
 /// Derives from <see cref="Linear"/> so that a model's <c>Linear</c> fields can hold it.
 /// </summary>
 public sealed class SparseLinear : Linear
 {
+    private CsrMatrix? _csr, _csrT;
+    private SparseKernelMode _chosen;
+
     /// <summary>Makes a sparse layer that shares <paramref name="weight"/> and <paramref name="bias"/> and zeroes the dropped weights.</summary>
     /// <exception cref="ArgumentException">The mask's shape differs from the weight's.</exception>
     public SparseLinear(Parameter weight, Parameter? bias, SparsityMask mask) : base(weight, bias)
@@ -35,10 +55,26 @@ public sealed class SparseLinear : Linear
     /// <summary>The mask: 1 where a weight is kept, 0 where it is held at zero.</summary>
     public SparsityMask Mask { get; private set; }
 
-    /// <summary>The name of the kernel in use, for reports.</summary>
-    public string Kernel => "masked-dense";
+    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) measures both at first use.</summary>
+    public SparseKernelMode KernelMode
+    {
+        get => _mode;
+        set { _mode = value; _chosen = SparseKernelMode.Auto; }
+    }
 
-    /// <summary>Replaces the mask (a dynamic-sparsity update) and zeroes newly dropped weights.</summary>
+    private SparseKernelMode _mode = SparseKernelMode.Auto;
+
+    /// <summary>The kernel in use, for reports: "csr" or "masked-dense" ("auto" before the first forward pass).</summary>
+    public string Kernel => Resolved switch
+    {
+        SparseKernelMode.Compressed => "csr",
+        SparseKernelMode.MaskedDense => "masked-dense",
+        _ => "auto",
+    };
+
+    private SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
+
+    /// <summary>Replaces the mask (a dynamic-sparsity update), zeroes newly dropped weights and rebuilds the compressed structure.</summary>
     /// <exception cref="ArgumentException">The mask's shape differs from the weight's.</exception>
     public void SetMask(SparsityMask mask)
     {
@@ -46,15 +82,54 @@ public sealed class SparseLinear : Linear
         mask.CheckShape(Weight.Shape, nameof(mask));
         Mask.Values.CopyFrom(mask.Values);
         ApplyMask();
+        InvalidateCompressed();
     }
 
     /// <summary>Sets dropped weights to exactly 0 (the invariant every step keeps).</summary>
     public void ApplyMask() => Mask.Apply(Weight.AsSpan());
 
+    /// <summary>Bytes of the compressed structure (W and Wᵀ in CSR), or 0 before it is built.</summary>
+    public long CompressedBytes => (_csr?.Bytes ?? 0) + (_csrT?.Bytes ?? 0);
+
+    /// <inheritdoc />
+    protected override void OnStateLoaded() => InvalidateCompressed();
+
+    private void InvalidateCompressed()
+    {
+        _csr = null;
+        _csrT = null;
+    }
+
+    private CsrMatrix Csr => _csr ??= CsrMatrix.FromMask(Mask);
+    private CsrMatrix CsrT => _csrT ??= CsrMatrix.FromMask(Mask, transpose: true);
+
     /// <inheritdoc />
     public override Tensor Forward(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        if (input.Rank < 1 || input.Shape[-1] != InFeatures)
+            throw new ArgumentException($"SparseLinear: input's last dimension {(input.Rank == 0 ? 0 : input.Shape[-1])} (shape {input.Shape}) differs from the layer's input size {InFeatures}.", nameof(input));
+        if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
+        return Resolved == SparseKernelMode.Compressed ? CompressedForward(input) : MaskedDenseForward(input);
+    }
+
+    /// <summary>Times one forward pass of each kernel on this input (gradients off) and returns the faster.</summary>
+    private SparseKernelMode Measure(Tensor input)
+    {
+        using var _ = GradMode.NoGrad();
+        double Time(Func<Tensor, Tensor> f)
+        {
+            f(input); // warm
+            var sw = Stopwatch.StartNew();
+            f(input);
+            return sw.Elapsed.TotalMilliseconds;
+        }
+        double dense = Time(MaskedDenseForward), sparse = Time(CompressedForward);
+        return sparse < dense ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
+    }
+
+    private Tensor MaskedDenseForward(Tensor input)
+    {
         var w = Weight.AsReadOnlySpan();
         var m = Mask.Values.AsReadOnlySpan();
         var masked = new float[w.Length];
@@ -66,6 +141,68 @@ public sealed class SparseLinear : Linear
             return [new Tensor(dw, Weight.Shape)];
         });
         return Functional.Linear(input, maskedWeight, Bias);
+    }
+
+    private Tensor CompressedForward(Tensor input)
+    {
+        int n = input.Shape.Product(0, input.Rank - 1), k = InFeatures, m = OutFeatures;
+        var csr = Csr;
+        csr.Gather(Weight.AsReadOnlySpan());
+        var outDims = input.Shape.ToArray(); outDims[^1] = m;
+        var y = GC.AllocateUninitializedArray<float>(n * m);
+        float[]? xt = null;
+        if (n == 1)
+        {
+            SparseKernels.SpMV(csr, input.AsReadOnlySpan(), y);                 // decode: one token
+        }
+        else
+        {
+            xt = BlocksOf(input.AsReadOnlySpan(), n, k);                        // Xᵀ in token blocks
+            var yt = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(m, n));
+            SparseKernels.SpMM(csr, xt, yt, n);                                  // Yᵀ = W·Xᵀ over kept weights
+            Transpose.FromBlocks(yt, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
+        }
+        if (Bias is { } b)
+            for (int r = 0; r < n; r++) { var row = y.AsSpan(r * m, m); TensorPrimitives.Add(row, b.AsReadOnlySpan(), row); }
+        Tensor[] inputs = Bias is null ? [input, Weight] : [input, Weight, Bias];
+        return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
+        {
+            var dyt = BlocksOf(g.AsReadOnlySpan(), n, m);                       // dYᵀ in token blocks
+            Tensor? dx = null, dw = null, db = null;
+            if (input.RequiresGrad)
+            {
+                var csrT = CsrT;
+                csrT.Gather(Weight.AsReadOnlySpan());
+                var dxt = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(k, n));
+                SparseKernels.SpMM(csrT, dyt, dxt, n);                          // dXᵀ = Wᵀ·dYᵀ over kept weights
+                var d = GC.AllocateUninitializedArray<float>(n * k);
+                Transpose.FromBlocks(dxt, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
+                dx = new Tensor(d, input.Shape);
+            }
+            if (Weight.RequiresGrad)
+            {
+                var xtt = xt ?? BlocksOf(input.AsReadOnlySpan(), n, k);
+                var vals = new float[csr.Nnz];
+                SparseKernels.Sddmm(csr, dyt, xtt, vals, n);                      // dW only at kept places
+                var d = new float[m * k];                                       // exactly 0 at dropped places
+                csr.Scatter(vals, d);
+                dw = new Tensor(d, Weight.Shape);
+            }
+            if (Bias is { RequiresGrad: true } bias)
+            {
+                var d = new float[m];
+                for (int r = 0; r < n; r++) TensorPrimitives.Add(d, g.AsReadOnlySpan().Slice(r * m, m), d);
+                db = new Tensor(d, bias.Shape);
+            }
+            return Bias is null ? [dx, dw] : [dx, dw, db];
+        });
+    }
+
+    private static float[] BlocksOf(ReadOnlySpan<float> rowsByFeatures, int n, int features)
+    {
+        var blocks = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(features, n));
+        Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks, SparseKernels.BlockStride(features));
+        return blocks;
     }
 
     /// <inheritdoc />

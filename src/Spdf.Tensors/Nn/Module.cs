@@ -166,8 +166,13 @@ public abstract class Module
                 throw new ArgumentException($"LoadStateDict: '{name}' has shape {src.Shape} in the state dict but {target.Shape} in the module.", nameof(stateDict));
             target.CopyFrom(src);
         }
+        foreach (var (_, m) in NamedModules()) m.OnStateLoaded();
         return (missing, unexpected);
     }
+
+    /// <summary>Called on every module after <see cref="LoadStateDict"/> copied values in, so that derived state (e.g. a
+    /// compressed copy of a masked weight) can be rebuilt.</summary>
+    protected virtual void OnStateLoaded() { }
 
     /// <summary>
     /// Replaces the child registered as <paramref name="name"/> by <paramref name="replacement"/>, and updates every field

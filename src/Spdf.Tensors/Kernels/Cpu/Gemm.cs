@@ -237,7 +237,7 @@ public static unsafe class Gemm
 
     /// <summary>Writes the transpose of the 8×8 block at <paramref name="src"/> (row stride <paramref name="ldSrc"/>) to <paramref name="dst"/> (row stride <paramref name="ldDst"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Transpose8x8(float* src, int ldSrc, float* dst, int ldDst)
+    internal static void Transpose8x8(float* src, int ldSrc, float* dst, int ldDst)
     {
         var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
         var r2 = Avx.LoadVector256(src + 2L * ldSrc); var r3 = Avx.LoadVector256(src + 3L * ldSrc);

@@ -1,0 +1,242 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Spdf.Sparsity.Kernels;
+
+/// <summary>
+/// Kernels that do work only for kept weights. Glossary: N = tokens, K = input features, M = output features;
+/// W is <c>(M, K)</c> in CSR. Activations are transposed into token blocks (<see cref="TokenBlock"/> tokens;
+/// <c>Transpose.ToBlocks</c>): block b is a contiguous <c>(features, TokenBlock)</c> panel, so every kernel is
+/// vectorised along tokens (unstructured masks give no structure along features) without cache-set conflicts.
+/// </summary>
+public static unsafe class SparseKernels
+{
+    /// <summary>Tokens per block of the transposed activations (4 × Vector512).</summary>
+    public const int TokenBlock = 64;
+
+    /// <summary>
+    /// Floats from one token block to the next: the <c>(features, TokenBlock)</c> panel plus one cache line, so that a
+    /// feature's rows in successive blocks do not all fall into the same cache sets (panel sizes are often multiples of 64 KiB).
+    /// </summary>
+    public static int BlockStride(int features) => features * TokenBlock + 16;
+
+    /// <summary>Elements of a token-blocked activation of <paramref name="features"/> × <paramref name="n"/> tokens.</summary>
+    public static int BlockedLength(int features, int n) => (n + TokenBlock - 1) / TokenBlock * BlockStride(features);
+
+    /// <summary>
+    /// <c>y[b, m, :] = Σ_{k kept in row m} W[m, k]·x[b, k, :]</c> on token-blocked activations: the forward
+    /// <c>Yᵀ = W·Xᵀ</c> (with the CSR of W), or the input gradient <c>dXᵀ = Wᵀ·dYᵀ</c> (with the CSR of Wᵀ). Blocks run in parallel.
+    /// </summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
+    public static void SpMM(CsrMatrix csr, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n)
+    {
+        ArgumentNullException.ThrowIfNull(csr);
+        if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
+            throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
+        int blocks = (n + TokenBlock - 1) / TokenBlock;
+        fixed (float* px = xBlocks, py = yBlocks)
+        {
+            nint ax = (nint)px, ay = (nint)py;
+            void Block(int b) => SpMMBlock(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows));
+            if (blocks == 1 || (long)csr.Nnz * n < 1 << 16) for (int b = 0; b < blocks; b++) Block(b);
+            else Parallel.For(0, blocks, Block);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SpMMBlock(CsrMatrix csr, float* xb, float* yb)
+    {
+        var rp = csr.RowPointers; var vals = csr.Values;
+        int rows = csr.Rows, panels = csr.Panels;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            fixed (float* pv = vals)
+            fixed (ushort* pc16 = csr.Columns16)
+            fixed (int* pc32 = csr.Columns32)
+            fixed (int* prp = rp)
+            {
+                // Panel by panel: the activation rows of one panel stay in L1 while every output row takes its entries there.
+                for (int p = 0; p < panels; p++)
+                {
+                    int* ptr = prp + p * (rows + 1);
+                    for (int m = 0; m < rows; m++)
+                    {
+                        float* y = yb + m * TokenBlock;
+                        Vector512<float> a0, a1, a2, a3;
+                        if (p == 0) { a0 = a1 = a2 = a3 = default; }
+                        else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
+                        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+                        int e = ptr[m], e1 = ptr[m + 1];
+                        // Two accumulator sets (even and odd entries) halve the FMA dependency chains.
+                        for (; e + 2 <= e1; e += 2)
+                        {
+                            float* x = xb + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
+                            float* z = xb + (pc16 != null ? pc16[e + 1] : pc32[e + 1]) * TokenBlock;
+                            var w = Vector512.Create(pv[e]);
+                            var u = Vector512.Create(pv[e + 1]);
+                            a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                            a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                            a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                            a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                            b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
+                            b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
+                            b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
+                            b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
+                        }
+                        if (e < e1)
+                        {
+                            float* x = xb + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
+                            var w = Vector512.Create(pv[e]);
+                            a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                            a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                            a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                            a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                        }
+                        (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
+                    }
+                }
+            }
+            return;
+        }
+        new Span<float>(yb, rows * TokenBlock).Clear();
+        for (int p = 0; p < panels; p++)
+            for (int m = 0; m < rows; m++)
+            {
+                var y = new Span<float>(yb + m * TokenBlock, TokenBlock);
+                var (e0, e1) = csr.Range(p, m);
+                for (int e = e0; e < e1; e++)
+                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xb + csr.Column(e) * TokenBlock, TokenBlock), vals[e], y, y);
+            }
+    }
+
+    /// <summary>
+    /// Sampled dense-dense product, the weight gradient at kept places only, on token-blocked activations:
+    /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads;
+    /// two token blocks (128 tokens) at a time and panel by panel, so the activation rows in use stay in L2 and a
+    /// row's dY slice stays in registers.
+    /// </summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
+    public static void Sddmm(CsrMatrix csr, ReadOnlySpan<float> dyBlocks, ReadOnlySpan<float> xBlocks, Span<float> dw, int n)
+    {
+        ArgumentNullException.ThrowIfNull(csr);
+        if (dyBlocks.Length < BlockedLength(csr.Rows, n) || xBlocks.Length < BlockedLength(csr.Cols, n) || dw.Length < csr.Nnz)
+            throw new ArgumentException($"SDDMM: shapes need blocked dY {BlockedLength(csr.Rows, n)}, blocked X {BlockedLength(csr.Cols, n)} and dW {csr.Nnz} elements; got {dyBlocks.Length}, {xBlocks.Length}, {dw.Length}.");
+        dw[..csr.Nnz].Clear();
+        int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 8);
+        fixed (float* pdy = dyBlocks, px = xBlocks, pw = dw)
+        {
+            nint ady = (nint)pdy, ax = (nint)px, aw = (nint)pw;
+            int blocks = (n + TokenBlock - 1) / TokenBlock;
+            void Rows(int c)
+            {
+                int m0 = (int)((long)csr.Rows * c / chunks), m1 = (int)((long)csr.Rows * (c + 1) / chunks);
+                SddmmRows(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
+            }
+            if (chunks <= 1 || (long)csr.Nnz * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
+            else Parallel.For(0, chunks, Rows);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
+    {
+        long dyStride = BlockStride(csr.Rows), xStride = BlockStride(csr.Cols);
+        int b = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            fixed (ushort* pc16 = csr.Columns16)
+            fixed (int* pc32 = csr.Columns32)
+            {
+                // Two token blocks (128 tokens) per pass: the row's dY slice lives in 8 registers, each entry costs
+                // 8 loads, 8 FMAs and one reduction.
+                for (; b + 2 <= blocks; b += 2)
+                    for (int p = 0; p < csr.Panels; p++)
+                        for (int m = m0; m < m1; m++)
+                        {
+                            var (eStart, eEnd) = csr.Range(p, m);
+                            if (eStart == eEnd) continue;
+                            float* d0 = dyb + b * dyStride + m * TokenBlock;
+                            float* d1 = d0 + dyStride;
+                            var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
+                            var y10 = Vector512.Load(d1); var y11 = Vector512.Load(d1 + 16); var y12 = Vector512.Load(d1 + 32); var y13 = Vector512.Load(d1 + 48);
+                            for (int e = eStart; e < eEnd; e++)
+                            {
+                                float* x0 = xb + b * xStride + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
+                                float* x1 = x0 + xStride;
+                                var a0 = y00 * Vector512.Load(x0);
+                                var a1 = y01 * Vector512.Load(x0 + 16);
+                                var a2 = y02 * Vector512.Load(x0 + 32);
+                                var a3 = y03 * Vector512.Load(x0 + 48);
+                                a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load(x1), a0);
+                                a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load(x1 + 16), a1);
+                                a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load(x1 + 32), a2);
+                                a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load(x1 + 48), a3);
+                                dw[e] += Vector512.Sum((a0 + a1) + (a2 + a3));
+                            }
+                        }
+            }
+        }
+        for (; b < blocks; b++)
+            for (int p = 0; p < csr.Panels; p++)
+                for (int m = m0; m < m1; m++)
+                {
+                    var dy = new ReadOnlySpan<float>(dyb + b * dyStride + m * TokenBlock, TokenBlock);
+                    var (eStart, eEnd) = csr.Range(p, m);
+                    for (int e = eStart; e < eEnd; e++)
+                        dw[e] += System.Numerics.Tensors.TensorPrimitives.Dot(dy, new ReadOnlySpan<float>(xb + b * xStride + csr.Column(e) * TokenBlock, TokenBlock));
+                }
+    }
+
+    /// <summary>
+    /// Sparse matrix-vector product for batch-1 decoding, <c>y[m] = Σ_{k kept} W[m, k]·x[k]</c>, reading only kept
+    /// weights (values and 16-bit columns: 6 bytes per kept weight against 4 per dense weight).
+    /// </summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
+    public static void SpMV(CsrMatrix csr, ReadOnlySpan<float> x, Span<float> y)
+    {
+        ArgumentNullException.ThrowIfNull(csr);
+        if (x.Length < csr.Cols || y.Length < csr.Rows)
+            throw new ArgumentException($"SpMV: a {csr.Rows}×{csr.Cols} CSR needs x of {csr.Cols} and y of {csr.Rows}; got {x.Length} and {y.Length}.");
+        fixed (float* px = x, py = y)
+        {
+            nint ax = (nint)px, ay = (nint)py;
+            int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 4);
+            void Rows(int c)
+            {
+                int m0 = (int)((long)csr.Rows * c / chunks), m1 = (int)((long)csr.Rows * (c + 1) / chunks);
+                SpMVRows(csr, (float*)ax, (float*)ay, m0, m1);
+            }
+            if (csr.Nnz < 1 << 15) for (int c = 0; c < chunks; c++) Rows(c);
+            else Parallel.For(0, chunks, Rows);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SpMVRows(CsrMatrix csr, float* x, float* y, int m0, int m1)
+    {
+        var v = csr.Values;
+        for (int m = m0; m < m1; m++)
+        {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int p = 0; p < csr.Panels; p++)
+            {
+                var (e, e1) = csr.Range(p, m);
+                if (csr.Columns16 is { } c16)
+                {
+                    for (; e + 4 <= e1; e += 4)
+                    {
+                        s0 += v[e] * x[c16[e]]; s1 += v[e + 1] * x[c16[e + 1]];
+                        s2 += v[e + 2] * x[c16[e + 2]]; s3 += v[e + 3] * x[c16[e + 3]];
+                    }
+                    for (; e < e1; e++) s0 += v[e] * x[c16[e]];
+                }
+                else
+                {
+                    var c32 = csr.Columns32!;
+                    for (; e < e1; e++) s0 += v[e] * x[c32[e]];
+                }
+            }
+            y[m] = (s0 + s1) + (s2 + s3);
+        }
+    }
+}

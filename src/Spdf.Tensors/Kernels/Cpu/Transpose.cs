@@ -1,0 +1,96 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace Spdf.Tensors.Kernels.Cpu;
+
+/// <summary>Matrix transpose <c>dst[c, r] = src[r, c]</c> for a row-major <c>(rows, cols)</c> source, in 8×8 register blocks.</summary>
+public static unsafe class Transpose
+{
+    /// <summary>Writes the transpose of <paramref name="src"/> <c>(rows, cols)</c> into <paramref name="dst"/> <c>(cols, rows)</c>.</summary>
+    /// <exception cref="ArgumentException">A span is shorter than rows × cols.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run(ReadOnlySpan<float> src, int rows, int cols, Span<float> dst)
+    {
+        long n = (long)rows * cols;
+        if (rows < 0 || cols < 0 || src.Length < n || dst.Length < n)
+            throw new ArgumentException($"Transpose of {rows}×{cols} needs {n} elements; source has {src.Length}, destination {dst.Length}.");
+        fixed (float* s = src, d = dst)
+        {
+            int r8 = Avx.IsSupported ? rows & ~7 : 0, c8 = Avx.IsSupported ? cols & ~7 : 0;
+            for (int r = 0; r < r8; r += 8)
+                for (int c = 0; c < c8; c += 8)
+                    Gemm.Transpose8x8(s + (long)r * cols + c, cols, d + (long)c * rows + r, rows);
+            for (int r = 0; r < rows; r++)
+                for (int c = r < r8 ? c8 : 0; c < cols; c++)
+                    d[(long)c * rows + r] = s[(long)r * cols + c];
+        }
+    }
+
+    /// <summary>
+    /// Token-blocked transpose: <c>dst[b, c, j] = src[b·W + j, c]</c> for a row-major <c>(rows, cols)</c> source and blocks of
+    /// <paramref name="width"/> rows (a multiple of 8); the last block is zero-padded. Each block is a contiguous
+    /// <c>(cols, width)</c> panel, so kernels that walk features stay free of the cache-set conflicts a plain transpose's
+    /// long row stride causes. Blocks start <paramref name="blockStride"/> elements apart (0: packed, cols × width).
+    /// </summary>
+    /// <exception cref="ArgumentException">The width is not a positive multiple of 8, or a span is too short.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ToBlocks(ReadOnlySpan<float> src, int rows, int cols, int width, Span<float> dst, int blockStride = 0)
+    {
+        if (width <= 0 || width % 8 != 0) throw new ArgumentException($"Block width {width} must be a positive multiple of 8.", nameof(width));
+        int blocks = (rows + width - 1) / width;
+        long stride = blockStride == 0 ? (long)cols * width : blockStride;
+        if (stride < (long)cols * width) throw new ArgumentException($"Block stride {blockStride} is smaller than a block's {(long)cols * width} elements.", nameof(blockStride));
+        if (src.Length < (long)rows * cols || dst.Length < blocks * stride)
+            throw new ArgumentException($"ToBlocks of {rows}×{cols} in blocks of {width} needs {(long)rows * cols} source and {blocks * stride} destination elements; got {src.Length} and {dst.Length}.");
+        fixed (float* s = src, d = dst)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                int t0 = b * width, n = Math.Min(width, rows - t0);
+                float* db = d + b * stride;
+                int n8 = Avx.IsSupported ? n & ~7 : 0, c8 = Avx.IsSupported ? cols & ~7 : 0;
+                for (int j = 0; j < n8; j += 8)
+                    for (int c = 0; c < c8; c += 8)
+                        Gemm.Transpose8x8(s + (long)(t0 + j) * cols + c, cols, db + (long)c * width + j, width);
+                for (int j = 0; j < n; j++)
+                    for (int c = j < n8 ? c8 : 0; c < cols; c++)
+                        db[(long)c * width + j] = s[(long)(t0 + j) * cols + c];
+                for (int c = 0; c < cols; c++)
+                    for (int j = n; j < width; j++) db[(long)c * width + j] = 0f;
+            }
+        }
+    }
+
+    /// <summary>The inverse of <see cref="ToBlocks"/>: <c>dst[b·W + j, c] = src[b, c, j]</c> for the <paramref name="rows"/> real rows.</summary>
+    /// <exception cref="ArgumentException">The width is not a positive multiple of 8, or a span is too short.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void FromBlocks(ReadOnlySpan<float> src, int rows, int cols, int width, Span<float> dst, int blockStride = 0)
+    {
+        if (width <= 0 || width % 8 != 0) throw new ArgumentException($"Block width {width} must be a positive multiple of 8.", nameof(width));
+        int blocks = (rows + width - 1) / width;
+        long stride = blockStride == 0 ? (long)cols * width : blockStride;
+        if (stride < (long)cols * width) throw new ArgumentException($"Block stride {blockStride} is smaller than a block's {(long)cols * width} elements.", nameof(blockStride));
+        if (src.Length < blocks * stride || dst.Length < (long)rows * cols)
+            throw new ArgumentException($"FromBlocks to {rows}×{cols} in blocks of {width} needs {blocks * stride} source and {(long)rows * cols} destination elements; got {src.Length} and {dst.Length}.");
+        fixed (float* s = src, d = dst)
+        {
+            nint ps = (nint)s, pd = (nint)d;
+            void Block(int b)
+            {
+                int t0 = b * width, n = Math.Min(width, rows - t0);
+                float* sb = (float*)ps + b * stride;
+                float* dd = (float*)pd;
+                int n8 = Avx.IsSupported ? n & ~7 : 0, c8 = Avx.IsSupported ? cols & ~7 : 0;
+                // Eight destination rows at a time, walked left to right: writes stream along rows instead of jumping a row stride.
+                for (int j = 0; j < n8; j += 8)
+                    for (int c = 0; c < c8; c += 8)
+                        Gemm.Transpose8x8(sb + (long)c * width + j, width, dd + (long)(t0 + j) * cols + c, cols);
+                for (int j = 0; j < n; j++)
+                    for (int c = j < n8 ? c8 : 0; c < cols; c++)
+                        dd[(long)(t0 + j) * cols + c] = sb[(long)c * width + j];
+            }
+            if (blocks == 1 || (long)rows * cols < 1 << 16) for (int b = 0; b < blocks; b++) Block(b);
+            else Parallel.For(0, blocks, Block);
+        }
+    }
+}

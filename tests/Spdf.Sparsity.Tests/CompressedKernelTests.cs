@@ -1,0 +1,138 @@
+using Spdf.Sparsity.Kernels;
+using Spdf.Sparsity.Masks;
+using Spdf.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Sparsity.Tests;
+
+/// <summary>The compressed kernels must match the masked-dense reference (forward, input, weight and bias gradients).</summary>
+public class CompressedKernelTests
+{
+    private static (float[] Y, float[] Dx, float[] Dw, float[]? Db) Run(SparseLinear layer, Tensor x, Tensor dy)
+    {
+        x.Grad = null; layer.ZeroGrad();
+        var y = layer.Forward(x);
+        y.Backward(dy);
+        return (y.ToArray(), x.Grad!.ToArray(), layer.Weight.Grad!.ToArray(), layer.Bias?.Grad?.ToArray());
+    }
+
+    private static void Same(float[] actual, float[] expected, string what, float tol = 2e-4f)
+    {
+        actual.Length.Should().Be(expected.Length);
+        for (int i = 0; i < actual.Length; i++)
+            actual[i].Should().BeApproximately(expected[i], tol * (1 + Math.Abs(expected[i])), $"{what}[{i}]");
+    }
+
+    private static void Compare(int tokens, int inF, int outF, SparsityMask? mask, double sparsity, bool bias, ulong seed)
+    {
+        var g = new Generator(seed);
+        var dense = new Linear(inF, outF, bias, g);
+        mask ??= MaskInitializers.Random.Create(dense.Weight, sparsity, g);
+        var layer = SparseLinear.FromLinear(dense, mask);
+        var x = Tensor.Randn(new Shape(tokens, inF), g); x.RequiresGrad = true;
+        var dy = Tensor.Randn(new Shape(tokens, outF), g);
+        layer.KernelMode = SparseKernelMode.MaskedDense;
+        var reference = Run(layer, x, dy);
+        layer.KernelMode = SparseKernelMode.Compressed;
+        var compressed = Run(layer, x, dy);
+        layer.Kernel.Should().Be("csr");
+        Same(compressed.Y, reference.Y, "y");
+        Same(compressed.Dx, reference.Dx, "dx");
+        Same(compressed.Dw, reference.Dw, "dw");
+        for (int i = 0; i < compressed.Dw.Length; i++) if (!mask.IsKept(i)) compressed.Dw[i].Should().Be(0f);
+        if (bias) Same(compressed.Db!, reference.Db!, "db");
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.5)]
+    [InlineData(0.75)]
+    [InlineData(0.9)]
+    [InlineData(0.99)]
+    public void MatchesMaskedDenseAcrossSparsities(double s) => Compare(130, 96, 80, null, s, true, 1);
+
+    [Theory]
+    [InlineData(1, 17, 9)]     // one token: the SpMV decode path
+    [InlineData(7, 33, 5)]
+    [InlineData(64, 64, 64)]
+    [InlineData(65, 7, 130)]
+    public void MatchesMaskedDenseForOddShapes(int tokens, int inF, int outF) => Compare(tokens, inF, outF, null, 0.6, tokens % 2 == 1, 2);
+
+    [Fact]
+    public void ManyPanels() => Compare(129, 300, 270, null, 0.8, true, 9); // 3 panels each way, partial last panel
+
+    [Fact]
+    public void AllButOneWeightDropped()
+    {
+        int n = 24 * 40;
+        Compare(70, 40, 24, null, 1 - 1.0 / n, true, 3);
+    }
+
+    [Fact]
+    public void EmptyRowsAndColumns()
+    {
+        var m = new float[12 * 20];
+        var g = new Generator(4);
+        for (int r = 0; r < 12; r++)
+            for (int c = 0; c < 20; c++)
+                m[r * 20 + c] = r % 3 == 0 || c % 4 == 1 ? 0f : (g.NextFloat() < 0.5f ? 1f : 0f); // rows 0,3,6,9 and columns 1,5,… empty
+        Compare(67, 20, 12, new SparsityMask(new Tensor(m, new Shape(12, 20))), 0, true, 5);
+    }
+
+    [Fact]
+    public void StaysCorrectAfterMaskUpdatesAndCheckpointLoads()
+    {
+        var g = new Generator(6);
+        var layer = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.7, g));
+        layer.KernelMode = SparseKernelMode.Compressed;
+        var x = Tensor.Randn(new Shape(80, 48), g);
+        layer.Forward(x); // builds the CSR
+        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.5, new Generator(7)));
+        Init.Normal(layer.Weight, 0, 1, g); layer.ApplyMask();
+        var expected = ReferenceForward(layer, x);
+        Same(layer.Forward(x).ToArray(), expected, "after SetMask");
+        var other = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.9, g));
+        other.KernelMode = SparseKernelMode.Compressed;
+        other.Forward(x);
+        other.LoadStateDict(layer.StateDict());
+        Same(other.Forward(x).ToArray(), expected, "after LoadStateDict");
+    }
+
+    private static float[] ReferenceForward(SparseLinear layer, Tensor x)
+    {
+        var saved = layer.KernelMode;
+        layer.KernelMode = SparseKernelMode.MaskedDense;
+        using var _ = Tensors.Autograd.GradMode.NoGrad();
+        var y = layer.Forward(x).ToArray();
+        layer.KernelMode = saved;
+        return y;
+    }
+
+    [Fact]
+    public void AutoModePicksAKernelAndReportsIt()
+    {
+        var layer = SparseLinear.FromLinear(new Linear(64, 64), MaskInitializers.Random.Create(Tensor.Zeros(64, 64), 0.9, new Generator(1)));
+        layer.Kernel.Should().Be("auto");
+        layer.Forward(Tensor.Ones(32, 64));
+        layer.Kernel.Should().BeOneOf("csr", "masked-dense");
+    }
+
+    [Fact]
+    public void CsrStructureAndBytes()
+    {
+        var mask = new SparsityMask(Tensor.From([1f, 0f, 1f, 0f, 0f, 0f, 0f, 1f, 1f], 3, 3));
+        var csr = CsrMatrix.FromMask(mask, panelWidth: 3);
+        csr.RowPointers.Should().Equal(0, 2, 2, 4);
+        Enumerable.Range(0, csr.Nnz).Select(csr.Column).Should().Equal(0, 2, 1, 2);
+        csr.Bytes.Should().Be(4 * 6 + 4 * 4);
+        var panels = CsrMatrix.FromMask(mask, panelWidth: 2);
+        panels.Panels.Should().Be(2);
+        panels.RowPointers.Should().Equal(0, 1, 1, 2, /* panel 1 */ 2, 3, 3, 4);
+        Enumerable.Range(0, panels.Nnz).Select(panels.Column).Should().Equal(0, 1, 2, 2);
+        panels.Bytes.Should().Be(4 * 6 + 8 * 4);
+        var t = CsrMatrix.FromMask(mask, transpose: true, panelWidth: 3);
+        t.RowPointers.Should().Equal(0, 1, 2, 4);
+        t.DenseIndex.Should().Equal(0, 7, 2, 8);
+        ((Action)(() => SparseKernels.SpMV(csr, new float[2], new float[3]))).Should().Throw<ArgumentException>().WithMessage("*needs x of 3*");
+    }
+}
