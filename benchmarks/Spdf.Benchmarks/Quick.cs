@@ -15,6 +15,8 @@ namespace Spdf.Benchmarks;
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75
+/// quick decode --preset gpt2-small --sparsity 0,0.75
+/// quick spmm --tokens N --in K --out M --sparsity S
 /// quick peak
 /// </code>
 /// </summary>
@@ -36,6 +38,7 @@ public static class Quick
                 case "gpt": Gpt(opts, args[1..]); return 0;
                 case "gpt-one": GptOne(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
+                case "decode": Decode(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
@@ -48,7 +51,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|gemm|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|gemm|gpt|decode|spmm|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
@@ -222,6 +225,50 @@ public static class Quick
             ["sddmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb, xb, dw, n), secs), 3),
             ["dense_gemm_ms"] = Math.Round(Timing.MedianMs(() => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k), secs), 3),
         });
+    }
+
+    /// <summary>
+    /// Batch-1 decoding through the linear layers of a GPT preset (per block: c_attn, attn.c_proj, c_fc, mlp.c_proj), one
+    /// token at a time with gradients off: the weight-streaming part of generation. Attention over the KV cache is not
+    /// included (it does not depend on weight sparsity). Dense layers run the GEMM at M = 1; sparse ones the CSR SpMV.
+    /// </summary>
+    private static void Decode(Dictionary<string, string> o)
+    {
+        var cfg = Spdf.Gpt.GptConfig.FromPreset(o.TryGetValue("preset", out var pr) ? pr : "gpt2-small");
+        var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75").Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+        double secs = Seconds(o);
+        int c = cfg.EmbeddingSize;
+        foreach (double sp in sparsities)
+        {
+            var g = new Generator(1);
+            var layers = new List<Linear>();
+            for (int l = 0; l < cfg.Layers; l++)
+                foreach (var (i, outF) in new[] { (c, 3 * c), (c, c), (c, 4 * c), (4 * c, c) })
+                {
+                    Linear lin = new(i, outF, true, g);
+                    if (sp > 0)
+                    {
+                        var sparse = SparseLinear.FromLinear(lin, MaskInitializers.Random.Create(lin.Weight, sp, g));
+                        sparse.KernelMode = SparseKernelMode.Compressed;
+                        lin = sparse;
+                    }
+                    layers.Add(lin);
+                }
+            var x1 = Tensor.Randn(new Shape(1, c), g);
+            var x4 = Tensor.Randn(new Shape(1, 4 * c), g);
+            double ms = Timing.MedianMs(() =>
+            {
+                using var _ = Tensors.Autograd.GradMode.NoGrad();
+                foreach (var l in layers) l.Forward(l.InFeatures == c ? x1 : x4);
+            }, secs);
+            long bytes = layers.Sum(l => l is SparseLinear sl ? sl.CompressedBytes / 2 : (long)l.Weight.Numel * 4); // W's CSR (not Wᵀ's)
+            Emit(new Dictionary<string, object>
+            {
+                ["op"] = "decode", ["preset"] = pr ?? "gpt2-small", ["sparsity"] = sp, ["ms_per_token"] = Math.Round(ms, 3),
+                ["tok_s"] = Math.Round(1000 / ms, 1), ["weight_mb"] = Math.Round(bytes / 1048576.0, 1),
+                ["kernel"] = sp > 0 ? "csr-spmv" : "dense-" + Gemm.KernelName,
+            });
+        }
     }
 
     private static void PeakRun(Dictionary<string, string> o)

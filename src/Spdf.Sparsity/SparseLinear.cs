@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Spdf.Sparsity.Kernels;
@@ -86,7 +87,11 @@ public sealed class SparseLinear : Linear
     }
 
     /// <summary>Sets dropped weights to exactly 0 (the invariant every step keeps).</summary>
-    public void ApplyMask() => Mask.Apply(Weight.AsSpan());
+    public void ApplyMask()
+    {
+        Mask.Apply(Weight.AsSpan());
+        Weight.MarkModified();
+    }
 
     /// <summary>Bytes of the compressed structure (W and Wᵀ in CSR), or 0 before it is built.</summary>
     public long CompressedBytes => (_csr?.Bytes ?? 0) + (_csrT?.Bytes ?? 0);
@@ -100,8 +105,28 @@ public sealed class SparseLinear : Linear
         _csrT = null;
     }
 
-    private CsrMatrix Csr => _csr ??= CsrMatrix.FromMask(Mask);
-    private CsrMatrix CsrT => _csrT ??= CsrMatrix.FromMask(Mask, transpose: true);
+    private long _csrVersion = -1, _csrTVersion = -1;
+
+    /// <summary>The CSR of W with values current for the weight's <see cref="Tensor.Version"/> (gathered only when it changed).</summary>
+    private CsrMatrix Csr
+    {
+        get
+        {
+            if (_csr is null) { _csr = CsrMatrix.FromMask(Mask); _csrVersion = -1; }
+            if (_csrVersion != Weight.Version) { _csr.Gather(Weight.AsReadOnlySpan()); _csrVersion = Weight.Version; }
+            return _csr;
+        }
+    }
+
+    private CsrMatrix CsrT
+    {
+        get
+        {
+            if (_csrT is null) { _csrT = CsrMatrix.FromMask(Mask, transpose: true); _csrTVersion = -1; }
+            if (_csrTVersion != Weight.Version) { _csrT.Gather(Weight.AsReadOnlySpan()); _csrTVersion = Weight.Version; }
+            return _csrT;
+        }
+    }
 
     /// <inheritdoc />
     public override Tensor Forward(Tensor input)
@@ -147,7 +172,6 @@ public sealed class SparseLinear : Linear
     {
         int n = input.Shape.Product(0, input.Rank - 1), k = InFeatures, m = OutFeatures;
         var csr = Csr;
-        csr.Gather(Weight.AsReadOnlySpan());
         var outDims = input.Shape.ToArray(); outDims[^1] = m;
         var y = GC.AllocateUninitializedArray<float>(n * m);
         float[]? xt = null;
@@ -157,26 +181,28 @@ public sealed class SparseLinear : Linear
         }
         else
         {
-            xt = BlocksOf(input.AsReadOnlySpan(), n, k);                        // Xᵀ in token blocks
-            var yt = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(m, n));
-            SparseKernels.SpMM(csr, xt, yt, n);                                  // Yᵀ = W·Xᵀ over kept weights
+            xt = BlocksOf(input.AsReadOnlySpan(), n, k);                        // Xᵀ in token blocks (kept for backward)
+            // Temporaries that never leave this method come from a pool: fresh large arrays cost a page fault per 4 KiB.
+            var yt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(m, n));
+            SparseKernels.SpMM(csr, xt, yt, n, Bias is { } b ? b.AsReadOnlySpan() : default); // Yᵀ = W·Xᵀ + b over kept weights
             Transpose.FromBlocks(yt, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
+            ArrayPool<float>.Shared.Return(yt);
         }
-        if (Bias is { } b)
-            for (int r = 0; r < n; r++) { var row = y.AsSpan(r * m, m); TensorPrimitives.Add(row, b.AsReadOnlySpan(), row); }
+        if (n == 1 && Bias is { } b1) TensorPrimitives.Add(y, b1.AsReadOnlySpan(), y);
         Tensor[] inputs = Bias is null ? [input, Weight] : [input, Weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
-            var dyt = BlocksOf(g.AsReadOnlySpan(), n, m);                       // dYᵀ in token blocks
+            var dyt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(m, n));
+            Transpose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt, SparseKernels.BlockStride(m)); // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
                 var csrT = CsrT;
-                csrT.Gather(Weight.AsReadOnlySpan());
-                var dxt = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(k, n));
+                var dxt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
                 SparseKernels.SpMM(csrT, dyt, dxt, n);                          // dXᵀ = Wᵀ·dYᵀ over kept weights
                 var d = GC.AllocateUninitializedArray<float>(n * k);
                 Transpose.FromBlocks(dxt, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
+                ArrayPool<float>.Shared.Return(dxt);
                 dx = new Tensor(d, input.Shape);
             }
             if (Weight.RequiresGrad)
@@ -191,9 +217,10 @@ public sealed class SparseLinear : Linear
             if (Bias is { RequiresGrad: true } bias)
             {
                 var d = new float[m];
-                for (int r = 0; r < n; r++) TensorPrimitives.Add(d, g.AsReadOnlySpan().Slice(r * m, m), d);
+                SparseKernels.RowSums(dyt, m, n, d);
                 db = new Tensor(d, bias.Shape);
             }
+            ArrayPool<float>.Shared.Return(dyt);
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
     }

@@ -71,8 +71,19 @@ public partial class Tensor
     /// <summary>True when the tensor was not produced by a recorded op.</summary>
     public bool IsLeaf => GradFn is null;
 
-    /// <summary>The elements as a mutable span (row-major). Writing to it bypasses autograd.</summary>
+    /// <summary>
+    /// The elements as a mutable span (row-major). Writing to it bypasses autograd; call <see cref="MarkModified"/>
+    /// afterwards so that caches derived from the values (e.g. a sparse layer's compressed copy) are refreshed.
+    /// </summary>
     public Span<float> AsSpan() => Storage;
+
+    /// <summary>Counts in-place modifications (PyTorch's <c>_version</c>); derived caches compare it to know when to refresh.</summary>
+    public long Version => _version;
+
+    private long _version;
+
+    /// <summary>Records an in-place modification made through <see cref="AsSpan"/>.</summary>
+    public void MarkModified() => Interlocked.Increment(ref _version);
 
     /// <summary>The elements as a read-only span (row-major).</summary>
     public ReadOnlySpan<float> AsReadOnlySpan() => Storage;
@@ -93,7 +104,7 @@ public partial class Tensor
     public float this[params int[] index]
     {
         get => Storage[FlatIndex(index)];
-        set => Storage[FlatIndex(index)] = value;
+        set { Storage[FlatIndex(index)] = value; MarkModified(); }
     }
 
     private int FlatIndex(int[] index)
@@ -125,13 +136,14 @@ public partial class Tensor
         if (source.Numel != Numel)
             throw new ArgumentException($"Cannot copy a tensor of shape {source.Shape} into one of shape {Shape}.", nameof(source));
         source.Storage.AsSpan().CopyTo(Storage);
+        MarkModified();
     }
 
     /// <summary>Sets every element to zero in place.</summary>
-    public void Zero() => Array.Clear(Storage);
+    public void Zero() { Array.Clear(Storage); MarkModified(); }
 
     /// <summary>Sets every element to <paramref name="value"/> in place.</summary>
-    public void Fill(float value) => Storage.AsSpan().Fill(value);
+    public void Fill(float value) { Storage.AsSpan().Fill(value); MarkModified(); }
 
     /// <summary>Computes gradients of this tensor with respect to every leaf that requires them,
     /// accumulating into their <see cref="Grad"/> (<c>torch.Tensor.backward</c>).</summary>

@@ -136,3 +136,32 @@ public class CompressedKernelTests
         ((Action)(() => SparseKernels.SpMV(csr, new float[2], new float[3]))).Should().Throw<ArgumentException>().WithMessage("*needs x of 3*");
     }
 }
+
+public class CompressedCacheTests
+{
+    [Fact]
+    public void OptimizerStepsRefreshTheCompressedValues()
+    {
+        var g = new Generator(8);
+        var layer = SparseLinear.FromLinear(new Linear(40, 24, true, g), MaskInitializers.Random.Create(Tensor.Zeros(24, 40), 0.75, g));
+        layer.KernelMode = SparseKernelMode.Compressed;
+        var opt = new Tensors.Optim.AdamW(layer.Parameters(), 0.05);
+        var x = Tensor.Randn(new Shape(70, 40), g);
+        for (int step = 0; step < 3; step++)
+        {
+            opt.ZeroGrad();
+            layer.Forward(x).Sum().Backward();
+            opt.Step();
+        }
+        var compressed = layer.Forward(x).ToArray();
+        layer.KernelMode = SparseKernelMode.MaskedDense;
+        var reference = layer.Forward(x).ToArray();
+        for (int i = 0; i < reference.Length; i++) compressed[i].Should().BeApproximately(reference[i], 1e-4f);
+        // and a write through the indexer is seen too
+        layer.KernelMode = SparseKernelMode.Compressed;
+        int kept = Enumerable.Range(0, 24 * 40).First(layer.Mask.IsKept);
+        layer.Weight[kept / 40, kept % 40] += 1f;
+        var after = layer.Forward(x).ToArray();
+        after.Should().NotEqual(compressed);
+    }
+}

@@ -28,23 +28,25 @@ public static unsafe class SparseKernels
     /// <c>Yᵀ = W·Xᵀ</c> (with the CSR of W), or the input gradient <c>dXᵀ = Wᵀ·dYᵀ</c> (with the CSR of Wᵀ). Blocks run in parallel.
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
-    public static void SpMM(CsrMatrix csr, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n)
+    public static void SpMM(CsrMatrix csr, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
     {
+        if (!bias.IsEmpty && bias.Length != csr.Rows)
+            throw new ArgumentException($"SpMM: bias has {bias.Length} elements; expected {csr.Rows} (one per output row).", nameof(bias));
         ArgumentNullException.ThrowIfNull(csr);
         if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
             throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
         int blocks = (n + TokenBlock - 1) / TokenBlock;
-        fixed (float* px = xBlocks, py = yBlocks)
+        fixed (float* px = xBlocks, py = yBlocks, pbias = bias)
         {
-            nint ax = (nint)px, ay = (nint)py;
-            void Block(int b) => SpMMBlock(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows));
+            nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias;
+            void Block(int b) => SpMMBlock(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
             if (blocks == 1 || (long)csr.Nnz * n < 1 << 16) for (int b = 0; b < blocks; b++) Block(b);
             else Parallel.For(0, blocks, Block);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SpMMBlock(CsrMatrix csr, float* xb, float* yb)
+    private static void SpMMBlock(CsrMatrix csr, float* xb, float* yb, float* bias)
     {
         var rp = csr.RowPointers; var vals = csr.Values;
         int rows = csr.Rows, panels = csr.Panels;
@@ -63,7 +65,7 @@ public static unsafe class SparseKernels
                     {
                         float* y = yb + m * TokenBlock;
                         Vector512<float> a0, a1, a2, a3;
-                        if (p == 0) { a0 = a1 = a2 = a3 = default; }
+                        if (p == 0) { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
                         else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
                         Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
                         int e = ptr[m], e1 = ptr[m + 1];
@@ -98,7 +100,7 @@ public static unsafe class SparseKernels
             }
             return;
         }
-        new Span<float>(yb, rows * TokenBlock).Clear();
+        for (int m = 0; m < rows; m++) new Span<float>(yb + m * TokenBlock, TokenBlock).Fill(bias != null ? bias[m] : 0f);
         for (int p = 0; p < panels; p++)
             for (int m = 0; m < rows; m++)
             {
@@ -107,6 +109,32 @@ public static unsafe class SparseKernels
                 for (int e = e0; e < e1; e++)
                     System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xb + csr.Column(e) * TokenBlock, TokenBlock), vals[e], y, y);
             }
+    }
+
+    /// <summary><c>sums[r] = Σ_t blocks[t, r]</c> over a token-blocked activation of <paramref name="rows"/> features (the bias gradient from dYᵀ; padding lanes are zero).</summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
+    public static void RowSums(ReadOnlySpan<float> blocks, int rows, int n, Span<float> sums)
+    {
+        if (blocks.Length < BlockedLength(rows, n) || sums.Length < rows)
+            throw new ArgumentException($"RowSums: needs {BlockedLength(rows, n)} blocked elements and {rows} sums; got {blocks.Length} and {sums.Length}.");
+        int nb = (n + TokenBlock - 1) / TokenBlock, stride = BlockStride(rows);
+        fixed (float* pb = blocks, ps = sums)
+        {
+            nint ab = (nint)pb, aps = (nint)ps;
+            int chunks = Math.Min(rows, Environment.ProcessorCount * 4);
+            void Rows(int c)
+            {
+                int r0 = (int)((long)rows * c / chunks), r1 = (int)((long)rows * (c + 1) / chunks);
+                for (int r = r0; r < r1; r++)
+                {
+                    float s = 0;
+                    for (int b = 0; b < nb; b++) s += System.Numerics.Tensors.TensorPrimitives.Sum(new ReadOnlySpan<float>((float*)ab + (long)b * stride + r * TokenBlock, TokenBlock));
+                    ((float*)aps)[r] = s;
+                }
+            }
+            if ((long)rows * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
+            else Parallel.For(0, chunks, Rows);
+        }
     }
 
     /// <summary>

@@ -11,6 +11,7 @@ public static class Init
         var g = generator ?? Generator.Default;
         var s = t.AsSpan();
         for (int i = 0; i < s.Length; i++) s[i] = mean + std * g.NextNormal();
+        t.MarkModified();
     }
 
     /// <summary>Fills with samples of U(low, high).</summary>
@@ -21,6 +22,7 @@ public static class Init
         var g = generator ?? Generator.Default;
         var s = t.AsSpan();
         for (int i = 0; i < s.Length; i++) s[i] = low + (high - low) * g.NextFloat();
+        t.MarkModified();
     }
 
     /// <summary>Fills with a constant.</summary>

@@ -52,6 +52,7 @@ public sealed class AdamW : Optimizer
                 var m = StateTensor(p, "exp_avg");
                 var v = StateTensor(p, "exp_avg_sq");
                 Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+                p.MarkModified();
             }
         }
     }

@@ -56,6 +56,7 @@ public sealed class Sgd : Optimizer
                     else buf.CopyTo(d);
                 }
                 TensorPrimitives.MultiplyAdd(d, (float)-g.LearningRate, p.AsReadOnlySpan(), p.AsSpan());
+                p.MarkModified();
             }
     }
 }
