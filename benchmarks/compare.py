@@ -3,6 +3,8 @@
   /usr/bin/python3 benchmarks/compare.py linear [--rounds 3] [--seconds 2]
   /usr/bin/python3 benchmarks/compare.py attention [--rounds 3]
   /usr/bin/python3 benchmarks/compare.py gemm [--rounds 3]
+  /usr/bin/python3 benchmarks/compare.py sparse [--rounds 3]
+  /usr/bin/python3 benchmarks/compare.py gpt [--rounds 3] [--seconds 5]   (training step, ours dense/75%/90% vs PyTorch dense/masked)   (our compressed layer at 50/75/90% against our dense and PyTorch's)
 
 Each round runs ours, then the peer, for every case; the table shows medians over rounds and the ratio peer/ours
 (> 1 means Spdf is faster). Needs Debian's python3-torch (apt-get install -y python3-torch) and a Release build:
@@ -24,7 +26,7 @@ def linear_cases():
     return [(2048, 768, 3072), (2048, 384, 1536), (2048, 768, 768), (2048, 768, 8192)]
 
 def main():
-    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm"])
+    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm", "sparse", "gpt"])
     p.add_argument("--rounds", type=int, default=3); p.add_argument("--seconds", type=float, default=2.0)
     a = p.parse_args(); s = str(a.seconds)
     rows = {}
@@ -40,6 +42,27 @@ def main():
             t = run(["/usr/bin/python3", os.path.join(HERE, "peers", "attention_peer.py"), "--seconds", s], PEER_ENV)[0]
             rows.setdefault("attention B8 H6 T256 E64 fwd", []).append((o["fwd_ms"], t["fwd_ms"]))
             rows.setdefault("attention B8 H6 T256 E64 fwd+bwd", []).append((o["fwd_bwd_ms"], t["fwd_bwd_ms"]))
+        elif a.what == "gpt":
+            shape = ["--layers", "6", "--embd", "384", "--heads", "6", "--ctx", "256", "--batch", "8", "--vocab", "8192"]
+            ours = run(OURS + ["gpt"] + shape + ["--sparsity", "0,0.75,0.9", "--seconds", s])
+            t = run(["/usr/bin/python3", TORCH_PEER, "gpt"] + shape + ["--sparsity", "0.75", "--seconds", s], PEER_ENV)[0]
+            for o in ours:
+                tag = "dense" if o["sparsity"] == 0 else f"{o['sparsity']:.0%} sparse (PyTorch: masked at 75%)"
+                rows.setdefault(f"gpt step L6 D384 T256 B8 V8192 {tag}, ms", []).append((o["ms"], t["dense_ms"] if o["sparsity"] == 0 else t["masked_ms"]))
+                rows.setdefault(f"  Spdf peak working set, MB, {tag}", []).append((o["peak_mb"], None))
+                if o["sparsity"] > 0: print(f"round {r + 1}: {o['sparsity']:.0%} kernels chosen: {o['kernel']}", file=sys.stderr)
+        elif a.what == "sparse":
+            ours = run(OURS + ["linear", "--tokens", "2048", "--in", "768", "--out", "3072", "--sparsity", "0,0.5,0.75,0.9", "--seconds", s])
+            t = run(["/usr/bin/python3", TORCH_PEER, "linear", "--tokens", "2048", "--in", "768", "--out", "3072", "--sparsity", "0.75", "--seconds", s], PEER_ENV)[0]
+            dense = ours[0]
+            for o in ours:
+                tag = "dense" if o["sparsity"] == 0 else f"{o['sparsity']:.0%} sparse ({o['kernel']})"
+                # peer column: PyTorch dense; ratio > 1 means this Spdf row is faster than PyTorch dense
+                rows.setdefault(f"linear 2048x768x3072 {tag} fwd", []).append((o["fwd_ms"], t["fwd_ms"]))
+                rows.setdefault(f"linear 2048x768x3072 {tag} fwd+bwd", []).append((o["fwd_bwd_ms"], t["fwd_bwd_ms"]))
+                if o["sparsity"] > 0:
+                    rows.setdefault(f"  Spdf dense / Spdf {tag}, fwd+bwd (speed-up)", []).append((o["fwd_bwd_ms"], dense["fwd_bwd_ms"]))
+            rows.setdefault("linear 2048x768x3072 75% PyTorch CSR fwd (peer column) vs Spdf 75% fwd", []).append((ours[2]["fwd_ms"], t["csr_fwd_ms"]))
         else:
             for o in run(OURS + ["gemm", "--seconds", s]):
                 rows.setdefault(f"gemm 2048^3 {o['layout']} Spdf % of measured FMA peak", []).append((o["pct_peak"], None))
@@ -52,6 +75,6 @@ def main():
     for name, vals in rows.items():
         ours = [v[0] for v in vals if v[0] is not None]; peer = [v[1] for v in vals if v[1] is not None]
         mo = statistics.median(ours) if ours else float("nan"); mp = statistics.median(peer) if peer else float("nan")
-        print(f"| {name} | {mo:.2f} | {mp:.2f} | {mp / mo:.2f} |")
+        print(f"| {name} | {mo:.2f} | {'–' if peer == [] else f'{mp:.2f}'} | {'–' if peer == [] else f'{mp / mo:.2f}'} |")
 
 main()

@@ -173,11 +173,13 @@ public static class Quick
 
     private static void GptOne(Dictionary<string, string> o)
     {
-        var cfg = new Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
+        var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
         int batch = Int(o, "batch", 8);
         double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
-        var model = new Gpt.GptModel(cfg, new Generator(1));
-        if (sp > 0) Sparsifier.Apply(model, SparsityConfig.Default(sp, seed: 2));
+        var model = new Spdf.Gpt.GptModel(cfg, new Generator(1));
+        SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sp, seed: 2)) : null;
+        if (handle is not null && o.TryGetValue("kernel", out var km))
+            foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
         var g = new Generator(3);
         var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
@@ -195,7 +197,8 @@ public static class Quick
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
             ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
-            ["kernel"] = sp > 0 ? "masked-dense" : "dense-" + Gemm.KernelName,
+            ["kernel"] = handle is null ? "dense-" + Gemm.KernelName
+                : string.Join(",", handle.Layers.GroupBy(l => l.Layer.Kernel).Select(gr => $"{gr.Key}:{gr.Count()}")),
         });
     }
 
