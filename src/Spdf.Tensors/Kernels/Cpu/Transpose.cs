@@ -36,10 +36,7 @@ public static unsafe class Transpose
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ToBlocks(ReadOnlySpan<float> src, int rows, int cols, int width, Span<float> dst, int blockStride = 0)
     {
-        if (width <= 0 || width % 8 != 0) throw new ArgumentException($"Block width {width} must be a positive multiple of 8.", nameof(width));
-        int blocks = (rows + width - 1) / width;
-        long stride = blockStride == 0 ? (long)cols * width : blockStride;
-        if (stride < (long)cols * width) throw new ArgumentException($"Block stride {blockStride} is smaller than a block's {(long)cols * width} elements.", nameof(blockStride));
+        var (blocks, stride) = BlockGeometry(rows, cols, width, blockStride);
         if (src.Length < (long)rows * cols || dst.Length < blocks * stride)
             throw new ArgumentException($"ToBlocks of {rows}×{cols} in blocks of {width} needs {(long)rows * cols} source and {blocks * stride} destination elements; got {src.Length} and {dst.Length}.");
         fixed (float* s = src, d = dst)
@@ -66,10 +63,7 @@ public static unsafe class Transpose
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void FromBlocks(ReadOnlySpan<float> src, int rows, int cols, int width, Span<float> dst, int blockStride = 0)
     {
-        if (width <= 0 || width % 8 != 0) throw new ArgumentException($"Block width {width} must be a positive multiple of 8.", nameof(width));
-        int blocks = (rows + width - 1) / width;
-        long stride = blockStride == 0 ? (long)cols * width : blockStride;
-        if (stride < (long)cols * width) throw new ArgumentException($"Block stride {blockStride} is smaller than a block's {(long)cols * width} elements.", nameof(blockStride));
+        var (blocks, stride) = BlockGeometry(rows, cols, width, blockStride);
         if (src.Length < blocks * stride || dst.Length < (long)rows * cols)
             throw new ArgumentException($"FromBlocks to {rows}×{cols} in blocks of {width} needs {blocks * stride} source and {(long)rows * cols} destination elements; got {src.Length} and {dst.Length}.");
         fixed (float* s = src, d = dst)
@@ -92,5 +86,13 @@ public static unsafe class Transpose
             if (blocks == 1 || (long)rows * cols < 1 << 16) for (int b = 0; b < blocks; b++) Block(b);
             else Parallel.For(0, blocks, Block);
         }
+    }
+
+    private static (int Blocks, long Stride) BlockGeometry(int rows, int cols, int width, int blockStride)
+    {
+        if (width <= 0 || width % 8 != 0) throw new ArgumentException($"Block width {width} must be a positive multiple of 8.", nameof(width));
+        long stride = blockStride == 0 ? (long)cols * width : blockStride;
+        if (stride < (long)cols * width) throw new ArgumentException($"Block stride {blockStride} is smaller than a block's {(long)cols * width} elements.", nameof(blockStride));
+        return ((rows + width - 1) / width, stride);
     }
 }
