@@ -49,6 +49,12 @@ internal static class AutogradEngine
         return result;
     }
 
+    private static bool SharesStorage(Tensor g, Tensor?[] grads)
+    {
+        foreach (var x in grads) if (x is not null && ReferenceEquals(x.Storage, g.Storage)) return true;
+        return false;
+    }
+
     private static bool IsFresh(Tensor grad, Tensor incoming, Tensor?[] siblings, int index)
     {
         if (ReferenceEquals(grad.Storage, incoming.Storage)) return false;
@@ -128,6 +134,8 @@ internal static class AutogradEngine
                 }
             }
             if (!retainGraph) fn.Release();
+            // g is dead now unless an input's gradient shares its storage (a pass-through) or it was never ours.
+            if (owned.Remove(g) && !SharesStorage(g, inputGrads)) GradientPool.Return(g.Storage);
         }
     }
 }

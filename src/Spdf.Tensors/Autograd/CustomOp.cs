@@ -12,7 +12,8 @@ public static class CustomOp
     /// requires grad. The closure receives the gradient of <paramref name="result"/> and returns one gradient per
     /// input (same shape as that input), or null where an input needs none. It must not modify its argument, and each
     /// gradient it returns must either be newly allocated or share storage with its argument (never with a tensor kept
-    /// elsewhere): the engine accumulates into fresh gradients in place.
+    /// elsewhere), and the closure must not keep a reference to its argument after returning: the engine accumulates into
+    /// fresh gradients in place and recycles consumed ones.
     /// </summary>
     /// <returns><paramref name="result"/>, now a non-leaf tensor when recorded.</returns>
     /// <exception cref="ArgumentException"><paramref name="result"/> already belongs to a recorded op.</exception>

@@ -39,7 +39,7 @@ public static partial class Functional
         var result = new Tensor(o, q.Shape);
         return AutogradEngine.Record(result, "CausalSelfAttention", [q, k, v], g =>
         {
-            var dq = new float[q.Numel]; var dk = new float[q.Numel]; var dv = new float[q.Numel];
+            var dq = GradientPool.Rent(q.Numel, clear: true); var dk = GradientPool.Rent(q.Numel, clear: true); var dv = GradientPool.Rent(q.Numel, clear: true);
             Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
             {
                 if (blocked)

@@ -45,7 +45,7 @@ public static partial class Functional
         float loss = count == 0 ? 0f : (float)(total / count);
         return AutogradEngine.Record(Tensor.Scalar(loss), "CrossEntropy", [logits], g =>
         {
-            var dl = new float[logits.Numel];
+            var dl = GradientPool.Rent(logits.Numel, clear: true);
             if (count == 0) return [new Tensor(dl, logits.Shape)];
             float scale = g.Storage[0] / count;
             Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount }, i =>

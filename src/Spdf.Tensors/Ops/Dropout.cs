@@ -23,7 +23,7 @@ public static partial class Functional
         TensorPrimitives.Multiply(x.Storage, mask, y);
         return AutogradEngine.Record(new Tensor(y, x.Shape), "Dropout", [x], g =>
         {
-            var dx = new float[x.Numel];
+            var dx = GradientPool.Rent(x.Numel, clear: true);
             TensorPrimitives.Multiply(g.Storage, mask, dx);
             return [new Tensor(dx, x.Shape)];
         });

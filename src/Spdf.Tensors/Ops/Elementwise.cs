@@ -95,7 +95,7 @@ public partial class Tensor
 
     private static float[] Negated(ReadOnlySpan<float> x)
     {
-        var d = new float[x.Length];
+        var d = GradientPool.Rent(x.Length, clear: true);
         TensorPrimitives.Negate(x, d);
         return d;
     }
@@ -133,7 +133,7 @@ public partial class Tensor
     /// <summary><c>x + s</c> for every element.</summary>
     public Tensor AddScalar(float s)
     {
-        var d = new float[Numel];
+        var d = GradientPool.Rent(Numel, clear: true);
         TensorPrimitives.Add(Storage, s, d);
         return AutogradEngine.Record(new Tensor(d, Shape), "AddScalar", [this], g => [g]);
     }
@@ -141,11 +141,11 @@ public partial class Tensor
     /// <summary><c>x * s</c> for every element.</summary>
     public Tensor MulScalar(float s)
     {
-        var d = new float[Numel];
+        var d = GradientPool.Rent(Numel, clear: true);
         TensorPrimitives.Multiply(Storage, s, d);
         return AutogradEngine.Record(new Tensor(d, Shape), "MulScalar", [this], g =>
         {
-            var gd = new float[g.Numel];
+            var gd = GradientPool.Rent(g.Numel, clear: true);
             TensorPrimitives.Multiply(g.Storage, s, gd);
             return [new Tensor(gd, Shape)];
         });
@@ -154,12 +154,12 @@ public partial class Tensor
     /// <summary>Unary op helper: forward <paramref name="f"/>, backward <c>dx = dy * df(x, y)</c>.</summary>
     private Tensor Unary(string name, Action<ReadOnlySpan<float>, Span<float>> f, Action<float[], float[], float[]> derivative)
     {
-        var y = new float[Numel];
+        var y = GradientPool.Rent(Numel, clear: true);
         f(Storage, y);
         var x = this;
         return AutogradEngine.Record(new Tensor(y, Shape), name, [this], g =>
         {
-            var dydx = new float[y.Length];
+            var dydx = GradientPool.Rent(y.Length, clear: true);
             derivative(x.Storage, y, dydx);
             TensorPrimitives.Multiply(dydx, g.Storage, dydx);
             return [new Tensor(dydx, x.Shape)];
@@ -210,12 +210,12 @@ public partial class Tensor
     /// (<c>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))</c>, <c>torch.nn.functional.gelu(approximate="tanh")</c>).</summary>
     public Tensor Gelu()
     {
-        var y = new float[Numel];
+        var y = GradientPool.Rent(Numel, clear: true);
         Kernels.Cpu.Activations.GeluForward(y, Storage);
         var x = this;
         return AutogradEngine.Record(new Tensor(y, Shape), "Gelu", [this], g =>
         {
-            var dx = new float[x.Numel];
+            var dx = GradientPool.Rent(x.Numel, clear: true);
             Kernels.Cpu.Activations.GeluBackward(dx, x.Storage, g.Storage);
             return [new Tensor(dx, x.Shape)];
         });

@@ -28,7 +28,7 @@ public static partial class Functional
         var outShape = new Shape([.. indices.Shape.Dims, c]);
         return AutogradEngine.Record(new Tensor(y, outShape), "Embedding", [weight], g =>
         {
-            var dw = new float[weight.Numel];
+            var dw = GradientPool.Rent(weight.Numel, clear: true);
             for (int i = 0; i < ids.Length; i++)
             {
                 var row = dw.AsSpan(ids[i] * c, c);

@@ -49,8 +49,8 @@ public static partial class Functional
             var dx = x.RequiresGrad ? new float[x.Numel] : null;
             var dw = weight is { RequiresGrad: true } ? new float[c] : null;
             var db = bias is { RequiresGrad: true } ? new float[c] : null;
-            var xhat = new float[c];
-            var dxhat = new float[c];
+            var xhat = GradientPool.Rent(c, clear: true);
+            var dxhat = GradientPool.Rent(c, clear: true);
             for (int r = 0; r < rows; r++)
             {
                 var gr = g.Storage.AsSpan(r * c, c);

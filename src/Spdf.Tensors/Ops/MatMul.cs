@@ -46,7 +46,7 @@ public partial class Tensor
             var dc = g.Storage;
             if (a.RequiresGrad)
             {
-                var da = GC.AllocateUninitializedArray<float>(a.Numel);
+                var da = GradientPool.Rent(a.Numel, clear: false);
                 if (shared && !transposeA) Gemm.MatMul(dc, false, b.Storage, !transposeB, da, batch * m, k, n);
                 else
                     for (int i = 0; i < batch; i++)
@@ -59,7 +59,7 @@ public partial class Tensor
             }
             if (b.RequiresGrad)
             {
-                var db = GC.AllocateUninitializedArray<float>(b.Numel);
+                var db = GradientPool.Rent(b.Numel, clear: false);
                 if (shared && !transposeA)
                 {
                     if (!transposeB) Gemm.MatMul(a.Storage, true, dc, false, db, k, n, batch * m);
@@ -103,7 +103,7 @@ public static partial class Functional
         int rows = input.Shape.Product(0, input.Rank - 1);
         var outDims = input.Shape.ToArray(); outDims[^1] = outF;
         // Every element of y is written: skip zeroing. With a bias, C starts as the broadcast bias and the GEMM accumulates.
-        var y = GC.AllocateUninitializedArray<float>(rows * outF);
+        var y = GradientPool.Rent(rows * outF, clear: false);
         if (bias is not null)
             for (int r = 0; r < rows; r++) bias.Storage.AsSpan().CopyTo(y.AsSpan(r * outF, outF));
         Gemm.MatMul(input.Storage, false, weight.Storage, true, y, rows, outF, inF, accumulate: bias is not null);
@@ -116,13 +116,13 @@ public static partial class Functional
         Tensor? dx = null, dw = null, db = null;
         if (input.RequiresGrad)
         {
-            var d = GC.AllocateUninitializedArray<float>(input.Numel);
+            var d = GradientPool.Rent(input.Numel, clear: false);
             Gemm.MatMul(g.Storage, false, weight.Storage, false, d, rows, inF, outF); // dX = dY·W
             dx = new Tensor(d, input.Shape);
         }
         if (weight.RequiresGrad)
         {
-            var d = GC.AllocateUninitializedArray<float>(weight.Numel);
+            var d = GradientPool.Rent(weight.Numel, clear: false);
             Gemm.MatMul(g.Storage, true, input.Storage, false, d, outF, inF, rows); // dW = dYᵀ·X
             dw = new Tensor(d, weight.Shape);
         }
@@ -133,7 +133,7 @@ public static partial class Functional
     /// <summary><c>result[j] = Σ_r x[r·cols + j]</c>, in parallel over column chunks (each summed in row order, so deterministic).</summary>
     internal static float[] SumRows(float[] x, int rows, int cols)
     {
-        var result = new float[cols];
+        var result = GradientPool.Rent(cols, clear: true);
         const int chunk = 256;
         int chunks = (cols + chunk - 1) / chunk;
         void Sum(int c)

@@ -34,7 +34,7 @@ public partial class Tensor
     public Tensor Sum(int dim, bool keepDim = false)
     {
         var (outer, len, inner, outDims) = ReduceGeometry(dim, keepDim);
-        var res = new float[outer * inner];
+        var res = GradientPool.Rent(outer * inner, clear: true);
         for (int o = 0; o < outer; o++)
             for (int l = 0; l < len; l++)
             {
@@ -44,7 +44,7 @@ public partial class Tensor
         var inShape = Shape;
         return AutogradEngine.Record(new Tensor(res, new Shape(outDims)), "SumDim", [this], g =>
         {
-            var dx = new float[inShape.Numel];
+            var dx = GradientPool.Rent(inShape.Numel, clear: true);
             for (int o = 0; o < outer; o++)
                 for (int l = 0; l < len; l++)
                     g.Storage.AsSpan(o * inner, inner).CopyTo(dx.AsSpan((o * len + l) * inner));
@@ -67,7 +67,7 @@ public partial class Tensor
     {
         var (outer, len, inner, outDims) = ReduceGeometry(dim, keepDim);
         if (len == 0) throw new InvalidOperationException($"Max over empty dimension {dim} of shape {Shape} is undefined.");
-        var vals = new float[outer * inner];
+        var vals = GradientPool.Rent(outer * inner, clear: true);
         var idx = new int[outer * inner];
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++)
@@ -83,7 +83,7 @@ public partial class Tensor
         var inShape = Shape;
         var values = AutogradEngine.Record(new Tensor(vals, new Shape(outDims)), "MaxDim", [this], g =>
         {
-            var dx = new float[inShape.Numel];
+            var dx = GradientPool.Rent(inShape.Numel, clear: true);
             for (int o = 0; o < outer; o++)
                 for (int i = 0; i < inner; i++)
                     dx[(o * len + idx[o * inner + i]) * inner + i] = g.Storage[o * inner + i];

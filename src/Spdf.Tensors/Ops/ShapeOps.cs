@@ -69,7 +69,7 @@ public partial class Tensor
         var st = new int[r];
         for (int i = 0; i < r; i++) { outDims[i] = x.Shape.Dims[perm[i]]; st[i] = inStrides[perm[i]]; }
         var outShape = new Shape(outDims);
-        var d = new float[x.Numel];
+        var d = GradientPool.Rent(x.Numel, clear: true);
         var src = x.Storage;
         if (d.Length == 0) return new Tensor(d, outShape);
         // Copy innermost runs: the last output dimension walks the input with stride st[r-1].
@@ -113,13 +113,13 @@ public partial class Tensor
             throw new ArgumentOutOfRangeException(nameof(start), $"Narrow({dim}, {start}, {length}) is outside dimension {d} of size {size} (shape {Shape}).");
         int outer = Shape.Product(0, d), inner = Shape.Product(d + 1, Rank);
         var outDims = Shape.ToArray(); outDims[d] = length;
-        var res = new float[outer * length * inner];
+        var res = GradientPool.Rent(outer * length * inner, clear: true);
         for (int o = 0; o < outer; o++)
             Storage.AsSpan((o * size + start) * inner, length * inner).CopyTo(res.AsSpan(o * length * inner));
         var inShape = Shape;
         return AutogradEngine.Record(new Tensor(res, new Shape(outDims)), "Narrow", [this], g =>
         {
-            var dx = new float[inShape.Numel];
+            var dx = GradientPool.Rent(inShape.Numel, clear: true);
             for (int o = 0; o < outer; o++)
                 g.Storage.AsSpan(o * length * inner, length * inner).CopyTo(dx.AsSpan((o * size + start) * inner));
             return [new Tensor(dx, inShape)];
@@ -153,7 +153,7 @@ public partial class Tensor
         }
         int outer = first.Product(0, d), inner = first.Product(d + 1, first.Rank);
         var outDims = first.ToArray(); outDims[d] = total;
-        var res = new float[outer * total * inner];
+        var res = GradientPool.Rent(outer * total * inner, clear: true);
         int at = 0;
         var sizes = new int[tensors.Count];
         for (int k = 0; k < tensors.Count; k++)
@@ -174,7 +174,7 @@ public partial class Tensor
                 int len = sizes[k];
                 if (inputs[k].RequiresGrad)
                 {
-                    var dx = new float[outer * len * inner];
+                    var dx = GradientPool.Rent(outer * len * inner, clear: true);
                     for (int o = 0; o < outer; o++)
                         g.Storage.AsSpan((o * total + pos) * inner, len * inner).CopyTo(dx.AsSpan(o * len * inner));
                     grads[k] = new Tensor(dx, inputs[k].Shape);

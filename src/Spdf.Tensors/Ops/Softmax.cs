@@ -36,8 +36,8 @@ public static partial class Functional
             }
         return AutogradEngine.Record(new Tensor(y, x.Shape), log ? "LogSoftmax" : "Softmax", [x], g =>
         {
-            var dx = new float[x.Numel];
-            var gy = new float[len];
+            var dx = GradientPool.Rent(x.Numel, clear: true);
+            var gy = GradientPool.Rent(len, clear: true);
             for (int o = 0; o < outer; o++)
                 for (int i = 0; i < inner; i++)
                 {
