@@ -44,6 +44,7 @@ public sealed class SparseLinear : Linear
         Mask = mask;
         RegisterBuffer("weight_mask", mask.Values);
         ApplyMask();
+        UpdateSupport();
     }
 
     /// <summary>Makes a sparse layer from a dense one (sharing its parameters) with a new mask.</summary>
@@ -84,6 +85,16 @@ public sealed class SparseLinear : Linear
         Mask.Values.CopyFrom(mask.Values);
         ApplyMask();
         InvalidateCompressed();
+        UpdateSupport();
+    }
+
+    /// <summary>Tells optimizers where the weight may be non-zero, so that they keep state only for kept weights.</summary>
+    private void UpdateSupport()
+    {
+        var m = Mask.Values.AsReadOnlySpan();
+        var support = new int[Mask.KeptCount];
+        for (int i = 0, j = 0; i < m.Length; i++) if (m[i] != 0) support[j++] = i;
+        Weight.SparseSupport = support;
     }
 
     /// <summary>Sets dropped weights to exactly 0 (the invariant every step keeps).</summary>
@@ -97,7 +108,11 @@ public sealed class SparseLinear : Linear
     public long CompressedBytes => (_csr?.Bytes ?? 0) + (_csrT?.Bytes ?? 0);
 
     /// <inheritdoc />
-    protected override void OnStateLoaded() => InvalidateCompressed();
+    protected override void OnStateLoaded()
+    {
+        InvalidateCompressed();
+        UpdateSupport();
+    }
 
     private void InvalidateCompressed()
     {

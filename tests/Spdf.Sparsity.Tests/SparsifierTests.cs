@@ -66,10 +66,10 @@ public class SparsifierTests
             foreach (var l in handle.Layers)
             {
                 var w = l.Layer.Weight.AsReadOnlySpan();
-                var m = opt.State(l.Layer.Weight)["exp_avg"].AsReadOnlySpan();
-                var v = opt.State(l.Layer.Weight)["exp_avg_sq"].AsReadOnlySpan();
-                for (int i = 0; i < w.Length; i++)
-                    if (!l.Layer.Mask.IsKept(i)) { w[i].Should().Be(0f); m[i].Should().Be(0f); v[i].Should().Be(0f); }
+                for (int i = 0; i < w.Length; i++) if (!l.Layer.Mask.IsKept(i)) w[i].Should().Be(0f);
+                // AdamW keeps moments only for kept weights: masked places have none at all.
+                opt.State(l.Layer.Weight)["exp_avg"].Numel.Should().Be(l.Layer.Mask.KeptCount);
+                opt.State(l.Layer.Weight)["exp_avg_sq"].Numel.Should().Be(l.Layer.Mask.KeptCount);
             }
         }
     }
@@ -147,6 +147,8 @@ public class SparsifierTests
         if (state == OptimizerStateOnDensify.Keep) opt.State(w)["exp_avg"].ToArray().Should().Equal(momentBefore);
         else opt.State(w).Should().BeEmpty();
         Step();
+        // After the first dense step the moments are dense; those of formerly dropped weights started from 0.
+        opt.State(w)["exp_avg"].Numel.Should().Be(w.Numel);
         int moved = 0;
         for (int i = 0; i < mask.Length; i++) if (mask[i] == 0 && w.AsReadOnlySpan()[i] != 0f) moved++;
         moved.Should().BeGreaterThan(mask.Count(v => v == 0) / 2, "dropped weights learn after Densify");
@@ -169,5 +171,67 @@ public class SparsifierTests
             var m = opt.State(l.Layer.Weight)["exp_avg"].AsReadOnlySpan();
             for (int i = 0; i < m.Length; i++) if (!l.Layer.Mask.IsKept(i)) m[i].Should().Be(0f);
         }
+    }
+}
+
+public class CompressedOptimizerStateTests
+{
+    [Fact]
+    public void MomentsFollowTheMaskSurvivorsKeepTheirsNewcomersStartAtZero()
+    {
+        var g = new Generator(12);
+        var layer = SparseLinear.FromLinear(new Linear(16, 8, true, g), MaskInitializers.Random.Create(Tensor.Zeros(8, 16), 0.5, g));
+        var opt = new AdamW(layer.Parameters(), 1e-2);
+        var x = Tensor.Randn(new Shape(5, 16), g);
+        void Step() { opt.ZeroGrad(); layer.Forward(x).Pow(2f).Sum().Backward(); opt.Step(); }
+        Step();
+        var oldSupport = layer.Weight.SparseSupport!;
+        var oldM = opt.State(layer.Weight)["exp_avg"].ToArray();
+        oldM.Length.Should().Be(64);
+        var newMask = MaskInitializers.Random.Create(layer.Weight, 0.5, new Generator(99));
+        layer.SetMask(newMask);
+        var newSupport = layer.Weight.SparseSupport!;
+        opt.ZeroGrad();
+        layer.Forward(x).Pow(2f).Sum().Backward();
+        // Before the update, conform the state exactly as Step does and compare with the remap by hand.
+        var expected = new float[newSupport.Length];
+        for (int j = 0; j < newSupport.Length; j++)
+        {
+            int i = Array.IndexOf(oldSupport, newSupport[j]);
+            expected[j] = i >= 0 ? oldM[i] : 0f;
+        }
+        var m0 = opt.State(layer.Weight)["exp_avg"].ToArray();
+        m0.Should().Equal(oldM, "the state conforms lazily, at the next step");
+        opt.Step();
+        var m1 = opt.State(layer.Weight)["exp_avg"].ToArray();
+        m1.Length.Should().Be(newSupport.Length);
+        var grad = layer.Weight.Grad!.AsReadOnlySpan();
+        for (int j = 0; j < newSupport.Length; j++)
+            m1[j].Should().BeApproximately(0.9f * expected[j] + 0.1f * grad[newSupport[j]], 1e-6f);
+    }
+
+    [Fact]
+    public void CompressedStateRoundTripsThroughAStateDict()
+    {
+        var g = new Generator(13);
+        var layer = SparseLinear.FromLinear(new Linear(12, 6, true, g), MaskInitializers.Random.Create(Tensor.Zeros(6, 12), 0.75, g));
+        var opt = new AdamW(layer.Parameters(), 1e-2);
+        opt.ZeroGrad(); layer.Forward(Tensor.Ones(3, 12)).Sum().Backward(); opt.Step();
+        var sd = opt.StateDict();
+        sd["state.0.exp_avg"].Shape.Should().Be(new Shape(18));
+        var opt2 = new AdamW(layer.Parameters(), 1e-2);
+        opt2.LoadStateDict(sd);
+        opt2.State(layer.Weight)["exp_avg_sq"].ToArray().Should().Equal(opt.State(layer.Weight)["exp_avg_sq"].ToArray());
+        var bad = sd.ToDictionary(kv => kv.Key, kv => kv.Value);
+        bad["state.0.exp_avg"] = Tensor.Zeros(5);
+        ((Action)(() => opt2.LoadStateDict(bad))).Should().Throw<ArgumentException>().WithMessage("*shape [5]*18 kept*needs [18]*");
+    }
+
+    [Fact]
+    public void BadSupportIsRejected()
+    {
+        var p = new Parameter(new Shape(2, 3));
+        ((Action)(() => p.SparseSupport = [0, 2, 2])).Should().Throw<ArgumentException>().WithMessage("*entry 2 is 2*ascending*[0, 6)*");
+        ((Action)(() => p.SparseSupport = [7])).Should().Throw<ArgumentException>().WithMessage("*entry 0 is 7*");
     }
 }

@@ -39,6 +39,7 @@ public static class Transitions
         foreach (var layer in model.Layers)
         {
             layer.Layer.ApplyMask();
+            layer.Layer.Weight.SparseSupport = null; // every weight trains again; optimizer moments expand, new ones at 0
             var dense = Linear.FromParameters(layer.Layer.Weight, layer.Layer.Bias);
             ModuleTree.Replace(model.Model, layer.Name, dense);
             if (optimizer is not null && state == OptimizerStateOnDensify.Reset)

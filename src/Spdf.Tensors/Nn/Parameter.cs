@@ -14,4 +14,25 @@ public sealed class Parameter : Tensor
 
     /// <summary>A zero-initialised parameter of the given shape.</summary>
     public Parameter(Shape shape, bool requiresGrad = true) : this(new Tensor(shape), requiresGrad) { }
+
+    private int[]? _sparseSupport;
+
+    /// <summary>
+    /// The flat (row-major) indices, ascending, where this parameter may be non-zero, or null when it is dense. A sparsity
+    /// library sets it for a masked weight; optimizers then keep their state only at these positions, so optimizer memory
+    /// falls with density. The array is not copied and must not be changed afterwards.
+    /// </summary>
+    /// <exception cref="ArgumentException">The indices are not strictly ascending within <c>[0, Numel)</c>.</exception>
+    public int[]? SparseSupport
+    {
+        get => _sparseSupport;
+        set
+        {
+            if (value is not null)
+                for (int i = 0; i < value.Length; i++)
+                    if (value[i] < 0 || value[i] >= Numel || (i > 0 && value[i] <= value[i - 1]))
+                        throw new ArgumentException($"SparseSupport entry {i} is {value[i]}; expected strictly ascending indices in [0, {Numel}).", nameof(value));
+            _sparseSupport = value;
+        }
+    }
 }

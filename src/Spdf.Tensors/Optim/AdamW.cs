@@ -6,7 +6,8 @@ namespace Spdf.Tensors.Optim;
 /// <summary>
 /// Adam with decoupled weight decay (Loshchilov &amp; Hutter 2019; <c>torch.optim.AdamW</c>), with PyTorch's exact
 /// update: <c>p ← p·(1 − lr·wd)</c>; <c>m ← β1·m + (1−β1)·g</c>; <c>v ← β2·v + (1−β2)·g²</c>;
-/// <c>p ← p − (lr/(1−β1ᵗ))·m / (√v/√(1−β2ᵗ) + ε)</c>. One fused, vectorised pass per parameter.
+/// <c>p ← p − (lr/(1−β1ᵗ))·m / (√v/√(1−β2ᵗ) + ε)</c>. One fused, vectorised pass per parameter. For a parameter with a
+/// <see cref="Parameter.SparseSupport"/>, moments are stored and updated only at the supported positions.
 /// </summary>
 public sealed class AdamW : Optimizer
 {
@@ -49,9 +50,22 @@ public sealed class AdamW : Optimizer
             foreach (var p in g.Parameters)
             {
                 if (p.Grad is null) continue;
+                ConformState(p);
                 var m = StateTensor(p, "exp_avg");
                 var v = StateTensor(p, "exp_avg_sq");
-                Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+                if (p.SparseSupport is { } support)
+                {
+                    // Moments exist only for the support: gather, update, scatter back (positions off the support stay 0).
+                    var pv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
+                    var gv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
+                    var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan();
+                    for (int i = 0; i < support.Length; i++) { pv[i] = param[support[i]]; gv[i] = grad[support[i]]; }
+                    Update(pv.AsSpan(0, support.Length), gv.AsSpan(0, support.Length), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+                    for (int i = 0; i < support.Length; i++) param[support[i]] = pv[i];
+                    System.Buffers.ArrayPool<float>.Shared.Return(pv);
+                    System.Buffers.ArrayPool<float>.Shared.Return(gv);
+                }
+                else Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
                 p.MarkModified();
             }
         }

@@ -31,6 +31,7 @@ public sealed class ParameterGroup
 public abstract class Optimizer
 {
     private readonly Dictionary<Parameter, Dictionary<string, Tensor>> _state = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Parameter, int[]> _support = new(ReferenceEqualityComparer.Instance); // support the state is stored for
 
     /// <summary>Validates and stores the groups, filling defaults.</summary>
     /// <exception cref="ArgumentException">No parameters, a parameter in two groups, or an invalid learning rate or weight decay.</exception>
@@ -101,18 +102,60 @@ public abstract class Optimizer
         return _state.TryGetValue(parameter, out var s) ? s : new Dictionary<string, Tensor>();
     }
 
-    /// <summary>Gets or creates one named state tensor shaped like the parameter.</summary>
-    protected Tensor StateTensor(Parameter parameter, string name)
+    /// <summary>
+    /// Gets or creates one named state tensor: shaped like the parameter when it is dense, or <c>[support length]</c> holding
+    /// values only at <see cref="Parameter.SparseSupport"/> when it is sparse and <paramref name="followSupport"/> (call
+    /// <see cref="ConformState"/> first). An optimizer that keeps dense state passes <c>followSupport: false</c>.
+    /// </summary>
+    protected Tensor StateTensor(Parameter parameter, string name, bool followSupport = true)
     {
+        ArgumentNullException.ThrowIfNull(parameter);
         if (!_state.TryGetValue(parameter, out var s)) _state[parameter] = s = [];
-        if (!s.TryGetValue(name, out var t)) s[name] = t = new Tensor(parameter.Shape);
+        if (!s.TryGetValue(name, out var t))
+            s[name] = t = followSupport && parameter.SparseSupport is { } sup ? new Tensor(new Shape(sup.Length)) : new Tensor(parameter.Shape);
         return t;
+    }
+
+    /// <summary>
+    /// Brings a parameter's state to its current <see cref="Parameter.SparseSupport"/>: values at positions in both the old
+    /// and the new support are kept, positions new to the support start at 0 (a regrown or densified weight starts with
+    /// zero moments), positions that left it are dropped.
+    /// </summary>
+    protected void ConformState(Parameter parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        var now = parameter.SparseSupport;
+        _support.TryGetValue(parameter, out var was);
+        if (ReferenceEquals(now, was)) return;
+        if (_state.TryGetValue(parameter, out var s))
+            foreach (var name in s.Keys.ToList())
+            {
+                var old = s[name];
+                if (old.Rank == 0) continue; // scalar state (e.g. a step count) does not follow the support
+                var fresh = now is null ? new Tensor(parameter.Shape) : new Tensor(new Shape(now.Length));
+                Remap(old.AsReadOnlySpan(), was, fresh.AsSpan(), now);
+                s[name] = fresh;
+            }
+        if (now is null) _support.Remove(parameter); else _support[parameter] = now;
+    }
+
+    private static void Remap(ReadOnlySpan<float> src, int[]? from, Span<float> dst, int[]? to)
+    {
+        if (from is null) { for (int i = 0; i < to!.Length; i++) dst[i] = src[to[i]]; return; }         // dense → sparse
+        if (to is null) { for (int i = 0; i < from.Length; i++) dst[from[i]] = src[i]; return; }         // sparse → dense
+        for (int i = 0, j = 0; i < from.Length && j < to.Length;)                                         // sparse → sparse
+        {
+            if (from[i] == to[j]) dst[j++] = src[i++];
+            else if (from[i] < to[j]) i++;
+            else j++;
+        }
     }
 
     /// <summary>Forgets the state of one parameter (its moments restart from zero), or of all when null.</summary>
     public void ResetState(Parameter? parameter = null)
     {
-        if (parameter is null) _state.Clear(); else _state.Remove(parameter);
+        if (parameter is null) { _state.Clear(); _support.Clear(); }
+        else { _state.Remove(parameter); _support.Remove(parameter); }
     }
 
     /// <summary>Number of steps taken.</summary>
@@ -143,15 +186,20 @@ public abstract class Optimizer
         ArgumentNullException.ThrowIfNull(stateDict);
         var ps = Parameters.ToList();
         _state.Clear();
+        _support.Clear();
         foreach (var (key, t) in stateDict)
         {
             if (key == "step") { StepCount = (long)t.Item(); continue; }
             var parts = key.Split('.');
             if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int idx) || idx < 0 || idx >= ps.Count)
                 throw new ArgumentException($"Optimizer state key '{key}' is not 'state.<index>.<name>' with an index in [0, {ps.Count}).", nameof(stateDict));
-            if (t.Shape != ps[idx].Shape)
-                throw new ArgumentException($"Optimizer state '{key}' has shape {t.Shape}; parameter {idx} has shape {ps[idx].Shape}.", nameof(stateDict));
-            StateTensor(ps[idx], parts[2]).CopyFrom(t);
+            var param = ps[idx];
+            var expected = param.SparseSupport is { } sup && t.Numel != param.Numel ? new Shape(sup.Length) : param.Shape;
+            if (t.Shape != expected)
+                throw new ArgumentException($"Optimizer state '{key}' has shape {t.Shape}; parameter {idx} (shape {param.Shape}{(param.SparseSupport is null ? "" : $", {param.SparseSupport.Length} kept")}) needs {expected}.", nameof(stateDict));
+            bool compressed = param.SparseSupport is not null && t.Numel != param.Numel;
+            if (compressed) _support[param] = param.SparseSupport!;
+            StateTensor(param, parts[2], followSupport: compressed).CopyFrom(t);
         }
     }
 }

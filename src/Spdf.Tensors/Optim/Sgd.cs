@@ -45,7 +45,7 @@ public sealed class Sgd : Optimizer
                 if (Momentum != 0)
                 {
                     bool fresh = !State(p).ContainsKey("momentum_buffer");
-                    var buf = StateTensor(p, "momentum_buffer").AsSpan();
+                    var buf = StateTensor(p, "momentum_buffer", followSupport: false).AsSpan(); // SGD keeps dense momentum
                     if (fresh) d.CopyTo(buf);
                     else
                     {
