@@ -57,46 +57,9 @@ public static unsafe class SparseKernels
             fixed (int* pc32 = csr.Columns32)
             fixed (int* prp = rp)
             {
-                // Panel by panel: the activation rows of one panel stay in L1 while every output row takes its entries there.
-                for (int p = 0; p < panels; p++)
-                {
-                    int* ptr = prp + p * (rows + 1);
-                    for (int m = 0; m < rows; m++)
-                    {
-                        float* y = yb + m * TokenBlock;
-                        Vector512<float> a0, a1, a2, a3;
-                        if (p == 0) { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
-                        else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
-                        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
-                        int e = ptr[m], e1 = ptr[m + 1];
-                        // Two accumulator sets (even and odd entries) halve the FMA dependency chains.
-                        for (; e + 2 <= e1; e += 2)
-                        {
-                            float* x = xb + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
-                            float* z = xb + (pc16 != null ? pc16[e + 1] : pc32[e + 1]) * TokenBlock;
-                            var w = Vector512.Create(pv[e]);
-                            var u = Vector512.Create(pv[e + 1]);
-                            a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
-                            a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
-                            a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
-                            a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
-                            b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
-                            b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
-                            b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
-                            b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
-                        }
-                        if (e < e1)
-                        {
-                            float* x = xb + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
-                            var w = Vector512.Create(pv[e]);
-                            a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
-                            a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
-                            a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
-                            a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
-                        }
-                        (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
-                    }
-                }
+                // One specialised loop per index width (the JIT compiles each instantiation separately).
+                if (pc16 != null) SpMMPanels(pc16, pv, prp, rows, panels, xb, yb, bias);
+                else SpMMPanels(pc32, pv, prp, rows, panels, xb, yb, bias);
             }
             return;
         }
@@ -109,6 +72,53 @@ public static unsafe class SparseKernels
                 for (int e = e0; e < e1; e++)
                     System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xb + csr.Column(e) * TokenBlock, TokenBlock), vals[e], y, y);
             }
+    }
+
+    /// <summary>The panel-by-panel SpMM loop for one token block; <typeparamref name="TIndex"/> is the column index type.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SpMMPanels<TIndex>(TIndex* cols, float* pv, int* prp, int rows, int panels, float* xb, float* yb, float* bias)
+        where TIndex : unmanaged, System.Numerics.IBinaryInteger<TIndex>
+    {
+        // Panel by panel: the activation rows of one panel stay in L1 while every output row takes its entries there.
+        for (int p = 0; p < panels; p++)
+        {
+            int* ptr = prp + p * (rows + 1);
+            for (int m = 0; m < rows; m++)
+            {
+                float* y = yb + m * TokenBlock;
+                Vector512<float> a0, a1, a2, a3;
+                if (p == 0) { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
+                else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
+                Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+                int e = ptr[m], e1 = ptr[m + 1];
+                // Two accumulator sets (even and odd entries) halve the FMA dependency chains.
+                for (; e + 2 <= e1; e += 2)
+                {
+                    float* x = xb + (long)int.CreateTruncating(cols[e]) * TokenBlock;
+                    float* z = xb + (long)int.CreateTruncating(cols[e + 1]) * TokenBlock;
+                    var w = Vector512.Create(pv[e]);
+                    var u = Vector512.Create(pv[e + 1]);
+                    a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                    a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                    b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
+                    b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
+                    b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
+                    b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
+                }
+                if (e < e1)
+                {
+                    float* x = xb + (long)int.CreateTruncating(cols[e]) * TokenBlock;
+                    var w = Vector512.Create(pv[e]);
+                    a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                    a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                }
+                (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
+            }
+        }
     }
 
     /// <summary><c>sums[r] = Σ_t blocks[t, r]</c> over a token-blocked activation of <paramref name="rows"/> features (the bias gradient from dYᵀ; padding lanes are zero).</summary>
