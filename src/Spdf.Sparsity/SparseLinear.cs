@@ -32,7 +32,7 @@ public enum SparseKernelMode
 /// </summary>
 public sealed class SparseLinear : Linear
 {
-    private CsrMatrix? _csr, _csrT;
+    private readonly GatheredCsr _csr = new(transpose: false), _csrT = new(transpose: true);
     private SparseKernelMode _chosen;
 
     /// <summary>Makes a sparse layer that shares <paramref name="weight"/> and <paramref name="bias"/> and zeroes the dropped weights.</summary>
@@ -84,8 +84,7 @@ public sealed class SparseLinear : Linear
         mask.CheckShape(Weight.Shape, nameof(mask));
         Mask.Values.CopyFrom(mask.Values);
         ApplyMask();
-        InvalidateCompressed();
-        UpdateSupport();
+        OnMaskChanged();
     }
 
     /// <summary>Tells optimizers where the weight may be non-zero, so that they keep state only for kept weights.</summary>
@@ -105,41 +104,38 @@ public sealed class SparseLinear : Linear
     }
 
     /// <summary>Bytes of the compressed structure (W and Wᵀ in CSR), or 0 before it is built.</summary>
-    public long CompressedBytes => (_csr?.Bytes ?? 0) + (_csrT?.Bytes ?? 0);
+    public long CompressedBytes => _csr.Bytes + _csrT.Bytes;
 
     /// <inheritdoc />
-    protected override void OnStateLoaded()
+    protected override void OnStateLoaded() => OnMaskChanged();
+
+    /// <summary>The mask's values changed: rebuild the compressed structures lazily and tell optimizers the new support.</summary>
+    private void OnMaskChanged()
     {
-        InvalidateCompressed();
+        _csr.Invalidate();
+        _csrT.Invalidate();
         UpdateSupport();
     }
 
-    private void InvalidateCompressed()
-    {
-        _csr = null;
-        _csrT = null;
-    }
+    private CsrMatrix Csr => _csr.Get(Mask, Weight);
+    private CsrMatrix CsrT => _csrT.Get(Mask, Weight);
 
-    private long _csrVersion = -1, _csrTVersion = -1;
-
-    /// <summary>The CSR of W with values current for the weight's <see cref="Tensor.Version"/> (gathered only when it changed).</summary>
-    private CsrMatrix Csr
+    /// <summary>A CSR of W (or Wᵀ) built from the mask on first use, with values re-gathered only when the weight's
+    /// <see cref="Tensor.Version"/> changed.</summary>
+    private sealed class GatheredCsr(bool transpose)
     {
-        get
+        private CsrMatrix? _matrix;
+        private long _version = -1;
+
+        public long Bytes => _matrix?.Bytes ?? 0;
+
+        public void Invalidate() => _matrix = null;
+
+        public CsrMatrix Get(SparsityMask mask, Parameter weight)
         {
-            if (_csr is null) { _csr = CsrMatrix.FromMask(Mask); _csrVersion = -1; }
-            if (_csrVersion != Weight.Version) { _csr.Gather(Weight.AsReadOnlySpan()); _csrVersion = Weight.Version; }
-            return _csr;
-        }
-    }
-
-    private CsrMatrix CsrT
-    {
-        get
-        {
-            if (_csrT is null) { _csrT = CsrMatrix.FromMask(Mask, transpose: true); _csrTVersion = -1; }
-            if (_csrTVersion != Weight.Version) { _csrT.Gather(Weight.AsReadOnlySpan()); _csrTVersion = Weight.Version; }
-            return _csrT;
+            if (_matrix is null) { _matrix = CsrMatrix.FromMask(mask, transpose); _version = -1; }
+            if (_version != weight.Version) { _matrix.Gather(weight.AsReadOnlySpan()); _version = weight.Version; }
+            return _matrix;
         }
     }
 
@@ -178,10 +174,8 @@ public sealed class SparseLinear : Linear
 
     private Tensor MaskedDenseForward(Tensor input)
     {
-        var w = Weight.AsReadOnlySpan();
-        var m = Mask.Values.AsReadOnlySpan();
-        var masked = new float[w.Length];
-        for (int i = 0; i < masked.Length; i++) masked[i] = m[i] != 0 ? w[i] : 0f;
+        var masked = Weight.ToArray();
+        Mask.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
         var maskedWeight = CustomOp.Record(new Tensor(masked, Weight.Shape), "MaskWeight", [Weight], g =>
         {
             var dw = g.ToArray();
@@ -201,6 +195,7 @@ public sealed class SparseLinear : Linear
         if (n == 1)
         {
             SparseKernels.SpMV(csr, input.AsReadOnlySpan(), y);                 // decode: one token
+            if (Bias is { } b1) TensorPrimitives.Add(y, b1.AsReadOnlySpan(), y);
         }
         else
         {
@@ -211,7 +206,6 @@ public sealed class SparseLinear : Linear
             Transpose.FromBlocks(yt, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
             ArrayPool<float>.Shared.Return(yt);
         }
-        if (n == 1 && Bias is { } b1) TensorPrimitives.Add(y, b1.AsReadOnlySpan(), y);
         Tensor[] inputs = Bias is null ? [input, Weight] : [input, Weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {

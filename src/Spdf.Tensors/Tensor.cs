@@ -35,7 +35,7 @@ public partial class Tensor
     public Tensor(Shape shape) : this(new float[shape.Numel], shape) { }
 
     /// <summary>The shape, outermost dimension first.</summary>
-    public Shape Shape { get; private set; }
+    public Shape Shape { get; }
 
     /// <summary>The element type (always <see cref="DType.Float32"/>).</summary>
     public DType DType => DType.Float32;
@@ -150,8 +150,6 @@ public partial class Tensor
     /// <param name="gradient">The gradient of the final objective with respect to this tensor; may be omitted for a one-element tensor (then 1).</param>
     /// <param name="retainGraph">Keep the recorded graph so that Backward can run again.</param>
     public void Backward(Tensor? gradient = null, bool retainGraph = false) => AutogradEngine.Backward(this, gradient, retainGraph);
-
-    internal void SetShapeForView(Shape s) => Shape = s;
 
     /// <summary>Formats the tensor with its shape and (up to 6 per dimension) values.</summary>
     public override string ToString()

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Text;
 using System.Text.Json;
 
 namespace Spdf.Tensors.Serialization;
@@ -183,7 +182,4 @@ public static class SafeTensors
 
     private static SpdfFormatException Bad(string source, long offset, string what) =>
         new($"{source}: malformed safetensors file at byte {offset}: {what}.");
-
-    /// <summary>Encodes a UTF-8 string (for metadata helpers).</summary>
-    internal static byte[] Utf8(string s) => Encoding.UTF8.GetBytes(s);
 }

@@ -32,10 +32,14 @@ public static unsafe class Gemm
     }
 
     /// <summary>Rows of A per micro-kernel (12 with Vector512: 24 accumulators; 6 otherwise).</summary>
-    public static int MR => _kernel == GemmKernel.Avx512 ? 12 : 6;
+    public static int MR => RowsOf(_kernel);
 
     /// <summary>Columns of B per micro-kernel (32, 16 or 8).</summary>
-    public static int NR => _kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
+    public static int NR => ColumnsOf(_kernel);
+
+    private static int RowsOf(GemmKernel kernel) => kernel == GemmKernel.Avx512 ? 12 : 6;
+
+    private static int ColumnsOf(GemmKernel kernel) => kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
 
     /// <summary>The micro-kernel in use, for benchmark reports.</summary>
     public static string KernelName => _kernel switch { GemmKernel.Avx512 => "avx512-12x32", GemmKernel.Avx2 => "avx2-6x16", _ => "scalar-6x8" };
@@ -82,8 +86,7 @@ public static unsafe class Gemm
         Need(b.Length, (long)(k - 1) * rsB + (long)(n - 1) * csB + 1, "B", k, n);
 
         var kernel = _kernel; // captured once: a concurrent change of Kernel affects only later calls
-        int mr = kernel == GemmKernel.Avx512 ? 12 : 6;
-        int nr = kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
+        int mr = RowsOf(kernel), nr = ColumnsOf(kernel);
         int mc = mr * 8;
         int nPad = (n + nr - 1) / nr * nr;
         int kc0 = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC); // equal blocks: ceil(k / blocks)
