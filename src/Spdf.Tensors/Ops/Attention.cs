@@ -21,35 +21,31 @@ public static partial class Functional
             throw new ArgumentException($"CausalSelfAttention: q, k, v must share a [B, H, T, E] shape; got {q.Shape}, {k.Shape}, {v.Shape}.");
         int bh = q.Shape[0] * q.Shape[1], t = q.Shape[2], e = q.Shape[3];
         float scale = 1f / MathF.Sqrt(e);
-        var o = new float[q.Numel];
-        var lse = new float[bh * t];
+        // Both kernels write every element of o and lse (and of dq, dk, dv below): no zeroing needed.
+        var o = GradientPool.Rent(q.Numel, clear: false);
+        var lse = GC.AllocateUninitializedArray<float>(bh * t);
         int se = t * e;
         bool blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
         int scratchSize = blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
         Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
         {
-            if (blocked)
-                Kernels.Cpu.AttentionBlocked.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
-                    k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
-            else
-                Kernels.Cpu.Attention.CausalForward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se),
-                    k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), t, e, scale, scratch);
+            Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
+            Span<float> qs = q.Storage.AsSpan(s * se, se), ks = k.Storage.AsSpan(s * se, se), vs = v.Storage.AsSpan(s * se, se);
+            if (blocked) Kernels.Cpu.AttentionBlocked.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
+            else Kernels.Cpu.Attention.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
             return scratch;
         }, _ => { });
         var result = new Tensor(o, q.Shape);
         return AutogradEngine.Record(result, "CausalSelfAttention", [q, k, v], g =>
         {
-            var dq = GradientPool.Rent(q.Numel, clear: true); var dk = GradientPool.Rent(q.Numel, clear: true); var dv = GradientPool.Rent(q.Numel, clear: true);
+            var dq = GradientPool.Rent(q.Numel, clear: false); var dk = GradientPool.Rent(q.Numel, clear: false); var dv = GradientPool.Rent(q.Numel, clear: false);
             Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
             {
-                if (blocked)
-                    Kernels.Cpu.AttentionBlocked.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
-                        g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
-                        v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale, scratch);
-                else
-                    Kernels.Cpu.Attention.CausalBackward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se),
-                        g.Storage.AsSpan(s * se, se), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se),
-                        v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), t, e, scale);
+                Span<float> dqs = dq.AsSpan(s * se, se), dks = dk.AsSpan(s * se, se), dvs = dv.AsSpan(s * se, se);
+                Span<float> gs = g.Storage.AsSpan(s * se, se), qs = q.Storage.AsSpan(s * se, se), ks = k.Storage.AsSpan(s * se, se), vs = v.Storage.AsSpan(s * se, se);
+                Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
+                if (blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dqs, dks, dvs, gs, qs, ks, vs, os, ls, t, e, scale, scratch);
+                else Kernels.Cpu.Attention.CausalBackward(dqs, dks, dvs, gs, qs, ks, vs, os, ls, t, e, scale);
                 return scratch;
             }, _ => { });
             return [new Tensor(dq, q.Shape), new Tensor(dk, q.Shape), new Tensor(dv, q.Shape)];
