@@ -1,4 +1,5 @@
 using Spdf.Tensors;
+using Spdf.Tensors.Autograd;
 using Spdf.Tensors.Nn;
 
 namespace Spdf.Gpt;
@@ -22,6 +23,7 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         config.Validate();
         Config = config;
         var g = generator ?? new Generator(0);
+        Rng = g;
         _transformer = new Transformer(config, g);
         RegisterModule("transformer", _transformer);
         float residualStd = 0.02f / MathF.Sqrt(2f * config.Layers);
@@ -35,6 +37,9 @@ public sealed class GptModel : Module<IntTensor, Tensor>
 
     /// <summary>The configuration.</summary>
     public GptConfig Config { get; }
+
+    /// <summary>The generator that initialised the weights and draws dropout masks (its state goes into trainer checkpoints).</summary>
+    internal Generator Rng { get; }
 
     /// <summary>The blocks.</summary>
     public ModuleList<Block> Blocks => _transformer.h;
@@ -61,6 +66,45 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         ArgumentNullException.ThrowIfNull(targets);
         var logits = Forward(idx);
         return Functional.CrossEntropy(logits.Reshape(-1, Config.VocabSize), targets);
+    }
+
+    /// <summary>Creates an empty key/value cache for <see cref="ForwardCached"/>.</summary>
+    public KvCache CreateCache() => new(Config);
+
+    /// <summary>
+    /// Inference with a key/value cache: feeds <paramref name="tokens"/> (the prompt, then one token at a time),
+    /// appending their keys and values to <paramref name="cache"/>, and returns the next-token logits <c>[V]</c> after
+    /// the last one. No autograd graph is built; sparse layers use their decode kernels. Call <see cref="Module.Eval"/>
+    /// first when the model has dropout.
+    /// </summary>
+    /// <exception cref="ArgumentException">No tokens, an id outside the vocabulary, or the cache would exceed the context length.</exception>
+    public float[] ForwardCached(ReadOnlySpan<int> tokens, KvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        if (tokens.IsEmpty) throw new ArgumentException("Expected at least one token.", nameof(tokens));
+        if (cache.Length + tokens.Length > Config.ContextLength)
+            throw new ArgumentException($"The cache holds {cache.Length} positions; {tokens.Length} more exceed the context length {Config.ContextLength}.", nameof(tokens));
+        using var _ = GradMode.NoGrad();
+        int n = tokens.Length, c = Config.EmbeddingSize;
+        var x = new Tensor(new Shape(1, n, c));
+        var xs = x.AsSpan();
+        var wte = _transformer.wte.Weight.AsReadOnlySpan();
+        var wpe = _transformer.wpe.Weight.AsReadOnlySpan();
+        for (int i = 0; i < n; i++)
+        {
+            int id = tokens[i];
+            if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"Token {i} is {id}; expected an id in [0, {Config.VocabSize}).", nameof(tokens));
+            System.Numerics.Tensors.TensorPrimitives.Add(wte.Slice(id * c, c), wpe.Slice((cache.Length + i) * c, c), xs.Slice(i * c, c));
+        }
+        for (int l = 0; l < Blocks.Count; l++)
+        {
+            var block = Blocks[l];
+            x = x + block.attn.ForwardCached(block.ln_1.Forward(x), cache, l);
+            x = x + block.mlp.Forward(block.ln_2.Forward(x));
+        }
+        cache.Length += n;
+        var last = _transformer.ln_f.Forward(x.Narrow(1, n - 1, 1).Reshape(1, c));
+        return Tensor.MatMul(last, TokenEmbedding, false, true).AsReadOnlySpan().ToArray();
     }
 
     /// <summary>The embeddings, blocks and final norm (<c>transformer.*</c> in Hugging Face GPT-2).</summary>
@@ -90,6 +134,33 @@ public sealed class GptModel : Module<IntTensor, Tensor>
             return ln_f.Forward(x);
         }
     }
+}
+
+/// <summary>
+/// Keys and values of every layer for the positions a model has seen (<c>[H, context, E]</c> per layer), so that
+/// generating a token costs one position's work instead of the whole prefix's.
+/// </summary>
+public sealed class KvCache
+{
+    internal KvCache(GptConfig c)
+    {
+        Capacity = c.ContextLength;
+        int size = c.Heads * c.ContextLength * (c.EmbeddingSize / c.Heads);
+        Keys = Enumerable.Range(0, c.Layers).Select(_ => new float[size]).ToArray();
+        Values = Enumerable.Range(0, c.Layers).Select(_ => new float[size]).ToArray();
+    }
+
+    /// <summary>Positions cached so far.</summary>
+    public int Length { get; internal set; }
+
+    /// <summary>Positions the cache can hold (the model's context length).</summary>
+    public int Capacity { get; }
+
+    internal float[][] Keys { get; }
+    internal float[][] Values { get; }
+
+    /// <summary>Forgets every position.</summary>
+    public void Clear() => Length = 0;
 }
 
 /// <summary>A pre-LN transformer block: <c>x + attn(ln_1(x))</c>, then <c>x + mlp(ln_2(x))</c>.</summary>
@@ -157,6 +228,40 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         var y = Functional.CausalSelfAttention(Heads(0), Heads(1), Heads(2));  // [B, H, T, E]
         y = y.Permute(0, 2, 1, 3).Reshape(b, t, ch);                           // [B, T, C]
         return resid_dropout.Forward(c_proj.Forward(y));
+    }
+
+    /// <summary>Attention of new positions over the cached ones plus themselves (inference only).</summary>
+    internal Tensor ForwardCached(Tensor x, KvCache cache, int layer)
+    {
+        int n = x.Size(1), ch = x.Size(2), e = ch / _heads, past = cache.Length;
+        var qkv = c_attn.Forward(x).AsReadOnlySpan();              // [1, n, 3C]
+        var k = cache.Keys[layer];
+        var v = cache.Values[layer];
+        int cap = cache.Capacity;
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < _heads; h++)
+            {
+                qkv.Slice(i * 3 * ch + ch + h * e, e).CopyTo(k.AsSpan((h * cap + past + i) * e, e));
+                qkv.Slice(i * 3 * ch + 2 * ch + h * e, e).CopyTo(v.AsSpan((h * cap + past + i) * e, e));
+            }
+        var y = new Tensor(new Shape(1, n, ch));
+        var ys = y.AsSpan();
+        float scale = 1f / MathF.Sqrt(e);
+        var scores = new float[past + n];
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < _heads; h++)
+            {
+                var q = qkv.Slice(i * 3 * ch + h * e, e);
+                int len = past + i + 1;
+                for (int j = 0; j < len; j++)
+                    scores[j] = System.Numerics.Tensors.TensorPrimitives.Dot(q, k.AsSpan((h * cap + j) * e, e)) * scale;
+                var s = scores.AsSpan(0, len);
+                System.Numerics.Tensors.TensorPrimitives.SoftMax(s, s);
+                var dst = ys.Slice(i * ch + h * e, e);
+                for (int j = 0; j < len; j++)
+                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(v.AsSpan((h * cap + j) * e, e), s[j], dst, dst);
+            }
+        return c_proj.Forward(y);
     }
 }
 

@@ -1,0 +1,408 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Spdf.Sparsity;
+using Spdf.Tensors;
+using Spdf.Tensors.Nn;
+using Spdf.Tensors.Optim;
+using Spdf.Tensors.Serialization;
+
+namespace Spdf.Gpt.Training;
+
+/// <summary>
+/// Trains a <see cref="GptModel"/> through one or more <see cref="TrainingStage"/>s with AdamW (weight decay on
+/// rank ≥ 2 weights only), warmup + cosine learning rates, gradient accumulation and clipping, periodic validation
+/// and atomic checkpoints. Sparse pre-training, <see cref="Densify"/> and fine-tuning are one run:
+/// <code>
+/// var trainer = new Trainer(model, options, sparsity, logger);
+/// trainer.TryResume();                       // continues a stopped run where it stopped, if any
+/// trainer.Run(pretrain);                     // skipped when a resumed run had finished it
+/// trainer.Densify();                         // SPDF: the zeroed weights may learn again
+/// trainer.Run(finetune);
+/// </code>
+/// A checkpoint holds the weights (and masks), the optimizer state, the data position, the dropout generator, the
+/// step, the stage, the sparsity phase and the kernels chosen; resuming from step k reproduces the uninterrupted
+/// run's losses exactly on the same machine (see docs/reliability.md for what determinism needs).
+/// </summary>
+public sealed partial class Trainer
+{
+    private const string Format = "spdf-trainer";
+    private readonly ILogger _log;
+    private readonly List<LossPoint> _train = [];
+    private readonly List<LossPoint> _val = [];
+    private readonly List<string> _completed = [];
+    private readonly ParameterGroup _decay, _noDecay;
+    private string? _resumeStage;
+    private long _resumeStageStep;
+    private ulong[]? _resumeDataState;
+    private int _skipped;
+
+    /// <summary>Creates a trainer (and its AdamW optimizer) for a model, optionally with its sparsity handle.</summary>
+    public Trainer(GptModel model, TrainerOptions? options = null, SparsifiedModel? sparsity = null, ILogger? logger = null,
+        IProgress<TrainingProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Options = options ?? new TrainerOptions();
+        Options.Validate();
+        if (sparsity is not null && !ReferenceEquals(sparsity.Model, model))
+            throw new ArgumentException("The sparsity handle belongs to a different model.", nameof(sparsity));
+        Model = model;
+        Sparsity = sparsity;
+        Progress = progress;
+        _log = logger ?? NullLogger.Instance;
+        var ps = model.NamedParameters().ToList();
+        _decay = new ParameterGroup(ps.Where(p => p.Parameter.Rank >= 2).Select(p => p.Parameter), weightDecay: 0.1);
+        _noDecay = new ParameterGroup(ps.Where(p => p.Parameter.Rank < 2).Select(p => p.Parameter), weightDecay: 0);
+        Optimizer = new AdamW([_decay, _noDecay], 6e-4, Options.Beta1, Options.Beta2, Options.Eps);
+    }
+
+    /// <summary>The model.</summary>
+    public GptModel Model { get; }
+
+    /// <summary>The sparsity handle, or null for a dense model.</summary>
+    public SparsifiedModel? Sparsity { get; }
+
+    /// <summary>The optimizer.</summary>
+    public AdamW Optimizer { get; }
+
+    /// <summary>Run settings.</summary>
+    public TrainerOptions Options { get; }
+
+    /// <summary>Where progress goes.</summary>
+    public IProgress<TrainingProgress>? Progress { get; set; }
+
+    /// <summary>Optimizer steps over every stage.</summary>
+    public long GlobalStep { get; private set; }
+
+    /// <summary>Stages finished (restored by a resume).</summary>
+    public IReadOnlyList<string> CompletedStages => _completed;
+
+    /// <summary>Training loss per step of every stage so far.</summary>
+    public IReadOnlyList<LossPoint> TrainLoss => _train;
+
+    /// <summary>Validation losses of every stage so far.</summary>
+    public IReadOnlyList<LossPoint> ValidationLoss => _val;
+
+    /// <summary>The sparsity phase's name ("dense" without a handle).</summary>
+    public string Phase => Sparsity?.Phase.ToString() ?? "dense";
+
+    /// <summary>
+    /// Runs a stage to its end (or from where a resumed checkpoint stopped in it). A stage already finished, per
+    /// <see cref="CompletedStages"/>, returns at once with its restored curves.
+    /// </summary>
+    /// <exception cref="TrainingDivergedException">A loss or gradient is not finite and <see cref="TrainerOptions.OnNonFinite"/> is Throw.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled; a checkpoint is written first when the trainer has a folder.</exception>
+    public StageResult Run(TrainingStage stage, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(stage);
+        stage.Validate();
+        if (_completed.Contains(stage.Name))
+        {
+            LogStageSkipped(_log, stage.Name);
+            return Result(stage.Name, 0, 0);
+        }
+        long step = 0;
+        if (_resumeStage == stage.Name)
+        {
+            step = _resumeStageStep;
+            if (_resumeDataState is not null) stage.Data.SetState(_resumeDataState);
+            _resumeStage = null;
+            _resumeDataState = null;
+        }
+        else if (stage.ResetOptimizer) Optimizer.ResetState();
+        _decay.WeightDecay = stage.WeightDecay;
+        LogStageStarted(_log, stage.Name, step, stage.Steps, Phase);
+        var clock = Stopwatch.StartNew();
+        long tokens = 0;
+        double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
+        var parameters = Model.Parameters().ToList();
+        Model.Train();
+        while (step < stage.Steps)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                if (Options.CheckpointDirectory is not null) SaveCheckpoint(stage, step);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+            double lr = stage.LearningRateAt(step);
+            Optimizer.SetLearningRate(lr);
+            Optimizer.ZeroGrad();
+            double lossSum = 0;
+            for (int micro = 0; micro < stage.GradientAccumulation; micro++)
+            {
+                var (x, y) = stage.Data.Next();
+                var loss = Model.Loss(x, y);
+                lossSum += loss.Item();
+                (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
+                tokens += y.Data.Count(t => t != -100);
+            }
+            double meanLoss = lossSum / stage.GradientAccumulation;
+            double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradNorm(parameters);
+            step++;
+            GlobalStep++;
+            if (!double.IsFinite(meanLoss) || !double.IsFinite(norm))
+            {
+                if (Options.OnNonFinite == NonFinitePolicy.Throw)
+                    throw new TrainingDivergedException(stage.Name, step, meanLoss, norm);
+                _skipped++;
+                LogSkipped(_log, stage.Name, step, meanLoss, norm);
+                Optimizer.ZeroGrad();
+            }
+            else
+            {
+                Optimizer.Step();
+                _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
+            }
+            bool last = step == stage.Steps;
+            if (stage.Validation is not null && (last || (stage.EvalInterval > 0 && step % stage.EvalInterval == 0)))
+            {
+                lastVal = Evaluation.Perplexity.Loss(Model, stage.Validation());
+                _val.Add(new LossPoint(stage.Name, step, GlobalStep, lastVal.Value));
+                LogValidation(_log, stage.Name, step, lastVal.Value, Math.Exp(lastVal.Value));
+            }
+            double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
+            if (step % Options.LogInterval == 0 || last)
+                LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
+            Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
+            if (last) _completed.Add(stage.Name);
+            if (Options.CheckpointDirectory is not null && (last || (stage.CheckpointInterval > 0 && step % stage.CheckpointInterval == 0)))
+                SaveCheckpoint(stage, step);
+        }
+        if (stage.Steps == 0) _completed.Add(stage.Name);
+        return Result(stage.Name, clock.Elapsed.TotalSeconds, tokens);
+    }
+
+    private StageResult Result(string name, double seconds, long tokens) =>
+        new(name, _train.Where(p => p.Stage == name).ToList(), _val.Where(p => p.Stage == name).ToList(), seconds, tokens, _skipped);
+
+    /// <summary>
+    /// The SPDF transition: every sparse layer becomes dense with its dropped weights at 0, trainable from the next
+    /// step (see <see cref="Transitions.Densify"/>). A no-op when a resumed run is already past it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The trainer has no sparsity handle.</exception>
+    public void Densify(OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep)
+    {
+        var s = Sparsity ?? throw new InvalidOperationException("Densify needs the trainer to hold the model's sparsity handle (the SparsifiedModel from Sparsifier.Apply).");
+        if (s.Phase == SparsityPhase.DenseFinetune) return;
+        int n = Transitions.Densify(s, Optimizer, state, GlobalStep);
+        LogPhase(_log, "densify", n, GlobalStep);
+    }
+
+    /// <summary>Keeps the masks for fine-tuning (sparse fine-tuning); a no-op when already done.</summary>
+    /// <exception cref="InvalidOperationException">The trainer has no sparsity handle, or the model was densified.</exception>
+    public void FreezeMask()
+    {
+        var s = Sparsity ?? throw new InvalidOperationException("FreezeMask needs the trainer to hold the model's sparsity handle.");
+        if (s.Phase == SparsityPhase.SparseFinetune) return;
+        Transitions.FreezeMask(s, GlobalStep);
+        LogPhase(_log, "freeze-mask", s.Layers.Count, GlobalStep);
+    }
+
+    private static double GradNorm(List<Parameter> ps)
+    {
+        double sum = 0;
+        foreach (var p in ps)
+            if (p.Grad is { } g)
+            {
+                double d = System.Numerics.Tensors.TensorPrimitives.Dot(g.AsReadOnlySpan(), g.AsReadOnlySpan());
+                sum += d;
+            }
+        return Math.Sqrt(sum);
+    }
+
+    // ---------------------------------------------------------------- checkpoints
+
+    private void SaveCheckpoint(TrainingStage stage, long stageStep)
+    {
+        string root = Options.CheckpointDirectory!;
+        string path = SaveCheckpoint(root, stage.Name, stageStep, stage.Data.GetState());
+        LogCheckpoint(_log, path, GlobalStep);
+    }
+
+    private string SaveCheckpoint(string root, string stage, long stageStep, ulong[] dataState)
+    {
+        Directory.CreateDirectory(root);
+        string name = $"ckpt-{GlobalStep:D8}";
+        string final = Path.Combine(root, name);
+        string tmp = Path.Combine(root, $".{name}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            var meta = Sparsity?.CheckpointMetadata() ?? [];
+            SafeTensors.Save(Path.Combine(tmp, "model.safetensors"), Model.StateDict(), meta);
+            SafeTensors.Save(Path.Combine(tmp, "optimizer.safetensors"), Optimizer.StateDict());
+            AtomicFile.WriteAllText(Path.Combine(tmp, "trainer.json"), StateJson(stage, stageStep, dataState));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(tmp, final);
+        }
+        catch
+        {
+            try { Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+        AtomicFile.WriteAllText(Path.Combine(root, "latest"), name + "\n");
+        var old = Directory.GetDirectories(root, "ckpt-*").Select(Path.GetFileName).Where(n => n is not null && n.Length == 13)
+            .Order(StringComparer.Ordinal).ToList();
+        for (int i = 0; i < old.Count - Options.KeepCheckpoints; i++)
+            if (old[i] != name) Directory.Delete(Path.Combine(root, old[i]!), recursive: true);
+        return final;
+    }
+
+    private string StateJson(string stage, long stageStep, ulong[] dataState)
+    {
+        var kernels = new JsonObject();
+        if (Sparsity is not null)
+            foreach (var l in Sparsity.Layers) kernels[l.Name] = l.Layer.Kernel;
+        var o = new JsonObject
+        {
+            ["format"] = Format,
+            ["version"] = 1,
+            ["global_step"] = GlobalStep,
+            ["stage"] = stage,
+            ["stage_step"] = stageStep,
+            ["completed_stages"] = new JsonArray(_completed.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
+            ["phase"] = Sparsity?.Phase.ToString() ?? "dense",
+            ["skipped_steps"] = _skipped,
+            ["data_state"] = new JsonArray(dataState.Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray()),
+            ["model_rng"] = new JsonArray(Model.Rng.GetState().Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray()),
+            ["kernels"] = kernels,
+            ["train_loss"] = Curve(_train),
+            ["val_loss"] = Curve(_val),
+        };
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+
+        static JsonArray Curve(List<LossPoint> c) => new(c.Select(p => (JsonNode)new JsonArray(p.Stage, p.Step, p.GlobalStep, p.Loss.ToString("R", CultureInfo.InvariantCulture))).ToArray());
+    }
+
+    /// <summary>The newest checkpoint folder under <paramref name="root"/> (per its <c>latest</c> pointer), or null.</summary>
+    public static string? LatestCheckpoint(string root)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(root);
+        string pointer = Path.Combine(root, "latest");
+        if (!File.Exists(pointer)) return null;
+        string name = File.ReadAllText(pointer).Trim();
+        if (name.Length == 0 || name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || name.Contains("..", StringComparison.Ordinal))
+            throw new SpdfFormatException($"{pointer}: expected a checkpoint folder name, found '{name}'.");
+        string dir = Path.Combine(root, name);
+        return Directory.Exists(dir) ? dir : throw new SpdfFormatException($"{pointer}: names '{name}', which does not exist.");
+    }
+
+    /// <summary>Resumes from the newest checkpoint in <see cref="TrainerOptions.CheckpointDirectory"/>; returns false when there is none.</summary>
+    public bool TryResume()
+    {
+        if (Options.CheckpointDirectory is null) return false;
+        var dir = LatestCheckpoint(Options.CheckpointDirectory);
+        if (dir is null) return false;
+        Resume(dir);
+        return true;
+    }
+
+    /// <summary>
+    /// Restores a checkpoint folder: weights, masks, optimizer state, step, stage position, data position, dropout
+    /// generator, sparsity phase (densifying or freezing masks as the run had) and the kernels chosen.
+    /// </summary>
+    /// <exception cref="SpdfFormatException">A file is missing or malformed; the message names it.</exception>
+    public void Resume(string checkpointDirectory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(checkpointDirectory);
+        string stateFile = Path.Combine(checkpointDirectory, "trainer.json");
+        if (!File.Exists(stateFile)) throw new SpdfFormatException($"{checkpointDirectory}: no trainer.json; not a trainer checkpoint.");
+        JsonNode root;
+        try { root = JsonNode.Parse(File.ReadAllText(stateFile)) ?? throw new SpdfFormatException($"{stateFile}: empty."); }
+        catch (JsonException e) { throw new SpdfFormatException($"{stateFile}: invalid JSON at line {e.LineNumber + 1}: {e.Message}", e); }
+        try
+        {
+            if ((string?)root["format"] != Format) throw new SpdfFormatException($"{stateFile}: $.format: expected \"{Format}\".");
+            if ((int?)root["version"] != 1) throw new SpdfFormatException($"{stateFile}: $.version: expected 1.");
+            long global = (long?)root["global_step"] ?? throw Missing("global_step");
+            string stage = (string?)root["stage"] ?? throw Missing("stage");
+            long stageStep = (long?)root["stage_step"] ?? throw Missing("stage_step");
+            string phase = (string?)root["phase"] ?? throw Missing("phase");
+            var completed = (root["completed_stages"] as JsonArray ?? throw Missing("completed_stages")).Select(n => (string?)n ?? throw Missing("completed_stages[]")).ToList();
+            var dataState = Words(root["data_state"], "data_state");
+            var rng = Words(root["model_rng"], "model_rng");
+            if (global < 0 || stageStep < 0) throw new SpdfFormatException($"{stateFile}: negative step.");
+
+            // Phase first: the state dict's keys depend on it (masks exist only while sparse).
+            if (Sparsity is null && phase != "dense")
+                throw new SpdfFormatException($"{stateFile}: the checkpoint is of a sparse run (phase {phase}); pass the model's sparsity handle to the trainer.");
+            if (Sparsity is not null)
+            {
+                if (!Enum.TryParse<SparsityPhase>(phase, out var p)) throw new SpdfFormatException($"{stateFile}: $.phase: unknown phase '{phase}'.");
+                if (p == SparsityPhase.DenseFinetune && Sparsity.Phase != SparsityPhase.DenseFinetune) Transitions.Densify(Sparsity, null, OptimizerStateOnDensify.Keep, global);
+                else if (p == SparsityPhase.SparseFinetune && Sparsity.Phase == SparsityPhase.SparsePretrain) Transitions.FreezeMask(Sparsity, global);
+                else if (p != Sparsity.Phase) throw new SpdfFormatException($"{stateFile}: phase {p}, but the model is already in phase {Sparsity.Phase}.");
+            }
+            var (weights, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "model.safetensors"));
+            try { Model.LoadStateDict(weights); }
+            catch (ArgumentException e) { throw new SpdfFormatException($"{checkpointDirectory}/model.safetensors: {e.Message}", e); }
+            var (opt, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "optimizer.safetensors"));
+            try { Optimizer.LoadStateDict(opt); }
+            catch (ArgumentException e) { throw new SpdfFormatException($"{checkpointDirectory}/optimizer.safetensors: {e.Message}", e); }
+            if (Sparsity is not null && root["kernels"] is JsonObject kernels)
+                foreach (var l in Sparsity.Layers)
+                    l.Layer.KernelMode = (string?)kernels[l.Name] switch
+                    {
+                        "csr" => SparseKernelMode.Compressed,
+                        "masked-dense" => SparseKernelMode.MaskedDense,
+                        _ => l.Layer.KernelMode,
+                    };
+            try { Model.Rng.SetState(rng); }
+            catch (ArgumentException e) { throw new SpdfFormatException($"{stateFile}: $.model_rng: {e.Message}", e); }
+            _train.Clear(); _train.AddRange(Curve(root["train_loss"], "train_loss"));
+            _val.Clear(); _val.AddRange(Curve(root["val_loss"], "val_loss"));
+            _completed.Clear(); _completed.AddRange(completed);
+            _skipped = (int?)root["skipped_steps"] ?? 0;
+            GlobalStep = global;
+            _resumeStage = completed.Contains(stage) ? null : stage;
+            _resumeStageStep = stageStep;
+            _resumeDataState = dataState;
+            LogResumed(_log, checkpointDirectory, stage, stageStep, global);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        {
+            throw new SpdfFormatException($"{stateFile}: {e.Message}", e);
+        }
+
+        SpdfFormatException Missing(string key) => new($"{stateFile}: $.{key}: missing or of the wrong type.");
+
+        ulong[] Words(JsonNode? n, string key) => (n as JsonArray ?? throw Missing(key))
+            .Select(v => ulong.Parse((string?)v ?? throw Missing(key), NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
+
+        IEnumerable<LossPoint> Curve(JsonNode? n, string key) => (n as JsonArray ?? throw Missing(key)).Select(v =>
+        {
+            if (v is not JsonArray { Count: 4 } a) throw Missing(key + "[]");
+            return new LossPoint((string?)a[0] ?? throw Missing(key), (long?)a[1] ?? throw Missing(key), (long?)a[2] ?? throw Missing(key),
+                double.Parse((string?)a[3] ?? throw Missing(key), NumberStyles.Float, CultureInfo.InvariantCulture));
+        }).ToList();
+    }
+
+    // ---------------------------------------------------------------- logging
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Stage {Stage}: starting at step {Step} of {Steps} (phase {Phase})")]
+    private static partial void LogStageStarted(ILogger logger, string stage, long step, int steps, string phase);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Stage {Stage}: already completed in the resumed run; skipped")]
+    private static partial void LogStageSkipped(ILogger logger, string stage);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "{Stage} step {Step}/{Steps}: loss {Loss:F4}, lr {LearningRate:E2}, grad norm {GradNorm:F3}, {TokensPerSecond:F0} tok/s")]
+    private static partial void LogStep(ILogger logger, string stage, long step, int steps, double loss, double learningRate, double gradNorm, double tokensPerSecond);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "{Stage} step {Step}: validation loss {Loss:F4}, perplexity {Perplexity:F2}")]
+    private static partial void LogValidation(ILogger logger, string stage, long step, double loss, double perplexity);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Checkpoint written to {Path} at global step {Step}")]
+    private static partial void LogCheckpoint(ILogger logger, string path, long step);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information, Message = "Resumed from {Path}: stage {Stage} step {StageStep}, global step {Step}")]
+    private static partial void LogResumed(ILogger logger, string path, string stage, long stageStep, long step);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Stage} step {Step}: non-finite loss {Loss} or gradient norm {GradNorm}; update skipped")]
+    private static partial void LogSkipped(ILogger logger, string stage, long step, double loss, double gradNorm);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
+    private static partial void LogPhase(ILogger logger, string transition, int layers, long step);
+}

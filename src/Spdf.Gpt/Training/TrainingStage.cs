@@ -1,0 +1,184 @@
+using Spdf.Gpt.Data;
+using Spdf.Tensors;
+
+namespace Spdf.Gpt.Training;
+
+/// <summary>
+/// One stage of training (pre-training, fine-tuning, …): its data, length and optimisation hyper-parameters
+/// (nanoGPT's defaults: AdamW, warmup then cosine decay to <see cref="MinLearningRate"/>, clipping at 1.0).
+/// A <see cref="Trainer"/> runs stages one after another; the sparsity phase may change between them.
+/// </summary>
+public sealed record TrainingStage
+{
+    /// <summary>Name, unique within a run (e.g. "pretrain", "finetune"); recorded in checkpoints so that a resumed run skips finished stages.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Training batches.</summary>
+    public required IBatchSource Data { get; init; }
+
+    /// <summary>Optimizer steps in this stage.</summary>
+    public required int Steps { get; init; }
+
+    /// <summary>Peak learning rate (default 6e-4).</summary>
+    public double LearningRate { get; init; } = 6e-4;
+
+    /// <summary>Learning rate at the end of the cosine decay (default 6e-5).</summary>
+    public double MinLearningRate { get; init; } = 6e-5;
+
+    /// <summary>Linear warmup steps (default 0).</summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>AdamW weight decay, applied to weights of rank ≥ 2 only (default 0.1).</summary>
+    public double WeightDecay { get; init; } = 0.1;
+
+    /// <summary>Micro-batches whose gradients are summed per step (default 1).</summary>
+    public int GradientAccumulation { get; init; } = 1;
+
+    /// <summary>Clip the global gradient norm to this value; 0 turns clipping off (default 1).</summary>
+    public double GradClip { get; init; } = 1.0;
+
+    /// <summary>Validation batches (a fresh enumeration per evaluation), or null for none.</summary>
+    public Func<IEnumerable<(IntTensor Inputs, IntTensor Targets)>>? Validation { get; init; }
+
+    /// <summary>Evaluate every this many steps (and at the end); 0 evaluates only at the end.</summary>
+    public int EvalInterval { get; init; }
+
+    /// <summary>Write a checkpoint every this many steps (and at the end) when the trainer has a checkpoint folder; 0 only at the end.</summary>
+    public int CheckpointInterval { get; init; }
+
+    /// <summary>Restart every optimizer moment at this stage's start (e.g. for fine-tuning with a new learning rate).</summary>
+    public bool ResetOptimizer { get; init; }
+
+    /// <summary>Throws when a setting is out of range.</summary>
+    /// <exception cref="ArgumentException">A setting is out of range; the message names it, its value and what was expected.</exception>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Name)) throw new ArgumentException("A stage needs a name.", nameof(Name));
+        ArgumentNullException.ThrowIfNull(Data, nameof(Data));
+        if (Steps < 0) throw new ArgumentOutOfRangeException(nameof(Steps), Steps, "Expected ≥ 0 steps.");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Expected a finite learning rate > 0.");
+        if (!(MinLearningRate >= 0 && MinLearningRate <= LearningRate)) throw new ArgumentOutOfRangeException(nameof(MinLearningRate), MinLearningRate, $"Expected a value in [0, LearningRate = {LearningRate}].");
+        if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "Expected ≥ 0.");
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "Expected a finite weight decay ≥ 0.");
+        if (GradientAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(GradientAccumulation), GradientAccumulation, "Expected ≥ 1.");
+        if (!(GradClip >= 0) || double.IsInfinity(GradClip)) throw new ArgumentOutOfRangeException(nameof(GradClip), GradClip, "Expected a finite value ≥ 0 (0 = off).");
+        if (EvalInterval < 0) throw new ArgumentOutOfRangeException(nameof(EvalInterval), EvalInterval, "Expected ≥ 0.");
+        if (CheckpointInterval < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "Expected ≥ 0.");
+    }
+
+    /// <summary>The learning rate at a step of this stage: linear warmup, then cosine decay to the minimum.</summary>
+    public double LearningRateAt(long step)
+    {
+        if (step < WarmupSteps) return LearningRate * (step + 1) / WarmupSteps;
+        if (Steps <= WarmupSteps) return LearningRate;
+        double progress = Math.Min(1, (double)(step - WarmupSteps) / (Steps - WarmupSteps));
+        return MinLearningRate + 0.5 * (1 + Math.Cos(Math.PI * progress)) * (LearningRate - MinLearningRate);
+    }
+}
+
+/// <summary>What the trainer does when a step's loss or gradient norm is not finite.</summary>
+public enum NonFinitePolicy
+{
+    /// <summary>Stop with a <see cref="TrainingDivergedException"/> naming the step (default); the last checkpoint is intact.</summary>
+    Throw,
+    /// <summary>Skip the update (no weight or moment changes), count it and go on.</summary>
+    Skip,
+}
+
+/// <summary>Settings shared by every stage of a run.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Folder for checkpoints (<c>ckpt-00000100/</c> folders and a <c>latest</c> pointer); null writes none.</summary>
+    public string? CheckpointDirectory { get; init; }
+
+    /// <summary>Checkpoints kept (oldest removed first); default 2.</summary>
+    public int KeepCheckpoints { get; init; } = 2;
+
+    /// <summary>Log a line every this many steps (default 10).</summary>
+    public int LogInterval { get; init; } = 10;
+
+    /// <summary>AdamW β₁ (default 0.9).</summary>
+    public double Beta1 { get; init; } = 0.9;
+
+    /// <summary>AdamW β₂ (default 0.95, as GPT-3 and nanoGPT).</summary>
+    public double Beta2 { get; init; } = 0.95;
+
+    /// <summary>AdamW ε (default 1e-8).</summary>
+    public double Eps { get; init; } = 1e-8;
+
+    /// <summary>What to do on a non-finite loss or gradient.</summary>
+    public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Throw;
+
+    /// <summary>Throws when a setting is out of range.</summary>
+    public void Validate()
+    {
+        if (KeepCheckpoints < 1) throw new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "Expected ≥ 1.");
+        if (LogInterval < 1) throw new ArgumentOutOfRangeException(nameof(LogInterval), LogInterval, "Expected ≥ 1.");
+        if (!(Beta1 >= 0 && Beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, "Expected a value in [0, 1).");
+        if (!(Beta2 >= 0 && Beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "Expected a value in [0, 1).");
+        if (!(Eps > 0)) throw new ArgumentOutOfRangeException(nameof(Eps), Eps, "Expected > 0.");
+    }
+}
+
+/// <summary>A point of a loss curve.</summary>
+/// <param name="Stage">Stage name.</param>
+/// <param name="Step">Step within the stage (1-based: the loss of the step's batch before the update).</param>
+/// <param name="GlobalStep">Step over the whole run.</param>
+/// <param name="Loss">Mean loss.</param>
+public sealed record LossPoint(string Stage, long Step, long GlobalStep, double Loss);
+
+/// <summary>Progress of a running stage.</summary>
+/// <param name="Stage">Stage name.</param>
+/// <param name="Step">Steps done in the stage.</param>
+/// <param name="Steps">Steps in the stage.</param>
+/// <param name="Loss">Last step's loss.</param>
+/// <param name="LearningRate">Last step's learning rate.</param>
+/// <param name="ValidationLoss">Last validation loss, if any.</param>
+/// <param name="TokensPerSecond">Training throughput of the stage so far.</param>
+/// <param name="Phase">Sparsity phase ("dense" without a sparsity handle).</param>
+public sealed record TrainingProgress(string Stage, long Step, long Steps, double Loss, double LearningRate, double? ValidationLoss, double TokensPerSecond, string Phase);
+
+/// <summary>The outcome of a stage.</summary>
+/// <param name="Stage">Stage name.</param>
+/// <param name="TrainLoss">Loss per step (this session's and, after a resume, the restored ones).</param>
+/// <param name="ValidationLoss">Validation losses.</param>
+/// <param name="Seconds">Wall time spent in this session.</param>
+/// <param name="Tokens">Training tokens (non-ignored targets) processed in this session.</param>
+/// <param name="SkippedSteps">Steps skipped for non-finite values.</param>
+public sealed record StageResult(string Stage, IReadOnlyList<LossPoint> TrainLoss, IReadOnlyList<LossPoint> ValidationLoss, double Seconds, long Tokens, int SkippedSteps)
+{
+    /// <summary>The last validation loss, or NaN.</summary>
+    public double FinalValidationLoss => ValidationLoss.Count > 0 ? ValidationLoss[^1].Loss : double.NaN;
+}
+
+/// <summary>Training produced a non-finite loss or gradient.</summary>
+public sealed class TrainingDivergedException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public TrainingDivergedException(string stage, long step, double loss, double gradNorm)
+        : base($"Training diverged in stage '{stage}' at step {step}: loss {loss}, gradient norm {gradNorm}. " +
+               "Lower the learning rate, clip gradients, or set TrainerOptions.OnNonFinite = Skip; the last checkpoint is intact.")
+    {
+        Stage = stage;
+        Step = step;
+        Loss = loss;
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public TrainingDivergedException() : base("Training diverged.") { Stage = ""; }
+
+    /// <summary>Creates the exception.</summary>
+    public TrainingDivergedException(string message) : base(message) { Stage = ""; }
+
+    /// <summary>Creates the exception.</summary>
+    public TrainingDivergedException(string message, Exception inner) : base(message, inner) { Stage = ""; }
+
+    /// <summary>The stage.</summary>
+    public string Stage { get; }
+
+    /// <summary>The step (1-based within the stage).</summary>
+    public long Step { get; }
+
+    /// <summary>The loss.</summary>
+    public double Loss { get; }
+}
