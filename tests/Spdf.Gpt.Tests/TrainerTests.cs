@@ -1,0 +1,136 @@
+using Spdf.Gpt.Data;
+using Spdf.Gpt.Training;
+using Spdf.Sparsity;
+using Spdf.Tensors;
+using Spdf.Tensors.Serialization;
+
+namespace Spdf.Gpt.Tests;
+
+public class TrainerTests
+{
+    private static readonly GptConfig Cfg = GptConfig.Tiny with { VocabSize = 40, ContextLength = 16, Dropout = 0.1f };
+
+    private static TokenStream Stream()
+    {
+        var g = new Generator(11);
+        // A learnable stream: a repeated pattern with some noise.
+        var tokens = Enumerable.Range(0, 3000).Select(i => g.NextFloat() < 0.1f ? g.NextInt(40) : i % 13 + i / 100 % 3).ToArray();
+        return TokenStream.FromArray(tokens, 40);
+    }
+
+    private sealed record Run(GptModel Model, SparsifiedModel Sparsity, Trainer Trainer, TrainingStage Pretrain, TrainingStage Finetune);
+
+    private static Run Make(string? dir, int checkpointInterval = 0)
+    {
+        var model = new GptModel(Cfg, new Generator(5));
+        var sparsity = Sparsifier.Apply(model, SparsityConfig.Default(0.75));
+        foreach (var l in sparsity.Layers) l.Layer.KernelMode = SparseKernelMode.Compressed;
+        var (train, val) = Stream().Split(0.1);
+        var trainer = new Trainer(model, new TrainerOptions { CheckpointDirectory = dir, KeepCheckpoints = 10 }, sparsity);
+        var pre = new TrainingStage
+        {
+            Name = "pretrain", Data = new WindowSampler(train, 4, 16, 1), Steps = 6, LearningRate = 3e-3, WarmupSteps = 2,
+            Validation = () => WindowSampler.Sequential(val, 4, 16, 2), EvalInterval = 3, CheckpointInterval = checkpointInterval,
+        };
+        var fine = pre with { Name = "finetune", Data = new WindowSampler(train, 4, 16, 2), Steps = 5, LearningRate = 1e-3, GradientAccumulation = 2 };
+        return new Run(model, sparsity, trainer, pre, fine);
+    }
+
+    private static List<double> Losses(Trainer t) => t.TrainLoss.Select(p => p.Loss).ToList();
+
+    [Fact]
+    public void TrainingLowersTheLossAndRunsThePhases()
+    {
+        var r = Make(null);
+        var pre = r.Trainer.Run(r.Pretrain with { Steps = 30 });
+        pre.TrainLoss.Should().HaveCount(30);
+        pre.TrainLoss[^1].Loss.Should().BeLessThan(pre.TrainLoss[0].Loss);
+        pre.ValidationLoss.Should().HaveCount(10);
+        foreach (var l in r.Sparsity.Layers) l.Layer.Weight.AsReadOnlySpan().ToArray().Count(w => w != 0).Should().Be(l.Layer.Mask.KeptCount);
+        r.Trainer.Densify();
+        r.Sparsity.Phase.Should().Be(SparsityPhase.DenseFinetune);
+        r.Model.Blocks[0].mlp.c_fc.Should().NotBeOfType<SparseLinear>();
+        var fine = r.Trainer.Run(r.Finetune);
+        fine.TrainLoss.Should().HaveCount(5);
+        r.Model.Blocks[0].mlp.c_fc.Weight.AsReadOnlySpan().ToArray().Count(w => w == 0).Should().BeLessThan(r.Model.Blocks[0].mlp.c_fc.Weight.Numel / 2, "dropped weights learn again");
+        r.Trainer.GlobalStep.Should().Be(35);
+    }
+
+    [Fact]
+    public void WeightDecayAppliesToMatricesOnly()
+    {
+        var r = Make(null);
+        r.Trainer.Optimizer.Groups[0].Parameters.Should().OnlyContain(p => p.Rank >= 2);
+        r.Trainer.Optimizer.Groups[1].Parameters.Should().OnlyContain(p => p.Rank < 2).And.NotBeEmpty();
+    }
+
+    [Fact]
+    public void ResumingFromAnyCheckpointReproducesTheUninterruptedLosses()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-resume").FullName;
+        try
+        {
+            var full = Make(dir, checkpointInterval: 2);
+            full.Trainer.Run(full.Pretrain);
+            full.Trainer.Densify(OptimizerStateOnDensify.Reset);
+            full.Trainer.Run(full.Finetune);
+            var expected = Losses(full.Trainer);
+            var expectedVal = full.Trainer.ValidationLoss.Select(p => p.Loss).ToList();
+            expected.Should().HaveCount(11);
+            var ckpts = Directory.GetDirectories(dir, "ckpt-*").Order().ToList();
+            ckpts.Select(Path.GetFileName).Should().Contain(["ckpt-00000002", "ckpt-00000004", "ckpt-00000006", "ckpt-00000008", "ckpt-00000010", "ckpt-00000011"]);
+            Trainer.LatestCheckpoint(dir).Should().EndWith("ckpt-00000011");
+
+            foreach (var ckpt in new[] { "ckpt-00000002", "ckpt-00000006", "ckpt-00000008" })
+            {
+                var resumed = Make(null);
+                resumed.Trainer.Resume(Path.Combine(dir, ckpt));
+                resumed.Trainer.Run(resumed.Pretrain);
+                resumed.Trainer.Densify(OptimizerStateOnDensify.Reset);
+                resumed.Trainer.Run(resumed.Finetune);
+                Losses(resumed.Trainer).Should().Equal(expected, $"resuming from {ckpt} replays the same batches, dropout masks and updates");
+                resumed.Trainer.ValidationLoss.Select(p => p.Loss).Should().Equal(expectedVal);
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void NonFiniteLossStopsWithTheStepOrIsSkipped()
+    {
+        var r = Make(null);
+        r.Trainer.Run(r.Pretrain with { Steps = 2 });
+        r.Model.Blocks[0].ln_1.Weight!.AsSpan()[0] = float.NaN;
+        var act = () => r.Trainer.Run(r.Pretrain with { Name = "again", Steps = 3 });
+        act.Should().Throw<TrainingDivergedException>().WithMessage("*stage 'again' at step 1*").Which.Step.Should().Be(1);
+
+        var s = Make(null);
+        var skipping = new Trainer(s.Model, new TrainerOptions { OnNonFinite = NonFinitePolicy.Skip }, s.Sparsity);
+        s.Model.Blocks[0].ln_1.Weight!.AsSpan()[0] = float.NaN;
+        var res = skipping.Run(s.Pretrain with { Steps = 3, Validation = null });
+        res.SkippedSteps.Should().Be(3);
+        res.TrainLoss.Should().BeEmpty();
+    }
+
+    [Fact]
+    public void BadStagesAndCorruptCheckpointsAreRejected()
+    {
+        var r = Make(null);
+        FluentActions.Invoking(() => r.Trainer.Run(r.Pretrain with { LearningRate = -1 })).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*LearningRate*");
+        FluentActions.Invoking(() => r.Trainer.Run(r.Pretrain with { GradientAccumulation = 0 })).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*GradientAccumulation*");
+        var dir = Directory.CreateTempSubdirectory("spdf-corrupt").FullName;
+        try
+        {
+            var w = Make(dir);
+            w.Trainer.Run(w.Pretrain with { Steps = 1 });
+            var ckpt = Trainer.LatestCheckpoint(dir)!;
+            File.WriteAllText(Path.Combine(ckpt, "trainer.json"), "{\"format\":\"spdf-trainer\",\"version\":1}");
+            FluentActions.Invoking(() => Make(null).Trainer.Resume(ckpt)).Should().Throw<SpdfFormatException>().WithMessage("*global_step*");
+            File.WriteAllText(Path.Combine(ckpt, "trainer.json"), "{not json");
+            FluentActions.Invoking(() => Make(null).Trainer.Resume(ckpt)).Should().Throw<SpdfFormatException>().WithMessage("*invalid JSON*");
+            File.WriteAllText(Path.Combine(dir, "latest"), "../../etc");
+            FluentActions.Invoking(() => Trainer.LatestCheckpoint(dir)).Should().Throw<SpdfFormatException>();
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
