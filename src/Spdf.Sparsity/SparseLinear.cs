@@ -106,8 +106,12 @@ public sealed class SparseLinear : Linear
     /// <summary>Bytes of the compressed structure (W and Wᵀ in CSR), or 0 before it is built.</summary>
     public long CompressedBytes => _csr.Bytes + _csrT.Bytes;
 
-    /// <inheritdoc />
-    protected override void OnStateLoaded() => OnMaskChanged();
+    /// <summary>After a state load: keeps the invariant (a loaded dense weight is zeroed where the mask drops it) and rebuilds the structures.</summary>
+    protected override void OnStateLoaded()
+    {
+        ApplyMask();
+        OnMaskChanged();
+    }
 
     /// <summary>The mask's values changed: rebuild the compressed structures lazily and tell optimizers the new support.</summary>
     private void OnMaskChanged()
