@@ -110,6 +110,22 @@ public class GenerationAndMetricsTests
     }
 
     [Fact]
+    public void BleuMatchesNltkOnPreTokenisedText()
+    {
+        // tests/fixtures/make_bleu_fixture.py: NLTK 3.8 corpus_bleu, default weights, no smoothing.
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "fixtures", "bleu_nltk.json")));
+        int n = 0;
+        foreach (var c in doc.RootElement.GetProperty("cases").EnumerateArray())
+        {
+            var hyps = c.GetProperty("hypotheses").EnumerateArray().Select(h => h.GetString()!).ToList();
+            var refs = c.GetProperty("references").EnumerateArray().Select(r => (IReadOnlyList<string>)r.EnumerateArray().Select(x => x.GetString()!).ToList()).ToList();
+            Bleu.Corpus(hyps, refs, BleuTokenization.None).Should().BeApproximately(c.GetProperty("bleu").GetDouble(), 1e-9, $"case {n} ({hyps.Count} sentences)");
+            n++;
+        }
+        n.Should().Be(5);
+    }
+
+    [Fact]
     public void RougeLUsesTheLongestCommonSubsequence()
     {
         RougeL.Lcs("a b c d e".Split(' '), "a x c y e".Split(' ')).Should().Be(3);
