@@ -1,0 +1,208 @@
+using Microsoft.Extensions.Logging;
+using Spectre.Console;
+using Spdf.Gpt;
+using Spdf.Gpt.Data;
+using Spdf.Gpt.Evaluation;
+using Spdf.Gpt.Generation;
+using Spdf.Gpt.Tokenization;
+using Spdf.Gpt.Training;
+using Spdf.Sparsity;
+using Spdf.Sparsity.Flops;
+using Spdf.Tensors;
+
+namespace Spdf.Demo;
+
+/// <summary>Sizes of a demo run.</summary>
+public sealed record DemoSettings
+{
+    public required bool Quick { get; init; }
+    public required string OutputDirectory { get; init; }
+    public string? CorpusFile { get; init; }
+    public string? TaskFile { get; init; }
+    public ulong Seed { get; init; } = 2026;
+    public IReadOnlyList<double> Sparsities { get; init; } = [0.5, 0.75];
+
+    public GptConfig Model(int vocab) => Quick ? new GptConfig(2, 64, 4, 192, vocab, Dropout: 0f) : new GptConfig(4, 128, 4, 128, vocab, Dropout: 0f);
+    public int VocabSize => Quick ? 512 : 1024;
+    public int Batch => Quick ? 8 : 16;
+    public int PretrainSteps => Quick ? 150 : 500;
+    public int FinetuneSteps => Quick ? 100 : 250;
+    public int Documents => Quick ? 600 : 12000;
+    public int TrainExamples => Quick ? 200 : 1500;
+    public int TestExamples => Quick ? 12 : 100;
+}
+
+/// <summary>One run's results.</summary>
+public sealed record RunResult(string Name, double Sparsity, double PretrainFlops, double PretrainSeconds, double ValLoss, double FinetuneValLoss,
+    double Bleu, double RougeL, IReadOnlyList<LossPoint> PretrainCurve, IReadOnlyList<LossPoint> FinetuneCurve,
+    IReadOnlyList<(string MeaningRepresentation, string Output)> Samples);
+
+/// <summary>A pre-trained model, kept so that several fine-tunings start from the same weights.</summary>
+internal sealed record Pretrained(double Sparsity, Dictionary<string, Tensor> State, double Flops, double Seconds, double ValLoss,
+    IReadOnlyList<LossPoint> Curve, SparsityReport? Report);
+
+/// <summary>
+/// The SPDF experiment at small scale (Thangarasa et al. 2023): pre-train the same GPT dense and at each sparsity
+/// for the same tokens; fine-tune each on the data-to-text task densely (SPDF: Densify) and, for the sparse ones,
+/// also with the mask kept; evaluate validation loss, BLEU and ROUGE-L.
+/// </summary>
+public sealed class Workflow(DemoSettings settings, ILogger logger)
+{
+    public const string DenseRun = "dense", SpdfRun = "sparse-pretrain+dense-finetune", SparseFinetuneRun = "sparse-pretrain+sparse-finetune";
+
+    public BpeTokenizer Tokenizer { get; private set; } = null!;
+    public IReadOnlyList<E2EExample> TrainExamples { get; private set; } = [];
+    public IReadOnlyList<E2EExample> TestExamples { get; private set; } = [];
+    public GptConfig Config { get; private set; } = null!;
+    public List<RunResult> Results { get; } = [];
+    public List<(double Sparsity, SparsityReport Report)> SparsityReports { get; } = [];
+    private TokenStream _train = null!, _val = null!;
+
+    /// <summary>Data, tokenizer and token files (generated unless files were given), written under the output folder.</summary>
+    public void PrepareData()
+    {
+        string dataDir = Path.Combine(settings.OutputDirectory, "data");
+        Directory.CreateDirectory(dataDir);
+        var gen = new RestaurantData(settings.Seed);
+        List<string> docs;
+        if (settings.CorpusFile is { } corpus)
+        {
+            var text = File.ReadAllText(corpus);
+            if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"The corpus '{corpus}' is empty; expected UTF-8 text.");
+            docs = TokenFile.SplitDocuments(text).ToList();
+        }
+        else
+        {
+            docs = gen.Corpus(settings.Documents);
+            Spdf.Tensors.Serialization.AtomicFile.WriteAllText(Path.Combine(dataDir, "corpus.txt"), string.Join("\n\n", docs) + "\n");
+        }
+        if (settings.TaskFile is { } task)
+        {
+            var all = E2EDataset.Load(task).ToList();
+            if (all.Count < 2) throw new ArgumentException($"The task '{task}' has {all.Count} meaning representations; expected at least 2 (train and test).");
+            int test = Math.Clamp(all.Count / 10, 1, settings.TestExamples);
+            TestExamples = all.TakeLast(test).ToList();
+            TrainExamples = all.Take(all.Count - test).ToList();
+        }
+        else
+        {
+            TestExamples = gen.Task(settings.TestExamples);
+            TrainExamples = gen.Task(settings.TrainExamples, TestExamples.Select(e => e.MeaningRepresentation).ToHashSet());
+            E2EDataset.Save(Path.Combine(dataDir, "e2e_train.csv"), TrainExamples);
+            E2EDataset.Save(Path.Combine(dataDir, "e2e_test.csv"), TestExamples);
+        }
+        var taskText = TrainExamples.SelectMany(e => e.References.Select(r => E2EDataset.Prompt(e.MeaningRepresentation) + r));
+        Tokenizer = BpeTokenizer.Train(docs.Concat(taskText), settings.VocabSize);
+        Tokenizer.Save(Path.Combine(dataDir, "tokenizer.json"));
+        string tokens = Path.Combine(dataDir, "corpus.tokens");
+        TokenFile.Write(tokens, TokenFile.EncodeDocuments(Tokenizer, docs), Tokenizer.VocabSize);
+        var stream = TokenFile.Open(tokens);
+        (_train, _val) = stream.Split(0.05);
+        Config = settings.Model(Tokenizer.VocabSize);
+        if (_val.Length < Config.ContextLength + 1)
+            throw new ArgumentException($"The corpus encodes to {stream.Length} tokens; the validation split needs at least {Config.ContextLength + 1}. Give a longer corpus.");
+        int longest = TrainExamples.Concat(TestExamples).SelectMany(e => e.References.Select(r => E2EDataset.Encode(Tokenizer, e.MeaningRepresentation, r).Tokens.Length)).Max();
+        if (longest > Config.ContextLength + 1)
+            throw new ArgumentException($"The longest task sequence (prompt + reference) has {longest} tokens; the model's context of {Config.ContextLength} holds {Config.ContextLength + 1}. Shorten the task's sentences.");
+        logger.LogInformation("Data: {Docs} documents, {Tokens} tokens, {Train} train / {Test} test MRs, vocabulary {Vocab}",
+            docs.Count, stream.Length, TrainExamples.Count, TestExamples.Count, Tokenizer.VocabSize);
+    }
+
+    private (GptModel Model, SparsifiedModel? Handle) Build(double sparsity)
+    {
+        var model = new GptModel(Config, new Generator(settings.Seed));
+        return (model, sparsity > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sparsity, settings.Seed)) : null);
+    }
+
+    internal Pretrained Pretrain(double sparsity, IProgress<TrainingProgress> progress)
+    {
+        var (model, handle) = Build(sparsity);
+        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
+        int ctx = Config.ContextLength, batch = settings.Batch;
+        var stage = new TrainingStage
+        {
+            Name = "pretrain",
+            Data = new WindowSampler(_train, batch, ctx, settings.Seed),
+            Steps = settings.PretrainSteps,
+            LearningRate = 2e-3,
+            MinLearningRate = 2e-4,
+            WarmupSteps = Math.Max(1, settings.PretrainSteps / 20),
+            WeightDecay = 0.1,
+            Validation = () => WindowSampler.Sequential(_val, batch, ctx, maxBatches: settings.Quick ? 2 : 8),
+            EvalInterval = Math.Max(1, settings.PretrainSteps / 10),
+        };
+        var result = trainer.Run(stage);
+        double flops = FlopCounter.ForTransformer(Config.ToTransformerShape(ctx), sparsity).TrainPerStep((long)batch * ctx, sparse: sparsity > 0) * stage.Steps;
+        var report = handle?.Report();
+        if (report is not null) SparsityReports.Add((sparsity, report));
+        var state = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.CloneDetached());
+        return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report);
+    }
+
+    internal RunResult Finetune(Pretrained pre, bool densify, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
+    {
+        var (model, handle) = Build(pre.Sparsity);
+        model.LoadStateDict(pre.State);
+        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
+        if (handle is not null)
+        {
+            if (densify) trainer.Densify(OptimizerStateOnDensify.Reset);
+            else trainer.FreezeMask();
+        }
+        int ctx = Config.ContextLength, batch = settings.Batch;
+        var result = trainer.Run(new TrainingStage
+        {
+            Name = "finetune",
+            Data = new E2EBatcher(Tokenizer, TrainExamples, batch, ctx, settings.Seed + 1),
+            Steps = settings.FinetuneSteps,
+            LearningRate = 1e-3,
+            MinLearningRate = 1e-4,
+            WarmupSteps = Math.Max(1, settings.FinetuneSteps / 20),
+            WeightDecay = 0.1,
+            Validation = () => Take(new E2EBatcher(Tokenizer, TestExamples, batch, ctx, 7), Math.Max(1, TestExamples.Sum(e => e.References.Count) / batch)),
+            EvalInterval = Math.Max(1, settings.FinetuneSteps / 5),
+        });
+        var scores = DataToTextEvaluation.Evaluate(model, Tokenizer, TestExamples, maxNewTokens: 64, evalProgress);
+        string name = pre.Sparsity == 0 ? DenseRun : densify ? SpdfRun : SparseFinetuneRun;
+        var run = new RunResult(name, pre.Sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
+            pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
+        logger.LogInformation("{Name} @ {Sparsity:P0}: val loss {Val:F3}, fine-tune val loss {Ft:F3}, BLEU {Bleu:F2}, ROUGE-L {Rouge:F2}",
+            name, pre.Sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
+        return run;
+    }
+
+    private static IEnumerable<(IntTensor, IntTensor)> Take(E2EBatcher b, int n)
+    {
+        for (int i = 0; i < n; i++) yield return b.Next();
+    }
+
+    /// <summary>Runs everything with Spectre progress bars.</summary>
+    public void Run()
+    {
+        var levels = new[] { 0.0 }.Concat(settings.Sparsities).ToList();
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                foreach (double s in levels)
+                {
+                    var pt = ctx.AddTask($"pre-train {(s == 0 ? "dense" : $"{s:P0} sparse"),-11}", maxValue: settings.PretrainSteps);
+                    var pre = Pretrain(s, new SyncProgress<TrainingProgress>(p => { pt.Value = p.Step; pt.Description = $"pre-train {(s == 0 ? "dense" : $"{s:P0} sparse"),-11} loss {p.Loss:F3}"; }));
+                    foreach (bool densify in s == 0 ? new[] { true } : new[] { true, false })
+                    {
+                        string label = s == 0 ? "dense" : densify ? $"{s:P0} → dense" : $"{s:P0} sparse";
+                        var ft = ctx.AddTask($"fine-tune {label,-11}", maxValue: settings.FinetuneSteps + TestExamples.Count);
+                        Results.Add(Finetune(pre, densify,
+                            new SyncProgress<TrainingProgress>(p => { ft.Value = p.Step; ft.Description = $"fine-tune {label,-11} loss {p.Loss:F3}"; }),
+                            new SyncProgress<int>(i => { ft.Value = settings.FinetuneSteps + i; ft.Description = $"evaluate  {label,-11} {i}/{TestExamples.Count}"; })));
+                    }
+                }
+            });
+    }
+}
+
+/// <summary>An <see cref="IProgress{T}"/> that calls back on the reporting thread (Progress&lt;T&gt; posts asynchronously).</summary>
+internal sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}
