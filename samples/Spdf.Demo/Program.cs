@@ -40,11 +40,11 @@ root.SetAction(parse =>
         TaskFile = parse.GetValue(taskOption),
         Seed = (ulong)parse.GetValue(seedOption),
     };
-    return Demo.Run(settings);
+    return DemoRunner.Run(settings);
 });
 return root.Parse(args).Invoke();
 
-static class Demo
+internal static class DemoRunner
 {
     public static int Run(DemoSettings s)
     {

@@ -25,8 +25,8 @@ public sealed record DemoSettings
     public GptConfig Model(int vocab) => Quick ? new GptConfig(2, 64, 4, 192, vocab, Dropout: 0f) : new GptConfig(4, 128, 4, 128, vocab, Dropout: 0f);
     public int VocabSize => Quick ? 512 : 1024;
     public int Batch => Quick ? 8 : 16;
-    public int PretrainSteps => Quick ? 150 : 500;
-    public int FinetuneSteps => Quick ? 100 : 250;
+    public int PretrainSteps => Quick ? 150 : 800;
+    public int FinetuneSteps => Quick ? 100 : 600;
     public int Documents => Quick ? 600 : 12000;
     public int TrainExamples => Quick ? 200 : 1500;
     public int TestExamples => Quick ? 12 : 100;

@@ -1,0 +1,55 @@
+using System.Text.Json;
+using System.Xml.Linq;
+using Spdf.Demo;
+
+namespace Spdf.Demo.Tests;
+
+public class DemoTests
+{
+    [Fact]
+    public void QuickRunWritesTheReport()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
+        try
+        {
+            var settings = new DemoSettings { Quick = true, OutputDirectory = dir };
+            DemoRunner.Run(settings).Should().Be(0);
+            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "results.json")));
+            var runs = doc.RootElement.GetProperty("runs").EnumerateArray().ToList();
+            runs.Select(r => (r.GetProperty("name").GetString(), r.GetProperty("sparsity").GetDouble())).Should().Equal(
+                ("dense", 0.0), ("sparse-pretrain+dense-finetune", 0.5), ("sparse-pretrain+sparse-finetune", 0.5),
+                ("sparse-pretrain+dense-finetune", 0.75), ("sparse-pretrain+sparse-finetune", 0.75));
+            foreach (var r in runs)
+            {
+                r.GetProperty("val_loss").GetDouble().Should().BeInRange(0, Math.Log(512), "every run learns something");
+                r.GetProperty("bleu").GetDouble().Should().BeInRange(0, 100);
+                r.GetProperty("rouge_l").GetDouble().Should().BeInRange(0, 100);
+                r.GetProperty("pretrain_seconds").GetDouble().Should().BePositive();
+            }
+            // Sparse pre-training costs fewer FLOPs: 75% < 50% < dense.
+            var flops = runs.Select(r => r.GetProperty("pretrain_flops").GetDouble()).ToList();
+            flops[3].Should().BeLessThan(flops[1]);
+            flops[1].Should().BeLessThan(flops[0]);
+            foreach (var svg in new[] { "loss_pretrain.svg", "loss_finetune.svg", "sparsity.svg" })
+                XDocument.Load(Path.Combine(dir, svg)).Root!.Name.LocalName.Should().Be("svg");
+            File.ReadAllText(Path.Combine(dir, "report.md")).Should().Contain("| sparse-pretrain+dense-finetune | 75");
+            File.Exists(Path.Combine(dir, "data", "e2e_train.csv")).Should().BeTrue();
+            File.Exists(Path.Combine(dir, "data", "tokenizer.json")).Should().BeTrue();
+            File.ReadAllText(Path.Combine(dir, "train.log")).Should().Contain("validation loss");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void AnEmptyCorpusIsRejectedBeforeAnyWork()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
+        try
+        {
+            var corpus = Path.Combine(dir, "empty.txt");
+            File.WriteAllText(corpus, "  \n");
+            DemoRunner.Run(new DemoSettings { Quick = true, OutputDirectory = Path.Combine(dir, "out"), CorpusFile = corpus }).Should().Be(2);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
