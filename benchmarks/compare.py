@@ -3,8 +3,8 @@
   /usr/bin/python3 benchmarks/compare.py linear [--rounds 3] [--seconds 2]
   /usr/bin/python3 benchmarks/compare.py attention [--rounds 3]
   /usr/bin/python3 benchmarks/compare.py gemm [--rounds 3]
-  /usr/bin/python3 benchmarks/compare.py sparse [--rounds 3]
-  /usr/bin/python3 benchmarks/compare.py gpt [--rounds 3] [--seconds 5]   (training step, ours dense/75%/90% vs PyTorch dense/masked)   (our compressed layer at 50/75/90% against our dense and PyTorch's)
+  /usr/bin/python3 benchmarks/compare.py sparse [--rounds 3]   (our compressed layer at 50/75/90% against our dense and PyTorch's)
+  /usr/bin/python3 benchmarks/compare.py gpt [--rounds 3] [--seconds 5]   (training step, ours dense/75%/90% vs PyTorch dense/masked)
 
 Each round runs ours, then the peer, for every case; the table shows medians over rounds and the ratio peer/ours
 (> 1 means Spdf is faster). Needs Debian's python3-torch (apt-get install -y python3-torch) and a Release build:

@@ -25,7 +25,8 @@ public static class Report
         return pts;
     }
 
-    private static string Label(RunResult r) => r.Sparsity == 0 ? "dense" : $"{r.Name} {r.Sparsity:P0}";
+    private static string Label(RunResult r) => r.Sparsity == 0 ? "dense"
+        : r.Name == Workflow.SpdfRun ? $"{r.Sparsity:P0} sparse → dense FT (SPDF)" : $"{r.Sparsity:P0} sparse → sparse FT";
 
     public static void Write(string dir, Workflow w, DemoSettings s, TimeSpan elapsed)
     {
@@ -41,6 +42,7 @@ public static class Report
             ["finetune_val_loss"] = Math.Round(r.FinetuneValLoss, 5),
             ["bleu"] = Math.Round(r.Bleu, 3),
             ["rouge_l"] = Math.Round(r.RougeL, 3),
+            ["pretrain_kernels"] = r.Kernels,
             ["samples"] = new JsonArray(r.Samples.Select(x => (JsonNode)new JsonObject { ["mr"] = x.MeaningRepresentation, ["output"] = x.Output }).ToArray()),
         }).ToArray());
         var c = w.Config;
@@ -60,9 +62,9 @@ public static class Report
         int window = Math.Max(1, s.PretrainSteps / 25);
         var pre = w.Results.GroupBy(r => r.Sparsity).Select(g => g.First())
             .Select(r => (r.Sparsity == 0 ? "dense" : $"{r.Sparsity:P0} sparse", Smooth(r.PretrainCurve, window))).ToList();
-        AtomicFile.WriteAllText(Path.Combine(dir, "loss_pretrain.svg"), Svg.LineChart("Pre-training loss (moving average)", "step", "training loss", pre));
+        AtomicFile.WriteAllText(Path.Combine(dir, "loss_pretrain.svg"), Svg.LineChart("Pre-training loss (moving average)", "step", "training loss", pre, logY: true));
         var ft = w.Results.Select(r => (Label(r), Smooth(r.FinetuneCurve, Math.Max(1, s.FinetuneSteps / 25)))).ToList();
-        AtomicFile.WriteAllText(Path.Combine(dir, "loss_finetune.svg"), Svg.LineChart("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft));
+        AtomicFile.WriteAllText(Path.Combine(dir, "loss_finetune.svg"), Svg.LineChart("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft, logY: true));
         if (w.SparsityReports.Count > 0)
         {
             var layers = w.SparsityReports[0].Report.Rows.Select(r => r.Name.Replace("transformer.", "", StringComparison.Ordinal)).ToList();
@@ -73,10 +75,10 @@ public static class Report
         var md = new StringBuilder();
         md.AppendLine("# Spdf demo: sparse pre-training and dense fine-tuning").AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Date {root["date"]}, {(s.Quick ? "quick mode, " : "")}{elapsed.TotalMinutes:F1} minutes. GPT with {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; pre-training {s.PretrainSteps} steps × {s.Batch} × {c.ContextLength} tokens for every run; fine-tuning {s.FinetuneSteps} steps on the data-to-text task; evaluation on {w.TestExamples.Count} held-out meaning representations (greedy decoding).").AppendLine();
-        md.AppendLine("| run | sparsity | pre-train FLOPs | pre-train s | val loss | val ppl | fine-tune val loss | BLEU | ROUGE-L |");
-        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        md.AppendLine("| run | sparsity | pre-train FLOPs | pre-train s | val loss | val ppl | fine-tune val loss | BLEU | ROUGE-L | kernels (pre-training) |");
+        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         foreach (var r in w.Results)
-            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.Name} | {r.Sparsity:P0} | {r.PretrainFlops:E2} | {r.PretrainSeconds:F1} | {F(r.ValLoss)} | {F(Math.Exp(r.ValLoss), "F2")} | {F(r.FinetuneValLoss)} | {F(r.Bleu, "F2")} | {F(r.RougeL, "F2")} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.Name} | {r.Sparsity:P0} | {r.PretrainFlops:E2} | {r.PretrainSeconds:F1} | {F(r.ValLoss)} | {F(Math.Exp(r.ValLoss), "F2")} | {F(r.FinetuneValLoss)} | {F(r.Bleu, "F2")} | {F(r.RougeL, "F2")} | {r.Kernels} |");
         md.AppendLine().AppendLine("![pre-training loss](loss_pretrain.svg)").AppendLine().AppendLine("![fine-tuning loss](loss_finetune.svg)").AppendLine();
         if (w.SparsityReports.Count > 0) md.AppendLine("![per-layer sparsity](sparsity.svg)").AppendLine();
         md.AppendLine("## Generated sentences").AppendLine();

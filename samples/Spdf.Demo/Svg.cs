@@ -8,13 +8,24 @@ namespace Spdf.Demo;
 public static class Svg
 {
     private static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-    private const int W = 760, H = 420, L = 70, R = 220, T = 40, B = 50;
+    private const int W = 800, H = 420, L = 70, R = 230, T = 40, B = 50;
 
     private static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
     private static string E(string s) => WebUtility.HtmlEncode(s);
 
     /// <summary>A line chart: one polyline per series.</summary>
-    public static string LineChart(string title, string xLabel, string yLabel, IReadOnlyList<(string Name, IReadOnlyList<(double X, double Y)> Points)> series)
+    /// <param name="logY">A logarithmic y axis (loss curves: the first steps' drop would otherwise hide the rest).</param>
+    public static string LineChart(string title, string xLabel, string yLabel, IReadOnlyList<(string Name, IReadOnlyList<(double X, double Y)> Points)> series, bool logY = false)
+    {
+        if (logY)
+        {
+            var logged = series.Select(s => (s.Name, (IReadOnlyList<(double X, double Y)>)s.Points.Where(p => p.Y > 0).Select(p => (p.X, Math.Log10(p.Y))).ToList())).ToList();
+            return LineChartCore(title, xLabel, yLabel + " (log scale)", logged, v => Math.Pow(10, v));
+        }
+        return LineChartCore(title, xLabel, yLabel, series, v => v);
+    }
+
+    private static string LineChartCore(string title, string xLabel, string yLabel, IReadOnlyList<(string Name, IReadOnlyList<(double X, double Y)> Points)> series, Func<double, double> yTick)
     {
         var all = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.Y)).ToList();
         double x0 = all.Count > 0 ? all.Min(p => p.X) : 0, x1 = all.Count > 0 ? all.Max(p => p.X) : 1;
@@ -25,7 +36,7 @@ public static class Svg
         double Px(double x) => L + (x - x0) / (x1 - x0) * (W - L - R);
         double Py(double y) => H - B - (y - y0) / (y1 - y0) * (H - T - B);
         var sb = Header(title);
-        Axes(sb, xLabel, yLabel, x0, x1, y0, y1, Px, Py);
+        Axes(sb, xLabel, yLabel, x0, x1, y0, y1, Px, Py, yTick: yTick);
         for (int i = 0; i < series.Count; i++)
         {
             var pts = series[i].Points.Where(p => double.IsFinite(p.Y)).Select(p => $"{F(Px(p.X))},{F(Py(p.Y))}");
@@ -67,13 +78,13 @@ public static class Svg
         return sb;
     }
 
-    private static void Axes(StringBuilder sb, string xLabel, string yLabel, double x0, double x1, double y0, double y1, Func<double, double> px, Func<double, double> py, bool xTicks = true)
+    private static void Axes(StringBuilder sb, string xLabel, string yLabel, double x0, double x1, double y0, double y1, Func<double, double> px, Func<double, double> py, bool xTicks = true, Func<double, double>? yTick = null)
     {
         sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{L}\" y1=\"{H - B}\" x2=\"{W - R}\" y2=\"{H - B}\" stroke=\"black\"/>\n<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{H - B}\" stroke=\"black\"/>\n");
         for (int i = 0; i <= 5; i++)
         {
             double y = y0 + (y1 - y0) * i / 5;
-            sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{L}\" y1=\"{F(py(y))}\" x2=\"{W - R}\" y2=\"{F(py(y))}\" stroke=\"#ddd\"/><text x=\"{L - 6}\" y=\"{F(py(y) + 4)}\" font-size=\"11\" text-anchor=\"end\">{y.ToString("0.###", CultureInfo.InvariantCulture)}</text>\n");
+            sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{L}\" y1=\"{F(py(y))}\" x2=\"{W - R}\" y2=\"{F(py(y))}\" stroke=\"#ddd\"/><text x=\"{L - 6}\" y=\"{F(py(y) + 4)}\" font-size=\"11\" text-anchor=\"end\">{(yTick ?? (v => v))(y).ToString("0.###", CultureInfo.InvariantCulture)}</text>\n");
             if (xTicks)
             {
                 double x = x0 + (x1 - x0) * i / 5;

@@ -34,7 +34,7 @@ public sealed record DemoSettings
 
 /// <summary>One run's results.</summary>
 public sealed record RunResult(string Name, double Sparsity, double PretrainFlops, double PretrainSeconds, double ValLoss, double FinetuneValLoss,
-    double Bleu, double RougeL, IReadOnlyList<LossPoint> PretrainCurve, IReadOnlyList<LossPoint> FinetuneCurve,
+    double Bleu, double RougeL, string Kernels, IReadOnlyList<LossPoint> PretrainCurve, IReadOnlyList<LossPoint> FinetuneCurve,
     IReadOnlyList<(string MeaningRepresentation, string Output)> Samples);
 
 /// <summary>A pre-trained model, kept so that several fine-tunings start from the same weights.</summary>
@@ -165,7 +165,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var scores = DataToTextEvaluation.Evaluate(model, Tokenizer, TestExamples, maxNewTokens: 64, evalProgress);
         string name = pre.Sparsity == 0 ? DenseRun : densify ? SpdfRun : SparseFinetuneRun;
         var run = new RunResult(name, pre.Sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
-            pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
+            pre.Report is null ? "dense" : string.Join(", ", pre.Report.Rows.GroupBy(r => r.Kernel).Select(g => $"{g.Key} ×{g.Count()}")), pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
         logger.LogInformation("{Name} @ {Sparsity:P0}: val loss {Val:F3}, fine-tune val loss {Ft:F3}, BLEU {Bleu:F2}, ROUGE-L {Rouge:F2}",
             name, pre.Sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
         return run;
