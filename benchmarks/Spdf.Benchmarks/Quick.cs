@@ -184,19 +184,28 @@ public static class Quick
         var g = new Generator(3);
         var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
         var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
+        int runs = 0;
+        long alloc0 = 0, gen2 = 0;
+        TimeSpan pause0 = default;
         double ms = Timing.MedianMs(() =>
         {
+            if (runs++ == 2) { alloc0 = GC.GetTotalAllocatedBytes(); pause0 = GC.GetTotalPauseDuration(); gen2 = GC.CollectionCount(2); }
             var loss = model.Loss(idx, tgt);
             opt.ZeroGrad();
             loss.Backward();
             opt.Step();
         }, Seconds(o), warmup: 2, minRuns: 3);
+        int measured = Math.Max(1, runs - 2);
+        double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1048576.0 / measured;
+        double pauseMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / measured;
+        double gen2PerStep = (double)(GC.CollectionCount(2) - gen2) / measured;
         long tokens = (long)batch * cfg.ContextLength;
         Emit(new Dictionary<string, object>
         {
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
             ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
+            ["alloc_mb_per_step"] = Math.Round(allocMb, 1), ["gc_pause_ms_per_step"] = Math.Round(pauseMs, 1), ["gen2_per_step"] = Math.Round(gen2PerStep, 2),
             ["kernel"] = handle is null ? "dense-" + Gemm.KernelName
                 : string.Join(",", handle.Layers.GroupBy(l => l.Layer.Kernel).Select(gr => $"{gr.Key}:{gr.Count()}")),
         });
