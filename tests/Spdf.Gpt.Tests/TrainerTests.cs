@@ -134,3 +134,20 @@ public class TrainerTests
         finally { Directory.Delete(dir, true); }
     }
 }
+
+public class TrainerInputTests
+{
+    [Fact]
+    public void MismatchedContextAndVocabularyAreRejectedBeforeAnyStep()
+    {
+        var model = new GptModel(new GptConfig(1, 16, 2, 8, 20), new Generator(1));
+        var trainer = new Trainer(model);
+        var longCtx = new WindowSampler(TokenStream.FromArray(Enumerable.Range(0, 100).Select(i => i % 20).ToArray(), 20), 2, 16, 1);
+        FluentActions.Invoking(() => trainer.Run(new TrainingStage { Name = "a", Data = longCtx, Steps = 1 }))
+            .Should().Throw<ArgumentException>().WithMessage("*context of 16 tokens exceeds the model's context length 8*");
+        var wideVocab = new WindowSampler(TokenStream.FromArray(Enumerable.Range(0, 100).ToArray(), 100), 2, 8, 1);
+        FluentActions.Invoking(() => trainer.Run(new TrainingStage { Name = "b", Data = wideVocab, Steps = 1 }))
+            .Should().Throw<ArgumentException>().WithMessage("*vocabulary has 100 ids but the model's has 20*");
+        trainer.GlobalStep.Should().Be(0);
+    }
+}

@@ -164,6 +164,7 @@ public sealed class E2EBatcher : IBatchSource
         BatchSize = batchSize;
         ContextLength = contextLength;
         PadId = tokenizer.EndOfTextId;
+        VocabSize = tokenizer.VocabSize;
         _rng = new Generator(seed);
         _epochState = _rng.GetState();
         _order = Shuffle();
@@ -172,8 +173,11 @@ public sealed class E2EBatcher : IBatchSource
     /// <summary>Sequences per batch.</summary>
     public int BatchSize { get; }
 
-    /// <summary>Longest input length.</summary>
+    /// <inheritdoc />
     public int ContextLength { get; }
+
+    /// <inheritdoc />
+    public int VocabSize { get; }
 
     /// <summary>The id used for padding inputs.</summary>
     public int PadId { get; }

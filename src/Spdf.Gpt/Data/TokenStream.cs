@@ -255,6 +255,9 @@ public sealed class WindowSampler : IBatchSource
     public int ContextLength { get; }
 
     /// <inheritdoc />
+    public int VocabSize => _stream.VocabSize;
+
+    /// <inheritdoc />
     public (IntTensor Inputs, IntTensor Targets) Next()
     {
         int b = BatchSize, t = ContextLength;
@@ -308,6 +311,12 @@ public sealed class WindowSampler : IBatchSource
 /// <summary>A source of training batches whose position can be saved and restored.</summary>
 public interface IBatchSource
 {
+    /// <summary>The longest input a batch can have (tokens per row).</summary>
+    int ContextLength { get; }
+
+    /// <summary>The vocabulary the ids come from (every id is below it).</summary>
+    int VocabSize { get; }
+
     /// <summary>The next batch: inputs and targets <c>[B, T]</c> (targets −100 where no loss is taken).</summary>
     (IntTensor Inputs, IntTensor Targets) Next();
 

@@ -395,7 +395,7 @@ public sealed partial class BpeTokenizer
                 foreach (var t in added.EnumerateArray())
                 {
                     string where = $"$.added_tokens[{k++}]";
-                    if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("id", out var idEl) || !idEl.TryGetInt32(out int id)
+                    if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("id", out var idEl) || idEl.ValueKind != JsonValueKind.Number || !idEl.TryGetInt32(out int id)
                         || !t.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String || string.IsNullOrEmpty(c.GetString()))
                         throw Bad(source, where, "expected {\"id\": int, \"content\": non-empty string}");
                     special[c.GetString()!] = id;
@@ -454,7 +454,7 @@ public sealed partial class BpeTokenizer
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in el.EnumerateObject())
         {
-            if (!p.Value.TryGetInt32(out int id) || id < 0)
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
                 throw Bad(source, $"{where}[\"{p.Name}\"]", $"expected a non-negative integer id, found {p.Value.GetRawText()}");
             if (!vocab.TryAdd(p.Name, id)) throw Bad(source, $"{where}[\"{p.Name}\"]", "the token appears twice");
         }

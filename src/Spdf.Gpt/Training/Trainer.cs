@@ -99,6 +99,11 @@ public sealed partial class Trainer
     {
         ArgumentNullException.ThrowIfNull(stage);
         stage.Validate();
+        var cfg = Model.Config;
+        if (stage.Data.ContextLength > cfg.ContextLength)
+            throw new ArgumentException($"Stage '{stage.Name}': the data's context of {stage.Data.ContextLength} tokens exceeds the model's context length {cfg.ContextLength}.", nameof(stage));
+        if (stage.Data.VocabSize > cfg.VocabSize)
+            throw new ArgumentException($"Stage '{stage.Name}': the data's vocabulary has {stage.Data.VocabSize} ids but the model's has {cfg.VocabSize}; the tokenizer and the model do not match.", nameof(stage));
         if (_completed.Contains(stage.Name))
         {
             LogStageSkipped(_log, stage.Name);
@@ -225,6 +230,8 @@ public sealed partial class Trainer
     private string SaveCheckpoint(string root, string stage, long stageStep, ulong[] dataState)
     {
         Directory.CreateDirectory(root);
+        foreach (var stale in Directory.GetDirectories(root, ".ckpt-*.tmp"))   // left by a process killed mid-write
+            try { Directory.Delete(stale, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         string name = $"ckpt-{GlobalStep:D8}";
         string final = Path.Combine(root, name);
         string tmp = Path.Combine(root, $".{name}.{Guid.NewGuid():N}.tmp");
@@ -304,7 +311,9 @@ public sealed partial class Trainer
     /// Restores a checkpoint folder: weights, masks, optimizer state, step, stage position, data position, dropout
     /// generator, sparsity phase (densifying or freezing masks as the run had) and the kernels chosen.
     /// </summary>
-    /// <exception cref="SpdfFormatException">A file is missing or malformed; the message names it.</exception>
+    /// <exception cref="SpdfFormatException">A file is missing or malformed; the message names it. The files are parsed
+    /// before anything changes; a checkpoint that parses but does not fit the model (other shapes) can leave the model
+    /// partly loaded, so build a fresh model after such a failure.</exception>
     public void Resume(string checkpointDirectory)
     {
         ArgumentException.ThrowIfNullOrEmpty(checkpointDirectory);
@@ -325,6 +334,15 @@ public sealed partial class Trainer
             var dataState = Words(root["data_state"], "data_state");
             var rng = Words(root["model_rng"], "model_rng");
             if (global < 0 || stageStep < 0) throw new SpdfFormatException($"{stateFile}: negative step.");
+            var trainCurve = Curve(root["train_loss"], "train_loss").ToList();
+            var valCurve = Curve(root["val_loss"], "val_loss").ToList();
+            int skipped = (int?)root["skipped_steps"] ?? 0;
+            foreach (var f in new[] { "model.safetensors", "optimizer.safetensors" })
+                if (!File.Exists(Path.Combine(checkpointDirectory, f))) throw new SpdfFormatException($"{checkpointDirectory}: {f} is missing; the checkpoint is incomplete.");
+            var (weights, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "model.safetensors"));
+            var (opt, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "optimizer.safetensors"));
+            // Everything above is parsed before anything changes, so a malformed file leaves the trainer as it was
+            // (the phase, weights and optimizer below are each validated as they load).
 
             // Phase first: the state dict's keys depend on it (masks exist only while sparse).
             if (Sparsity is null && phase != "dense")
@@ -336,10 +354,8 @@ public sealed partial class Trainer
                 else if (p == SparsityPhase.SparseFinetune && Sparsity.Phase == SparsityPhase.SparsePretrain) Transitions.FreezeMask(Sparsity, global);
                 else if (p != Sparsity.Phase) throw new SpdfFormatException($"{stateFile}: phase {p}, but the model is already in phase {Sparsity.Phase}.");
             }
-            var (weights, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "model.safetensors"));
             try { Model.LoadStateDict(weights); }
             catch (ArgumentException e) { throw new SpdfFormatException($"{checkpointDirectory}/model.safetensors: {e.Message}", e); }
-            var (opt, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "optimizer.safetensors"));
             try { Optimizer.LoadStateDict(opt); }
             catch (ArgumentException e) { throw new SpdfFormatException($"{checkpointDirectory}/optimizer.safetensors: {e.Message}", e); }
             if (Sparsity is not null && root["kernels"] is JsonObject kernels)
@@ -352,10 +368,10 @@ public sealed partial class Trainer
                     };
             try { Model.Rng.SetState(rng); }
             catch (ArgumentException e) { throw new SpdfFormatException($"{stateFile}: $.model_rng: {e.Message}", e); }
-            _train.Clear(); _train.AddRange(Curve(root["train_loss"], "train_loss"));
-            _val.Clear(); _val.AddRange(Curve(root["val_loss"], "val_loss"));
+            _train.Clear(); _train.AddRange(trainCurve);
+            _val.Clear(); _val.AddRange(valCurve);
             _completed.Clear(); _completed.AddRange(completed);
-            _skipped = (int?)root["skipped_steps"] ?? 0;
+            _skipped = skipped;
             GlobalStep = global;
             _resumeStage = completed.Contains(stage) ? null : stage;
             _resumeStageStep = stageStep;

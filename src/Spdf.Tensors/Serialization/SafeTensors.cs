@@ -96,6 +96,7 @@ public static class SafeTensors
         if (n > MaxHeaderBytes) throw Bad(source, 0, $"header length {n} exceeds the limit of {MaxHeaderBytes} bytes");
         if (n > (ulong)(bytes.Length - 8)) throw Bad(source, 0, $"header length {n} is larger than the {bytes.Length - 8} bytes after it");
         var headerBytes = bytes.Slice(8, (int)n);
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes)) throw Bad(source, 8, "the JSON header is not valid UTF-8");
         var dataStart = 8 + (int)n;
         long dataLen = bytes.Length - dataStart;
         JsonDocument doc;
@@ -161,7 +162,8 @@ public static class SafeTensors
         }
         if (!e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw Bad(source, 8, $"entry '{name}' has no [begin, end] data_offsets");
-        if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw Bad(source, 8, $"entry '{name}' has data_offsets [{off[0]}, {off[1]}]; expected 0 ≤ begin ≤ end");
         if (end > dataLen) throw Bad(source, dataStart + begin, $"entry '{name}' ends at data offset {end}, past the data section's {dataLen} bytes");
         if (end - begin != numel * size)
