@@ -378,7 +378,7 @@ public sealed partial class Trainer
             _resumeDataState = dataState;
             LogResumed(_log, checkpointDirectory, stage, stageStep, global);
         }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException)
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException or ArgumentException)
         {
             throw new SpdfFormatException($"{stateFile}: {e.Message}", e);
         }
