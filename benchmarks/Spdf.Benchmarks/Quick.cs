@@ -37,6 +37,7 @@ public static class Quick
                 case "peak": PeakRun(opts); return 0;
                 case "gpt": Gpt(opts, args[1..]); return 0;
                 case "gpt-one": GptOne(opts); return 0;
+                case "gpt-phases": GptPhases(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
                 case "decode": Decode(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
@@ -171,6 +172,37 @@ public static class Quick
         _ = raw;
     }
 
+    /// <summary>Where a dense GPT step's time goes: forward (to the loss), backward, optimizer; medians over steps.</summary>
+    private static void GptPhases(Dictionary<string, string> o)
+    {
+        var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
+        int batch = Int(o, "batch", 8), steps = Int(o, "steps", 8);
+        var model = new Spdf.Gpt.GptModel(cfg, new Generator(1));
+        var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
+        var g = new Generator(3);
+        var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
+        var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
+        var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
+        for (int i = 0; i < steps + 2; i++)
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            double t1, t2;
+            using (o.TryGetValue("scope", out var sc) && sc == "0" ? null : Tensors.Autograd.TensorScope.Enter())
+            {
+                var loss = model.Loss(idx, tgt);
+                t1 = sw.Elapsed.TotalMilliseconds;
+                opt.ZeroGrad(setToNone: false);
+                loss.Backward();
+                t2 = sw.Elapsed.TotalMilliseconds;
+            }
+            opt.Step();
+            double t3 = sw.Elapsed.TotalMilliseconds;
+            if (i >= 2) { f.Add(t1); b.Add(t2 - t1); s.Add(t3 - t2); }
+        }
+        static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
+        Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1) });
+    }
+
     private static void GptOne(Dictionary<string, string> o)
     {
         var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
@@ -184,15 +216,15 @@ public static class Quick
         var g = new Generator(3);
         var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
         var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
+        bool useScope = !o.TryGetValue("scope", out var sc) || sc != "0";
         int runs = 0;
         long alloc0 = 0, gen2 = 0;
         TimeSpan pause0 = default;
         double ms = Timing.MedianMs(() =>
         {
             if (runs++ == 2) { alloc0 = GC.GetTotalAllocatedBytes(); pause0 = GC.GetTotalPauseDuration(); gen2 = GC.CollectionCount(2); }
-            var loss = model.Loss(idx, tgt);
-            opt.ZeroGrad();
-            loss.Backward();
+            opt.ZeroGrad(setToNone: !useScope);
+            using (useScope ? Tensors.Autograd.TensorScope.Enter() : null) model.Loss(idx, tgt).Backward(); // as the Trainer does
             opt.Step();
         }, Seconds(o), warmup: 2, minRuns: 3);
         int measured = Math.Max(1, runs - 2);
@@ -205,7 +237,7 @@ public static class Quick
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
             ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
-            ["alloc_mb_per_step"] = Math.Round(allocMb, 1), ["gc_pause_ms_per_step"] = Math.Round(pauseMs, 1), ["gen2_per_step"] = Math.Round(gen2PerStep, 2),
+            ["scope"] = useScope, ["alloc_mb_per_step"] = Math.Round(allocMb, 1), ["gc_pause_ms_per_step"] = Math.Round(pauseMs, 1), ["gen2_per_step"] = Math.Round(gen2PerStep, 2),
             ["kernel"] = handle is null ? "dense-" + Gemm.KernelName
                 : string.Join(",", handle.Layers.GroupBy(l => l.Layer.Kernel).Select(gr => $"{gr.Key}:{gr.Count()}")),
         });

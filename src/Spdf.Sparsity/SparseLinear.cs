@@ -178,11 +178,13 @@ public sealed class SparseLinear : Linear
 
     private Tensor MaskedDenseForward(Tensor input)
     {
-        var masked = Weight.ToArray();
+        var masked = CustomOp.RentStorage(Weight.Numel, clear: false);
+        Weight.AsReadOnlySpan().CopyTo(masked);
         Mask.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
         var maskedWeight = CustomOp.Record(new Tensor(masked, Weight.Shape), "MaskWeight", [Weight], g =>
         {
-            var dw = g.ToArray();
+            var dw = CustomOp.RentStorage(g.Numel, clear: false);
+            g.AsReadOnlySpan().CopyTo(dw);
             Mask.Apply(dw);
             return [new Tensor(dw, Weight.Shape)];
         });
@@ -194,7 +196,7 @@ public sealed class SparseLinear : Linear
         int n = input.Shape.Product(0, input.Rank - 1), k = InFeatures, m = OutFeatures;
         var csr = Csr;
         var outDims = input.Shape.ToArray(); outDims[^1] = m;
-        var y = GC.AllocateUninitializedArray<float>(n * m);
+        var y = CustomOp.RentStorage(n * m, clear: false);
         float[]? xt = null;
         if (n == 1)
         {
@@ -221,7 +223,7 @@ public sealed class SparseLinear : Linear
                 var csrT = CsrT;
                 var dxt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
                 SparseKernels.SpMM(csrT, dyt, dxt, n);                          // dXᵀ = Wᵀ·dYᵀ over kept weights
-                var d = GC.AllocateUninitializedArray<float>(n * k);
+                var d = CustomOp.RentStorage(n * k, clear: false);
                 Transpose.FromBlocks(dxt, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
                 ArrayPool<float>.Shared.Return(dxt);
                 dx = new Tensor(d, input.Shape);
@@ -229,10 +231,11 @@ public sealed class SparseLinear : Linear
             if (Weight.RequiresGrad)
             {
                 var xtt = xt ?? BlocksOf(input.AsReadOnlySpan(), n, k);
-                var vals = new float[csr.Nnz];
-                SparseKernels.Sddmm(csr, dyt, xtt, vals, n);                      // dW only at kept places
-                var d = new float[m * k];                                       // exactly 0 at dropped places
-                csr.Scatter(vals, d);
+                var vals = ArrayPool<float>.Shared.Rent(csr.Nnz);
+                SparseKernels.Sddmm(csr, dyt, xtt, vals.AsSpan(0, csr.Nnz), n);   // dW only at kept places
+                var d = CustomOp.RentStorage(m * k, clear: true);               // exactly 0 at dropped places
+                csr.Scatter(vals.AsSpan(0, csr.Nnz), d);
+                ArrayPool<float>.Shared.Return(vals);
                 dw = new Tensor(d, Weight.Shape);
             }
             if (Bias is { RequiresGrad: true } bias)
@@ -248,7 +251,7 @@ public sealed class SparseLinear : Linear
 
     private static float[] BlocksOf(ReadOnlySpan<float> rowsByFeatures, int n, int features)
     {
-        var blocks = GC.AllocateUninitializedArray<float>(SparseKernels.BlockedLength(features, n));
+        var blocks = CustomOp.RentStorage(SparseKernels.BlockedLength(features, n), clear: false);
         Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks, SparseKernels.BlockStride(features));
         return blocks;
     }

@@ -180,7 +180,7 @@ public static class Perplexity
             {
                 long n = y.Data.Count(t => t != -100);
                 if (n == 0) continue;
-                sum += model.Loss(x, y).Item() * n;
+                using (TensorScope.Enter()) sum += model.Loss(x, y).Item() * n;
                 count += n;
             }
             if (count == 0) throw new ArgumentException("The batches hold no target tokens to evaluate.", nameof(batches));

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Spdf.Sparsity;
 using Spdf.Tensors;
+using Spdf.Tensors.Autograd;
 using Spdf.Tensors.Nn;
 using Spdf.Tensors.Optim;
 using Spdf.Tensors.Serialization;
@@ -134,14 +135,17 @@ public sealed partial class Trainer
             }
             double lr = stage.LearningRateAt(step);
             Optimizer.SetLearningRate(lr);
-            Optimizer.ZeroGrad();
+            Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
             double lossSum = 0;
             for (int micro = 0; micro < stage.GradientAccumulation; micro++)
             {
                 var (x, y) = stage.Data.Next();
-                var loss = Model.Loss(x, y);
-                lossSum += loss.Item();
-                (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
+                using (TensorScope.Enter()) // activations go back to the pool after the backward pass
+                {
+                    var loss = Model.Loss(x, y);
+                    lossSum += loss.Item();
+                    (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
+                }
                 tokens += y.Data.Count(t => t != -100);
             }
             double meanLoss = lossSum / stage.GradientAccumulation;

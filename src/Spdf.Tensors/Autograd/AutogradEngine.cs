@@ -105,8 +105,16 @@ internal static class AutogradEngine
             if (!grads.Remove(t, out var g)) continue;
             if (t.GradFn is null)
             {
-                if (t.Grad is null) t.Grad = owned.Contains(g) ? g : g.CloneDetached();
-                else TensorPrimitives.Add(t.Grad.Storage, g.Storage, t.Grad.Storage);
+                if (t.Grad is null)
+                {
+                    t.Grad = owned.Contains(g) ? g : g.CloneDetached();
+                    TensorScope.Escape(t.Grad.Storage); // a leaf's gradient outlives any step scope
+                }
+                else
+                {
+                    TensorPrimitives.Add(t.Grad.Storage, g.Storage, t.Grad.Storage);
+                    if (owned.Remove(g)) GradientPool.Return(g.Storage); // added into the leaf's gradient: dead now
+                }
                 continue;
             }
             var fn = t.GradFn;

@@ -8,6 +8,19 @@ namespace Spdf.Tensors.Autograd;
 public static class CustomOp
 {
     /// <summary>
+    /// Storage for a custom op's output, a gradient it returns, or an array its backward closure saves: it comes from
+    /// the engine's pool (memory already faulted in) and, inside a <see cref="TensorScope"/>, goes back to it when the
+    /// scope ends. Do not keep the array beyond the step.
+    /// </summary>
+    /// <param name="length">Elements.</param>
+    /// <param name="clear">Zero the array (otherwise its contents are arbitrary; write every element).</param>
+    public static float[] RentStorage(int length, bool clear)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        return GradientPool.Rent(length, clear);
+    }
+
+    /// <summary>
     /// Attaches <paramref name="backward"/> to <paramref name="result"/> when gradient recording is on and an input
     /// requires grad. The closure receives the gradient of <paramref name="result"/> and returns one gradient per
     /// input (same shape as that input), or null where an input needs none. It must not modify its argument, and each

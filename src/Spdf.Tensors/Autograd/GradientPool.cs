@@ -1,53 +1,85 @@
 namespace Spdf.Tensors.Autograd;
 
 /// <summary>
-/// Recycles gradient buffers within and across backward passes. A gradient that the engine has handed to its node,
-/// that was freshly allocated and that no input's gradient shares is dead once the node's backward returns; its array
-/// goes back here, and the next backward closure that needs an array of that length reuses it. Reused memory is already
-/// faulted in, which matters on Linux, where every fresh large array costs a page fault per 4 KiB. The pool is bounded
-/// (<see cref="MaxBytes"/>); beyond it arrays are left to the garbage collector.
+/// Recycles tensor storage. Two sources feed it: (1) gradients that a backward node has consumed — fresh, not aliased
+/// by an input's gradient, not a leaf's <c>Grad</c> — which the engine returns as soon as the node's backward is done;
+/// (2) every op output created inside a <see cref="TensorScope"/>, returned when the scope ends. Ops rent their outputs
+/// here, so the next step reuses memory that is already faulted in (on Linux every fresh large array costs a page fault
+/// and a zeroing per 4 KiB) and leaves no garbage behind. Arrays returned by the engine are bounded by
+/// <see cref="MaxBytes"/>; arrays returned by a scope are kept whatever their size (the step needed them and will need
+/// them again), and lengths no scope has asked for in the last two scopes are dropped, so variable shapes cannot grow
+/// the pool without bound.
 /// </summary>
 internal static class GradientPool
 {
     private static readonly Dictionary<int, Stack<float[]>> Free = [];
-    private static long _bytes;
+    private static readonly Dictionary<int, long> LastUse = [];
+    private static long _bytes, _generation;
     private static readonly object Gate = new();
 
-    /// <summary>Largest total size kept (256 MiB).</summary>
+    /// <summary>Largest total size kept from the engine's returns (256 MiB).</summary>
     public const long MaxBytes = 256L << 20;
 
     /// <summary>Smallest array worth pooling (64 KiB); smaller ones are cheap for the GC.</summary>
     private const int MinLength = 16 * 1024;
 
+    /// <summary>Bytes held now.</summary>
+    public static long Bytes { get { lock (Gate) return _bytes; } }
+
     /// <summary>An array of exactly <paramref name="length"/> elements, zeroed when <paramref name="clear"/>.</summary>
     public static float[] Rent(int length, bool clear)
     {
+        float[]? a = null;
         if (length >= MinLength)
         {
             lock (Gate)
             {
+                LastUse[length] = _generation;
                 if (Free.TryGetValue(length, out var stack) && stack.Count > 0)
                 {
-                    var a = stack.Pop();
+                    a = stack.Pop();
                     _bytes -= (long)a.Length * 4;
-                    if (clear) Array.Clear(a);
-                    return a;
                 }
             }
+            if (a is not null && clear) Array.Clear(a);
         }
-        return clear ? new float[length] : GC.AllocateUninitializedArray<float>(length);
+        a ??= clear ? new float[length] : GC.AllocateUninitializedArray<float>(length);
+        if (length >= MinLength) TensorScope.OnRent(a);
+        return a;
     }
 
-    /// <summary>Gives back an array no one else references.</summary>
+    /// <summary>Gives back an array no one else references (the engine's consumed gradients).</summary>
     public static void Return(float[] array)
     {
         if (array.Length < MinLength) return;
+        TensorScope.OnReturn(array);
         lock (Gate)
         {
             if (_bytes + (long)array.Length * 4 > MaxBytes) return;
-            if (!Free.TryGetValue(array.Length, out var stack)) Free[array.Length] = stack = new Stack<float[]>();
-            stack.Push(array);
-            _bytes += (long)array.Length * 4;
+            Push(array);
         }
+    }
+
+    /// <summary>Takes back the arrays of an ending scope (unbounded), then drops lengths unused for two scopes.</summary>
+    internal static void ReturnScope(IEnumerable<float[]> arrays)
+    {
+        lock (Gate)
+        {
+            foreach (var a in arrays) Push(a);
+            _generation++;
+            foreach (var (len, stack) in Free)
+            {
+                if (stack.Count == 0 || LastUse.GetValueOrDefault(len) >= _generation - 2) continue;
+                _bytes -= (long)len * 4 * stack.Count;
+                stack.Clear();
+            }
+        }
+    }
+
+    private static void Push(float[] array)
+    {
+        if (!Free.TryGetValue(array.Length, out var stack)) Free[array.Length] = stack = new Stack<float[]>();
+        stack.Push(array);
+        _bytes += (long)array.Length * 4;
     }
 }

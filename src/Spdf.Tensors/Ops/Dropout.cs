@@ -16,10 +16,10 @@ public static partial class Functional
         if (!(p >= 0 && p < 1)) throw new ArgumentOutOfRangeException(nameof(p), p, "Dropout probability must be in [0, 1).");
         if (!training || p == 0) return x;
         var gen = generator ?? Generator.Default;
-        var mask = new float[x.Numel];
+        var mask = GradientPool.Rent(x.Numel, clear: false); // every element is written
         float scale = 1f / (1f - p);
         for (int i = 0; i < mask.Length; i++) mask[i] = gen.NextFloat() < p ? 0f : scale;
-        var y = new float[x.Numel];
+        var y = GradientPool.Rent(x.Numel, clear: false);
         TensorPrimitives.Multiply(x.Storage, mask, y);
         return AutogradEngine.Record(new Tensor(y, x.Shape), "Dropout", [x], g =>
         {

@@ -40,7 +40,7 @@ public partial class Tensor
     /// <summary>Element-wise binary op with broadcasting; fast paths for equal shapes, a scalar right side and a row (bias-like) right side.</summary>
     private static float[] BinaryForward(BinaryOp op, Tensor a, Tensor b, Shape outShape)
     {
-        var d = new float[outShape.Numel];
+        var d = GradientPool.Rent(outShape.Numel, clear: true);
         if (a.Shape == outShape && b.Shape == outShape) { BinaryKernel(op, a.Storage, b.Storage, d); return d; }
         if (a.Shape == outShape && b.Numel == 1) { BinaryKernel(op, a.Storage, b.Storage[0], d); return d; }
         if (a.Shape == outShape && Broadcast.IsSuffix(b.Shape, outShape) && b.Numel > 0)

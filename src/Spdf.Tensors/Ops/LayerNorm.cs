@@ -20,7 +20,7 @@ public static partial class Functional
         if (bias is not null && (bias.Rank != 1 || bias.Shape[0] != c))
             throw new ArgumentException($"LayerNorm: bias must have shape [{c}] to match input {x.Shape}; got {bias.Shape}.", nameof(bias));
         int rows = x.Shape.Product(0, x.Rank - 1);
-        var y = new float[x.Numel];
+        var y = GradientPool.Rent(x.Numel, clear: true);
         var mean = new float[rows];
         var rstd = new float[rows];
         var xs = x.Storage;
@@ -46,7 +46,7 @@ public static partial class Functional
         };
         return AutogradEngine.Record(new Tensor(y, x.Shape), "LayerNorm", inputs, g =>
         {
-            var dx = x.RequiresGrad ? new float[x.Numel] : null;
+            var dx = x.RequiresGrad ? GradientPool.Rent(x.Numel, clear: true) : null;
             var dw = weight is { RequiresGrad: true } ? new float[c] : null;
             var db = bias is { RequiresGrad: true } ? new float[c] : null;
             var xhat = GradientPool.Rent(c, clear: true);

@@ -32,7 +32,7 @@ public partial class Tensor
         if (!shared && !b.Shape.Dims[..^2].SequenceEqual(batchDims))
             throw new ArgumentException($"MatMul: batch dimensions differ: {a.Shape} vs {b.Shape}; expected equal batch dimensions or a 2-D right operand.");
         var outShape = new Shape([.. batchDims, m, n]);
-        var c = GC.AllocateUninitializedArray<float>(outShape.Numel); // every element is written (k = 0 clears)
+        var c = GradientPool.Rent(outShape.Numel, clear: false); // every element is written (k = 0 clears)
         int sa = m * k, sb = shared ? 0 : k * n, sc = m * n;
         if (shared && !transposeA)
             Gemm.MatMul(a.Storage, false, b.Storage, transposeB, c, batch * m, n, k);

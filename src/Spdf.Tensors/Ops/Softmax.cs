@@ -17,7 +17,7 @@ public static partial class Functional
         ArgumentNullException.ThrowIfNull(x);
         int d = x.Shape.NormalizeDim(dim);
         int outer = x.Shape.Product(0, d), len = x.Shape[d], inner = x.Shape.Product(d + 1, x.Rank);
-        var y = new float[x.Numel];
+        var y = GradientPool.Rent(x.Numel, clear: true);
         var buf = new float[len];
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++)

@@ -75,10 +75,18 @@ public abstract class Optimizer
     /// <summary>Every parameter of every group.</summary>
     public IEnumerable<Parameter> Parameters => Groups.SelectMany(g => g.Parameters);
 
-    /// <summary>Clears every parameter's gradient (<c>zero_grad(set_to_none=True)</c>).</summary>
-    public void ZeroGrad()
+    /// <summary>
+    /// Clears every parameter's gradient: by default drops it (<c>zero_grad(set_to_none=True)</c>); with
+    /// <paramref name="setToNone"/> false, zeroes it in place, so the next backward pass accumulates into the same
+    /// arrays instead of allocating new ones (what a training loop wants for a flat working set).
+    /// </summary>
+    public void ZeroGrad(bool setToNone = true)
     {
-        foreach (var p in Parameters) p.Grad = null;
+        foreach (var p in Parameters)
+        {
+            if (setToNone || p.Grad is null) p.Grad = null;
+            else p.Grad.AsSpan().Clear();
+        }
     }
 
     /// <summary>Sets the learning rate of every group (a schedule's hook).</summary>
