@@ -52,10 +52,10 @@ internal static class GradientPool
     public static void Return(float[] array)
     {
         if (array.Length < MinLength) return;
-        TensorScope.OnReturn(array);
+        bool scoped = TensorScope.OnReturn(array); // inside a scope the step needs this memory again: keep it
         lock (Gate)
         {
-            if (_bytes + (long)array.Length * 4 > MaxBytes) return;
+            if (!scoped && _bytes + (long)array.Length * 4 > MaxBytes) return;
             Push(array);
         }
     }

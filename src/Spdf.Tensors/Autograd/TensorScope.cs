@@ -42,9 +42,11 @@ public sealed class TensorScope : IDisposable
 
     internal static void OnRent(float[] a) => _current?._owned.Add(a);
 
-    internal static void OnReturn(float[] a)
+    /// <summary>The engine gave <paramref name="a"/> back to the pool; returns whether a scope is open.</summary>
+    internal static bool OnReturn(float[] a)
     {
         for (var s = _current; s is not null; s = s._outer) s._owned.Remove(a);
+        return _current is not null;
     }
 
     /// <summary>Storage that must survive every open scope (a leaf's gradient, a kept tensor).</summary>
