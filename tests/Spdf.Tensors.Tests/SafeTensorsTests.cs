@@ -82,4 +82,50 @@ public class SafeTensorsTests
         File.ReadAllText(path).Should().Be("old");
         Directory.GetFiles(dir).Should().ContainSingle();
     }
+
+    /// <summary>A stream that fails like a full disk (ENOSPC) after a number of bytes.</summary>
+    private sealed class FullDiskStream(Stream inner, long capacity) : Stream
+    {
+        private long _written;
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => _written;
+        public override long Position { get => _written; set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            if (_written + count > capacity) throw new IOException("No space left on device", 28); // ENOSPC
+            inner.Write(buffer, offset, count);
+            _written += count;
+        }
+    }
+
+    [Theory]
+    [InlineData("exception")]
+    [InlineData("full-disk")]
+    public void AnInjectedFaultMidWriteKeepsTheCheckpointIntact(string fault)
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-fault").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "model.safetensors");
+            var g = new Generator(1);
+            var old = new Dictionary<string, Tensor> { ["w"] = Tensor.Randn(new Shape(64, 64), g) };
+            SafeTensors.Save(path, old);
+            var before = File.ReadAllBytes(path);
+            var bytes = SafeTensors.Serialize(new Dictionary<string, Tensor> { ["w"] = Tensor.Randn(new Shape(64, 64), g) });
+            Action act = fault == "exception"
+                ? () => AtomicFile.Write(path, s => { s.Write(bytes, 0, bytes.Length / 2); throw new InvalidOperationException("injected"); })
+                : () => AtomicFile.Write(path, s => new FullDiskStream(s, bytes.Length / 3).Write(bytes, 0, bytes.Length));
+            act.Should().Throw<Exception>().Which.Should().BeOfType(fault == "exception" ? typeof(InvalidOperationException) : typeof(IOException));
+            File.ReadAllBytes(path).Should().Equal(before, "the previous file is untouched");
+            SafeTensors.Load(path).Tensors["w"].AsReadOnlySpan().ToArray().Should().Equal(old["w"].AsReadOnlySpan().ToArray());
+            Directory.GetFiles(dir).Should().ContainSingle("the temporary file is removed");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
