@@ -60,6 +60,18 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         return Tensor.MatMul(x, TokenEmbedding, false, true);                // [B, T, V], tied head
     }
 
+    /// <summary>Logits <c>[B, T, V]</c> and every block's output <c>[B, T, C]</c> (the hidden states SquareHead distillation compares).</summary>
+    public (Tensor Logits, IReadOnlyList<Tensor> Hidden) ForwardWithHidden(IntTensor idx)
+    {
+        ArgumentNullException.ThrowIfNull(idx);
+        if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
+        if (idx.Shape[1] > Config.ContextLength)
+            throw new ArgumentException($"Sequence length {idx.Shape[1]} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
+        var hidden = new List<Tensor>(Config.Layers);
+        var x = _transformer.Forward(idx, hidden);
+        return (Tensor.MatMul(x, TokenEmbedding, false, true), hidden);
+    }
+
     /// <summary>Mean next-token cross-entropy of logits for <paramref name="idx"/> against <paramref name="targets"/> <c>[B, T]</c> (−100 ignored).</summary>
     public Tensor Loss(IntTensor idx, IntTensor targets)
     {
@@ -125,12 +137,18 @@ public sealed class GptModel : Module<IntTensor, Tensor>
             RegisterComponents();
         }
 
-        public override Tensor Forward(IntTensor idx)
+        public override Tensor Forward(IntTensor idx) => Forward(idx, null);
+
+        public Tensor Forward(IntTensor idx, List<Tensor>? hidden)
         {
             int t = idx.Shape[1];
             var pos = new IntTensor(Enumerable.Range(0, t).ToArray(), new Shape(t));
             var x = drop.Forward(wte.Forward(idx) + wpe.Forward(pos));        // [B, T, C] + [T, C]
-            foreach (var block in h) x = block.Forward(x);
+            foreach (var block in h)
+            {
+                x = block.Forward(x);
+                hidden?.Add(x);
+            }
             return ln_f.Forward(x);
         }
     }

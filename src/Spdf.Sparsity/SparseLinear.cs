@@ -82,8 +82,11 @@ public sealed class SparseLinear : Linear
     {
         ArgumentNullException.ThrowIfNull(mask);
         mask.CheckShape(Weight.Shape, nameof(mask));
+        int before = Mask.KeptCount;
         Mask.Values.CopyFrom(mask.Values);
+        if (Mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again
         ApplyMask();
+        if (Weight.Grad is { } grad) Mask.Apply(grad.AsSpan());         // a pending gradient keeps the invariant too
         OnMaskChanged();
     }
 
@@ -150,8 +153,22 @@ public sealed class SparseLinear : Linear
         if (input.Rank < 1 || input.Shape[-1] != InFeatures)
             throw new ArgumentException($"SparseLinear: input's last dimension {(input.Rank == 0 ? 0 : input.Shape[-1])} (shape {input.Shape}) differs from the layer's input size {InFeatures}.", nameof(input));
         if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
+        if (CaptureDenseGradient && GradMode.IsEnabled && Weight.RequiresGrad) return MaskedDenseForward(input, capture: true);
         return Resolved == SparseKernelMode.Compressed ? CompressedForward(input) : MaskedDenseForward(input);
     }
+
+    /// <summary>
+    /// When set, the next forward passes use the masked-dense kernel and their backward passes store the weight's full
+    /// dense gradient (dropped positions included) in <see cref="DenseGradient"/>, while the weight itself still gets
+    /// the masked gradient. RigL sets it on mask-update steps to choose where to regrow.
+    /// </summary>
+    public bool CaptureDenseGradient { get; set; }
+
+    /// <summary>The dense gradient of the last backward pass made with <see cref="CaptureDenseGradient"/> set, or null.</summary>
+    public Tensor? DenseGradient { get; private set; }
+
+    /// <summary>Forgets <see cref="DenseGradient"/>.</summary>
+    public void ClearDenseGradient() => DenseGradient = null;
 
     /// <summary>
     /// Times forward passes of each kernel on this input (gradients off; best of three after a warm-up, since the
@@ -176,13 +193,20 @@ public sealed class SparseLinear : Linear
         return sparse < dense ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
     }
 
-    private Tensor MaskedDenseForward(Tensor input)
+    private Tensor MaskedDenseForward(Tensor input) => MaskedDenseForward(input, capture: false);
+
+    private Tensor MaskedDenseForward(Tensor input, bool capture)
     {
         var masked = CustomOp.RentStorage(Weight.Numel, clear: false);
         Weight.AsReadOnlySpan().CopyTo(masked);
         Mask.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
         var maskedWeight = CustomOp.Record(new Tensor(masked, Weight.Shape), "MaskWeight", [Weight], g =>
         {
+            if (capture)
+            {
+                if (DenseGradient is null) DenseGradient = new Tensor(g.AsReadOnlySpan().ToArray(), Weight.Shape);
+                else TensorPrimitives.Add(DenseGradient.AsReadOnlySpan(), g.AsReadOnlySpan(), DenseGradient.AsSpan()); // accumulation
+            }
             var dw = CustomOp.RentStorage(g.Numel, clear: false);
             g.AsReadOnlySpan().CopyTo(dw);
             Mask.Apply(dw);

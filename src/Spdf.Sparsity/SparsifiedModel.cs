@@ -40,6 +40,9 @@ public sealed class SparsifiedModel
     /// <summary>How per-layer sparsities were chosen ("uniform" or "erk").</summary>
     public string Distribution { get; }
 
+    /// <summary>The mask-update algorithm from the config (null: static masks).</summary>
+    public Algorithms.ISparsityAlgorithm? Algorithm { get; init; }
+
     /// <summary>The current phase.</summary>
     public SparsityPhase Phase { get; internal set; } = SparsityPhase.SparsePretrain;
 

@@ -64,7 +64,7 @@ public static class Sparsifier
             else sparse.SetMask(mask);
             layers.Add(new SparseLayerInfo(name, sparse, group.Initializer.Name, sparsities[i]));
         }
-        return new SparsifiedModel(model, layers, config.Distribution?.Name ?? "uniform");
+        return new SparsifiedModel(model, layers, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm };
     }
 }
 

@@ -87,6 +87,12 @@ public sealed class SparsityConfig
     /// <summary>When set, the per-layer sparsities come from this distribution of each group's sparsity as a global target.</summary>
     public ISparsityDistribution? Distribution { get; }
 
+    /// <summary>
+    /// How masks change during training (gradual magnitude pruning, SET, RigL), or null for static masks (SPDF). The
+    /// <c>Trainer</c> calls it after every optimizer step while the model is sparse.
+    /// </summary>
+    public Algorithms.ISparsityAlgorithm? Algorithm { get; init; }
+
     /// <summary>When true (default), a group that matches no weight is an error: a typo in a pattern is caught early.</summary>
     public bool RequireEveryGroupToMatch { get; }
 }

@@ -126,6 +126,15 @@ public sealed partial class Trainer
         double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
         var parameters = Model.Parameters().ToList();
         Model.Train();
+        if (stage.Distillation is { } distill)
+        {
+            if (distill.Teacher.Config != Model.Config with { Dropout = distill.Teacher.Config.Dropout })
+                throw new ArgumentException($"Stage '{stage.Name}': the teacher's config {distill.Teacher.Config} does not match the student's {Model.Config}; SquareHead compares hidden states layer by layer.", nameof(stage));
+            distill.Teacher.Eval();
+        }
+        var algorithm = stage.SparsityAlgorithm ?? Sparsity?.Algorithm;
+        if (stage.SparsityAlgorithm is not null && Sparsity is null)
+            throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
         while (step < stage.Steps)
         {
             if (cancellationToken.IsCancellationRequested)
@@ -137,17 +146,36 @@ public sealed partial class Trainer
             Optimizer.SetLearningRate(lr);
             Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
             double lossSum = 0;
+            bool sparseNow = Sparsity is not null && Sparsity.Phase != SparsityPhase.DenseFinetune;
+            bool captureDense = sparseNow && algorithm is not null && algorithm.NeedsDenseGradient(step + 1);
+            if (captureDense)
+                foreach (var l in Sparsity!.Layers) { l.Layer.ClearDenseGradient(); l.Layer.CaptureDenseGradient = true; }
             for (int micro = 0; micro < stage.GradientAccumulation; micro++)
             {
                 var (x, y) = stage.Data.Next();
                 using (TensorScope.Enter()) // activations go back to the pool after the backward pass
                 {
-                    var loss = Model.Loss(x, y);
-                    lossSum += loss.Item();
+                    Tensor loss;
+                    if (stage.Distillation is { } d)
+                    {
+                        var (logits, hidden) = Model.ForwardWithHidden(x);
+                        var task = Functional.CrossEntropy(logits.Reshape(-1, Model.Config.VocabSize), y);
+                        IReadOnlyList<Tensor> teacherHidden;
+                        using (GradMode.NoGrad()) teacherHidden = d.Teacher.ForwardWithHidden(x).Hidden;
+                        lossSum += task.Item();
+                        loss = task + SquareHead.Loss(hidden, teacherHidden, d.Epsilon) * (float)d.Gain;
+                    }
+                    else
+                    {
+                        loss = Model.Loss(x, y);
+                        lossSum += loss.Item();
+                    }
                     (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
                 }
                 tokens += y.Data.Count(t => t != -100);
             }
+            if (captureDense)
+                foreach (var l in Sparsity!.Layers) l.Layer.CaptureDenseGradient = false;
             double meanLoss = lossSum / stage.GradientAccumulation;
             double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradNorm(parameters);
             step++;
@@ -164,6 +192,11 @@ public sealed partial class Trainer
             {
                 Optimizer.Step();
                 _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
+                if (sparseNow && algorithm is not null)
+                {
+                    int changed = algorithm.Update(Sparsity!, step);
+                    if (changed > 0) LogMaskUpdate(_log, algorithm.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
+                }
             }
             bool last = step == stage.Steps;
             if (stage.Validation is not null && (last || (stage.EvalInterval > 0 && step % stage.EvalInterval == 0)))
@@ -422,6 +455,9 @@ public sealed partial class Trainer
 
     [LoggerMessage(EventId = 7, Level = LogLevel.Warning, Message = "{Stage} step {Step}: non-finite loss {Loss} or gradient norm {GradNorm}; update skipped")]
     private static partial void LogSkipped(ILogger logger, string stage, long step, double loss, double gradNorm);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Information, Message = "{Algorithm} updated {Layers} masks at {Stage} step {Step}; sparse layers now {Sparsity:P1} sparse")]
+    private static partial void LogMaskUpdate(ILogger logger, string algorithm, string stage, long step, int layers, double sparsity);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
     private static partial void LogPhase(ILogger logger, string transition, int layers, long step);

@@ -46,6 +46,15 @@ public sealed record TrainingStage
     /// <summary>Write a checkpoint every this many steps (and at the end) when the trainer has a checkpoint folder; 0 only at the end.</summary>
     public int CheckpointInterval { get; init; }
 
+    /// <summary>
+    /// A mask-update algorithm for this stage (gradual magnitude pruning, SET, RigL), overriding the sparsity config's;
+    /// steps are counted from 1 within the stage. Needs a sparse model (for pruning a dense one, sparsify it at 0% first).
+    /// </summary>
+    public Spdf.Sparsity.Algorithms.ISparsityAlgorithm? SparsityAlgorithm { get; init; }
+
+    /// <summary>Distil a teacher with SquareHead during this stage (Kurtic et al. 2023), or null.</summary>
+    public DistillationOptions? Distillation { get; init; }
+
     /// <summary>Restart every optimizer moment at this stage's start (e.g. for fine-tuning with a new learning rate).</summary>
     public bool ResetOptimizer { get; init; }
 
@@ -64,6 +73,11 @@ public sealed record TrainingStage
         if (!(GradClip >= 0) || double.IsInfinity(GradClip)) throw new ArgumentOutOfRangeException(nameof(GradClip), GradClip, "Expected a finite value ≥ 0 (0 = off).");
         if (EvalInterval < 0) throw new ArgumentOutOfRangeException(nameof(EvalInterval), EvalInterval, "Expected ≥ 0.");
         if (CheckpointInterval < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointInterval), CheckpointInterval, "Expected ≥ 0.");
+        if (Distillation is { } d)
+        {
+            ArgumentNullException.ThrowIfNull(d.Teacher, nameof(Distillation));
+            if (!(d.Gain >= 0) || double.IsInfinity(d.Gain)) throw new ArgumentOutOfRangeException(nameof(Distillation), d.Gain, "Expected a finite distillation gain ≥ 0.");
+        }
     }
 
     /// <summary>The learning rate at a step of this stage: linear warmup, then cosine decay to the minimum.</summary>

@@ -179,6 +179,7 @@ public abstract class Optimizer
         int i = 0;
         foreach (var p in Parameters)
         {
+            ConformState(p); // a mask may have changed since the last step: save state that fits the current support
             if (_state.TryGetValue(p, out var s))
                 foreach (var (name, t) in s) sd[$"state.{i}.{name}"] = t;
             i++;

@@ -1,0 +1,243 @@
+using Spdf.Sparsity.Masks;
+using Spdf.Sparsity.Schedules;
+using Spdf.Tensors;
+
+namespace Spdf.Sparsity.Algorithms;
+
+/// <summary>
+/// A rule that changes masks during training. The trainer asks <see cref="NeedsDenseGradient"/> before a step and
+/// calls <see cref="Update"/> after the optimizer step. Updates go through <see cref="SparseLinear.SetMask"/>, which
+/// keeps the invariants: dropped weights are set to 0, gradients stay 0 outside the mask, and optimizers keep moments
+/// for surviving weights while newly grown weights (already 0) start with zero moments; the compressed kernels'
+/// structure is rebuilt.
+/// </summary>
+public interface ISparsityAlgorithm
+{
+    /// <summary>Name for reports ("gmp", "set", "rigl").</summary>
+    string Name { get; }
+
+    /// <summary>Whether step <paramref name="step"/> (1-based within the stage) needs the weights' dense gradients (RigL's update steps).</summary>
+    bool NeedsDenseGradient(long step);
+
+    /// <summary>Updates masks after step <paramref name="step"/>; returns the number of layers whose mask changed.</summary>
+    int Update(SparsifiedModel model, long step);
+}
+
+/// <summary>Helpers shared by the algorithms.</summary>
+internal static class MaskOps
+{
+    public static int KeptFor(double sparsity, int numel) => (int)Math.Round((1 - sparsity) * numel);
+
+    /// <summary>Indices of kept weights ordered by |w| ascending (ties by index).</summary>
+    public static int[] KeptByMagnitude(SparseLinear layer)
+    {
+        var w = layer.Weight.AsReadOnlySpan();
+        var m = layer.Mask.Values.AsReadOnlySpan();
+        var kept = new List<int>(layer.Mask.KeptCount);
+        for (int i = 0; i < m.Length; i++) if (m[i] != 0) kept.Add(i);
+        var keys = new float[kept.Count];
+        for (int j = 0; j < keys.Length; j++) keys[j] = MathF.Abs(w[kept[j]]);
+        var idx = kept.ToArray();
+        Array.Sort(keys, idx); // stable enough: ties are broken below
+        // Array.Sort is not stable: re-sort equal-key runs by index for determinism.
+        for (int a = 0; a < idx.Length;)
+        {
+            int b = a + 1;
+            while (b < idx.Length && keys[b] == keys[a]) b++;
+            if (b - a > 1) Array.Sort(idx, a, b - a);
+            a = b;
+        }
+        return idx;
+    }
+
+    public static void Apply(SparseLinear layer, IEnumerable<int> keep)
+    {
+        var values = new float[layer.Weight.Numel];
+        foreach (int i in keep) values[i] = 1f;
+        layer.SetMask(new SparsityMask(new Tensor(values, layer.Weight.Shape)));
+    }
+}
+
+/// <summary>
+/// Gradual magnitude pruning (Zhu &amp; Gupta 2017): every <see cref="UpdateSchedule.Every"/> steps between its start
+/// and end, the smallest-magnitude kept weights are pruned until the sparsity reaches the schedule's value (cubic by
+/// default). Per layer, or global (one magnitude threshold over all sparse layers). Pruned weights never return.
+/// </summary>
+public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSchedule updates, bool global = false) : ISparsityAlgorithm
+{
+    /// <summary>Cubic schedule from <paramref name="initial"/> to <paramref name="final"/> sparsity between the steps, pruning every <paramref name="every"/> steps.</summary>
+    public static GradualMagnitudePruning Cubic(double initial, double final, long startStep, long endStep, long every, bool global = false) =>
+        new(SparsitySchedules.Cubic(initial, final, startStep, endStep), new UpdateSchedule(every, startStep, endStep), global);
+
+    /// <inheritdoc />
+    public string Name => global ? "gmp-global" : "gmp";
+
+    /// <summary>The sparsity schedule.</summary>
+    public ISparsitySchedule Schedule { get; } = schedule ?? throw new ArgumentNullException(nameof(schedule));
+
+    /// <summary>When masks update.</summary>
+    public UpdateSchedule Updates { get; } = updates ?? throw new ArgumentNullException(nameof(updates));
+
+    /// <inheritdoc />
+    public bool NeedsDenseGradient(long step) => false;
+
+    /// <inheritdoc />
+    public int Update(SparsifiedModel model, long step)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!Updates.IsUpdateStep(step)) return 0;
+        double target = Schedule.ValueAt(step);
+        if (!(target >= 0 && target < 1)) throw new InvalidOperationException($"GMP: the schedule gives sparsity {target} at step {step}; expected a value in [0, 1).");
+        int changed = 0;
+        if (!global)
+        {
+            foreach (var l in model.Layers)
+            {
+                int keep = MaskOps.KeptFor(target, l.Layer.Weight.Numel);
+                if (keep >= l.Layer.Mask.KeptCount) continue; // never regrow
+                var order = MaskOps.KeptByMagnitude(l.Layer);
+                MaskOps.Apply(l.Layer, order.Skip(order.Length - keep));
+                changed++;
+            }
+            return changed;
+        }
+        long total = model.Layers.Sum(l => (long)l.Layer.Weight.Numel);
+        long keepTotal = (long)Math.Round((1 - target) * total);
+        var all = model.Layers.SelectMany((l, li) => MaskOps.KeptByMagnitude(l.Layer).Select(i => (Layer: li, Index: i, Mag: MathF.Abs(l.Layer.Weight.AsReadOnlySpan()[i])))).ToList();
+        if (keepTotal >= all.Count) return 0;
+        var kept = all.OrderByDescending(x => x.Mag).ThenBy(x => x.Layer).ThenBy(x => x.Index).Take((int)keepTotal).ToLookup(x => x.Layer, x => x.Index);
+        for (int li = 0; li < model.Layers.Count; li++)
+        {
+            var layer = model.Layers[li].Layer;
+            if (kept[li].Count() == layer.Mask.KeptCount) continue;
+            MaskOps.Apply(layer, kept[li]);
+            changed++;
+        }
+        return changed;
+    }
+}
+
+/// <summary>
+/// Sparse Evolutionary Training (Mocanu et al. 2018): at each update a fraction of the kept weights with the smallest
+/// magnitude is dropped and as many are grown at random positions (not the ones just dropped), so every layer's kept
+/// count stays constant. The drop fraction follows a schedule. Regrowth is seeded per step (resumable without state).
+/// </summary>
+public sealed class SparseEvolutionaryTraining(ISparsitySchedule dropFraction, UpdateSchedule updates, ulong seed = 0) : ISparsityAlgorithm
+{
+    /// <inheritdoc />
+    public string Name => "set";
+
+    /// <summary>The drop fraction's schedule.</summary>
+    public ISparsitySchedule DropFraction { get; } = dropFraction ?? throw new ArgumentNullException(nameof(dropFraction));
+
+    /// <summary>When masks update.</summary>
+    public UpdateSchedule Updates { get; } = updates ?? throw new ArgumentNullException(nameof(updates));
+
+    /// <inheritdoc />
+    public bool NeedsDenseGradient(long step) => false;
+
+    /// <inheritdoc />
+    public int Update(SparsifiedModel model, long step)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!Updates.IsUpdateStep(step)) return 0;
+        double frac = DropFraction.ValueAt(step);
+        if (!(frac >= 0 && frac <= 1)) throw new InvalidOperationException($"SET: drop fraction {frac} at step {step}; expected a value in [0, 1].");
+        int changed = 0;
+        for (int li = 0; li < model.Layers.Count; li++)
+        {
+            var layer = model.Layers[li].Layer;
+            var g = new Generator(seed ^ (ulong)step * 0x9E3779B97F4A7C15UL ^ (ulong)li * 0xC2B2AE3D27D4EB4FUL);
+            if (DropAndGrow.Run(layer, frac, candidates => Shuffle(candidates, g))) changed++;
+        }
+        return changed;
+    }
+
+    private static IEnumerable<int> Shuffle(List<int> xs, Generator g)
+    {
+        for (int i = xs.Count - 1; i > 0; i--)
+        {
+            int j = g.NextInt(i + 1);
+            (xs[i], xs[j]) = (xs[j], xs[i]);
+        }
+        return xs;
+    }
+}
+
+/// <summary>
+/// RigL (Evci et al. 2020): every ΔT steps until <c>T_end</c>, drop the fraction α_t = α/2·(1 + cos(π·t/T_end)) of
+/// each layer's kept weights with the smallest magnitude and grow as many where the dense gradient's magnitude is
+/// largest (not the ones just dropped). The dense gradient is computed only on update steps
+/// (<see cref="SparseLinear.CaptureDenseGradient"/>). Kept counts stay constant.
+/// </summary>
+public sealed class RigL : ISparsityAlgorithm
+{
+    /// <summary>Creates RigL with initial drop fraction <paramref name="dropFraction"/>, an update every <paramref name="every"/> steps from <paramref name="startStep"/> until <paramref name="endStep"/> (T_end).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The drop fraction is outside (0, 1].</exception>
+    public RigL(double dropFraction, long every, long endStep, long startStep = 0)
+    {
+        if (!(dropFraction > 0 && dropFraction <= 1)) throw new ArgumentOutOfRangeException(nameof(dropFraction), dropFraction, "Expected a drop fraction in (0, 1].");
+        InitialDropFraction = dropFraction;
+        Updates = new UpdateSchedule(every, Math.Max(startStep, every), endStep);
+        EndStep = endStep;
+    }
+
+    /// <inheritdoc />
+    public string Name => "rigl";
+
+    /// <summary>α, the drop fraction at step 0.</summary>
+    public double InitialDropFraction { get; }
+
+    /// <summary>T_end.</summary>
+    public long EndStep { get; }
+
+    /// <summary>When masks update.</summary>
+    public UpdateSchedule Updates { get; }
+
+    /// <summary>α_t, the cosine-decayed drop fraction.</summary>
+    public double DropFractionAt(long step) => step >= EndStep ? 0 : InitialDropFraction / 2 * (1 + Math.Cos(Math.PI * step / EndStep));
+
+    /// <inheritdoc />
+    public bool NeedsDenseGradient(long step) => Updates.IsUpdateStep(step);
+
+    /// <inheritdoc />
+    public int Update(SparsifiedModel model, long step)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (!Updates.IsUpdateStep(step)) return 0;
+        double frac = DropFractionAt(step);
+        int changed = 0;
+        foreach (var l in model.Layers)
+        {
+            var layer = l.Layer;
+            var grad = layer.DenseGradient ?? throw new InvalidOperationException(
+                $"RigL: layer '{l.Name}' has no dense gradient at update step {step}; set CaptureDenseGradient before the step (the Trainer does).");
+            var gs = grad.AsReadOnlySpan().ToArray();
+            bool did = DropAndGrow.Run(layer, frac, candidates =>
+                candidates.OrderByDescending(i => MathF.Abs(gs[i])).ThenBy(i => i));
+            layer.ClearDenseGradient();
+            if (did) changed++;
+        }
+        return changed;
+    }
+}
+
+internal static class DropAndGrow
+{
+    /// <summary>Drops round(frac·kept) smallest-magnitude kept weights and grows as many from the ordered candidates (positions not kept before).</summary>
+    public static bool Run(SparseLinear layer, double frac, Func<List<int>, IEnumerable<int>> orderCandidates)
+    {
+        int kept = layer.Mask.KeptCount;
+        int k = (int)Math.Round(frac * kept);
+        if (k == 0) return false;
+        var byMag = MaskOps.KeptByMagnitude(layer);
+        var m = layer.Mask.Values.AsReadOnlySpan();
+        var candidates = new List<int>();
+        for (int i = 0; i < m.Length; i++) if (m[i] == 0) candidates.Add(i);
+        k = Math.Min(k, candidates.Count); // a nearly dense layer has few places to grow into
+        if (k == 0) return false;
+        var grow = orderCandidates(candidates).Take(k);
+        MaskOps.Apply(layer, byMag.Skip(k).Concat(grow));
+        return true;
+    }
+}
