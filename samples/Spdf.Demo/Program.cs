@@ -72,7 +72,7 @@ internal static class DemoRunner
             table.AddRow(r.Name, $"{r.Sparsity:P0}", $"{r.PretrainFlops:E2}", $"{r.PretrainSeconds:F1}", $"{r.ValLoss:F3}", $"{Math.Exp(r.ValLoss):F2}",
                 $"{r.FinetuneValLoss:F3}", $"{r.Bleu:F2}", $"{r.RougeL:F2}");
         AnsiConsole.Write(table);
-        foreach (var r in w.Results.Where(r => r.Sparsity is 0 or 0.75))
+        foreach (var r in w.Results.Where(r => r.Name == Workflow.DenseRun || (r.Name == Workflow.SpdfRun && r.Sparsity == 0.75)))
         {
             AnsiConsole.MarkupLine($"[bold]{Markup.Escape(r.Name)} {r.Sparsity:P0}[/]");
             foreach (var (mr, output) in r.Samples.Take(2))

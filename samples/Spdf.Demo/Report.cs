@@ -25,8 +25,16 @@ public static class Report
         return pts;
     }
 
-    private static string Label(RunResult r) => r.Sparsity == 0 ? "dense"
-        : r.Name == Workflow.SpdfRun ? $"{r.Sparsity:P0} sparse → dense FT (SPDF)" : $"{r.Sparsity:P0} sparse → sparse FT";
+    private static string Label(RunResult r) => r.Name switch
+    {
+        Workflow.DenseRun => "dense",
+        Workflow.SpdfRun => $"{r.Sparsity:P0} sparse → dense FT (SPDF)",
+        Workflow.SparseFinetuneRun => $"{r.Sparsity:P0} sparse → sparse FT",
+        Workflow.GmpRun => $"dense → GMP {r.Sparsity:P0} FT",
+        Workflow.GmpSquareHeadRun => $"dense → GMP {r.Sparsity:P0} + SquareHead",
+        Workflow.RigLRun => $"RigL {r.Sparsity:P0} → dense FT",
+        _ => r.Name,
+    };
 
     public static void Write(string dir, Workflow w, DemoSettings s, TimeSpan elapsed)
     {
@@ -60,8 +68,8 @@ public static class Report
         AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
 
         int window = Math.Max(1, s.PretrainSteps / 25);
-        var pre = w.Results.GroupBy(r => r.Sparsity).Select(g => g.First())
-            .Select(r => (r.Sparsity == 0 ? "dense" : $"{r.Sparsity:P0} sparse", Smooth(r.PretrainCurve, window))).ToList();
+        var pre = w.Results.Where(r => r.Name is Workflow.DenseRun or Workflow.SpdfRun or Workflow.RigLRun)
+            .Select(r => (r.Name == Workflow.RigLRun ? $"RigL {r.Sparsity:P0}" : r.Sparsity == 0 ? "dense" : $"{r.Sparsity:P0} sparse (static)", Smooth(r.PretrainCurve, window))).ToList();
         AtomicFile.WriteAllText(Path.Combine(dir, "loss_pretrain.svg"), Svg.LineChart("Pre-training loss (moving average)", "step", "training loss", pre, logY: true));
         var ft = w.Results.Select(r => (Label(r), Smooth(r.FinetuneCurve, Math.Max(1, s.FinetuneSteps / 25)))).ToList();
         AtomicFile.WriteAllText(Path.Combine(dir, "loss_finetune.svg"), Svg.LineChart("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft, logY: true));

@@ -7,8 +7,8 @@ namespace Spdf.Demo;
 /// <summary>Small dependency-free SVG charts for the report: line charts (loss curves) and grouped bar charts.</summary>
 public static class Svg
 {
-    private static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-    private const int W = 800, H = 420, L = 70, R = 230, T = 40, B = 50;
+    private static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
+    private const int W = 840, H = 420, L = 70, R = 270, T = 40, B = 50;
 
     private static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
     private static string E(string s) => WebUtility.HtmlEncode(s);

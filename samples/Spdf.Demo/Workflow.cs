@@ -7,6 +7,7 @@ using Spdf.Gpt.Generation;
 using Spdf.Gpt.Tokenization;
 using Spdf.Gpt.Training;
 using Spdf.Sparsity;
+using Spdf.Sparsity.Algorithms;
 using Spdf.Sparsity.Flops;
 using Spdf.Tensors;
 
@@ -48,7 +49,8 @@ internal sealed record Pretrained(double Sparsity, Dictionary<string, Tensor> St
 /// </summary>
 public sealed class Workflow(DemoSettings settings, ILogger logger)
 {
-    public const string DenseRun = "dense", SpdfRun = "sparse-pretrain+dense-finetune", SparseFinetuneRun = "sparse-pretrain+sparse-finetune";
+    public const string DenseRun = "dense", SpdfRun = "sparse-pretrain+dense-finetune", SparseFinetuneRun = "sparse-pretrain+sparse-finetune",
+        GmpRun = "sparse-finetune-gmp", GmpSquareHeadRun = "sparse-finetune-gmp+squarehead", RigLRun = "rigl-pretrain+dense-finetune";
 
     public BpeTokenizer Tokenizer { get; private set; } = null!;
     public IReadOnlyList<E2EExample> TrainExamples { get; private set; } = [];
@@ -114,7 +116,10 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         return (model, sparsity > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sparsity, settings.Seed)) : null);
     }
 
-    internal Pretrained Pretrain(double sparsity, IProgress<TrainingProgress> progress)
+    /// <summary>RigL for pre-training: drop 30% (cosine-decayed) every 1/16 of the run until 3/4 of it.</summary>
+    private RigL PretrainRigL() => new(0.3, every: Math.Max(1, settings.PretrainSteps / 16), endStep: settings.PretrainSteps * 3 / 4);
+
+    internal Pretrained Pretrain(double sparsity, IProgress<TrainingProgress> progress, bool rigl = false)
     {
         var (model, handle) = Build(sparsity);
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
@@ -130,25 +135,35 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             WeightDecay = 0.1,
             Validation = () => WindowSampler.Sequential(_val, batch, ctx, maxBatches: settings.Quick ? 2 : 8),
             EvalInterval = Math.Max(1, settings.PretrainSteps / 10),
+            SparsityAlgorithm = rigl ? PretrainRigL() : null,
         };
         var result = trainer.Run(stage);
         double flops = FlopCounter.ForTransformer(Config.ToTransformerShape(ctx), sparsity).TrainPerStep((long)batch * ctx, sparse: sparsity > 0) * stage.Steps;
         var report = handle?.Report();
-        if (report is not null) SparsityReports.Add((sparsity, report));
+        if (report is not null && !rigl) SparsityReports.Add((sparsity, report));
         var state = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.CloneDetached());
         return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report);
     }
 
-    internal RunResult Finetune(Pretrained pre, bool densify, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
+    /// <summary>How a pre-trained model is fine-tuned.</summary>
+    internal sealed record FinetuneKind(string Name, bool Densify, double GmpTarget = 0, GptModel? Teacher = null);
+
+    internal (RunResult Run, GptModel Model) Finetune(Pretrained pre, FinetuneKind kind, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
     {
+        bool gmp = kind.GmpTarget > 0;
         var (model, handle) = Build(pre.Sparsity);
         model.LoadStateDict(pre.State);
+        if (gmp) handle = Sparsifier.Apply(model, SparsityConfig.Default(0.0, settings.Seed)); // dense, ready to be pruned
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
-        if (handle is not null)
+        if (handle is not null && !gmp)
         {
-            if (densify) trainer.Densify(OptimizerStateOnDensify.Reset);
+            if (kind.Densify) trainer.Densify(OptimizerStateOnDensify.Reset);
             else trainer.FreezeMask();
         }
+        int ft = settings.FinetuneSteps;
+        // Gradual magnitude pruning during fine-tuning (Kurtic et al. 2023): cubic from 0 to the target between 10% and
+        // 60% of the steps, every 1/20 of them; the rest of the run recovers at the final sparsity.
+        var algorithm = gmp ? GradualMagnitudePruning.Cubic(0, kind.GmpTarget, Math.Max(1, ft / 10), ft * 6 / 10, Math.Max(1, ft / 20)) : null;
         int ctx = Config.ContextLength, batch = settings.Batch;
         var result = trainer.Run(new TrainingStage
         {
@@ -161,19 +176,39 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             WeightDecay = 0.1,
             Validation = () => Take(new E2EBatcher(Tokenizer, TestExamples, batch, ctx, 7), Math.Max(1, TestExamples.Sum(e => e.References.Count) / batch)),
             EvalInterval = Math.Max(1, settings.FinetuneSteps / 5),
+            SparsityAlgorithm = algorithm,
+            Distillation = kind.Teacher is null ? null : new DistillationOptions(kind.Teacher, Gain: 1.0),
         });
         var scores = DataToTextEvaluation.Evaluate(model, Tokenizer, TestExamples, maxNewTokens: 64, evalProgress);
-        string name = pre.Sparsity == 0 ? DenseRun : densify ? SpdfRun : SparseFinetuneRun;
-        var run = new RunResult(name, pre.Sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
-            pre.Report is null ? "dense" : string.Join(", ", pre.Report.Rows.GroupBy(r => r.Kernel).Select(g => $"{g.Key} ×{g.Count()}")), pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
+        string name = kind.Name;
+        double sparsity = gmp ? kind.GmpTarget : pre.Sparsity;
+        string kernels = gmp ? "dense (pruned while fine-tuning)" : pre.Report is null ? "dense" : string.Join(", ", pre.Report.Rows.GroupBy(r => r.Kernel).Select(g => $"{g.Key} ×{g.Count()}"));
+        var run = new RunResult(name, sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
+            kernels, pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
         logger.LogInformation("{Name} @ {Sparsity:P0}: val loss {Val:F3}, fine-tune val loss {Ft:F3}, BLEU {Bleu:F2}, ROUGE-L {Rouge:F2}",
-            name, pre.Sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
-        return run;
+            name, sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
+        return (run, model);
     }
 
     private static IEnumerable<(IntTensor, IntTensor)> Take(E2EBatcher b, int n)
     {
         for (int i = 0; i < n; i++) yield return b.Next();
+    }
+
+    private Pretrained PretrainTask(ProgressContext ctx, double sparsity, string label, bool rigl)
+    {
+        var pt = ctx.AddTask($"pre-train {label,-12}", maxValue: settings.PretrainSteps);
+        return Pretrain(sparsity, new SyncProgress<TrainingProgress>(p => { pt.Value = p.Step; pt.Description = $"pre-train {label,-12} loss {p.Loss:F3}"; }), rigl);
+    }
+
+    private GptModel FinetuneTask(ProgressContext ctx, Pretrained pre, FinetuneKind kind, string label)
+    {
+        var ft = ctx.AddTask($"fine-tune {label,-12}", maxValue: settings.FinetuneSteps + TestExamples.Count);
+        var (run, model) = Finetune(pre, kind,
+            new SyncProgress<TrainingProgress>(p => { ft.Value = p.Step; ft.Description = $"fine-tune {label,-12} loss {p.Loss:F3}"; }),
+            new SyncProgress<int>(i => { ft.Value = settings.FinetuneSteps + i; ft.Description = $"evaluate  {label,-12} {i}/{TestExamples.Count}"; }));
+        Results.Add(run);
+        return model;
     }
 
     /// <summary>Runs everything with Spectre progress bars.</summary>
@@ -184,19 +219,29 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
             .Start(ctx =>
             {
+                Pretrained? densePre = null;
+                GptModel? denseFinetuned = null;
                 foreach (double s in levels)
                 {
-                    var pt = ctx.AddTask($"pre-train {(s == 0 ? "dense" : $"{s:P0} sparse"),-11}", maxValue: settings.PretrainSteps);
-                    var pre = Pretrain(s, new SyncProgress<TrainingProgress>(p => { pt.Value = p.Step; pt.Description = $"pre-train {(s == 0 ? "dense" : $"{s:P0} sparse"),-11} loss {p.Loss:F3}"; }));
+                    var pre = PretrainTask(ctx, s, s == 0 ? "dense" : $"{s:P0} sparse", rigl: false);
+                    if (s == 0) densePre = pre;
                     foreach (bool densify in s == 0 ? new[] { true } : new[] { true, false })
                     {
-                        string label = s == 0 ? "dense" : densify ? $"{s:P0} → dense" : $"{s:P0} sparse";
-                        var ft = ctx.AddTask($"fine-tune {label,-11}", maxValue: settings.FinetuneSteps + TestExamples.Count);
-                        Results.Add(Finetune(pre, densify,
-                            new SyncProgress<TrainingProgress>(p => { ft.Value = p.Step; ft.Description = $"fine-tune {label,-11} loss {p.Loss:F3}"; }),
-                            new SyncProgress<int>(i => { ft.Value = settings.FinetuneSteps + i; ft.Description = $"evaluate  {label,-11} {i}/{TestExamples.Count}"; })));
+                        var kind = new FinetuneKind(s == 0 ? DenseRun : densify ? SpdfRun : SparseFinetuneRun, densify);
+                        var model = FinetuneTask(ctx, pre, kind, s == 0 ? "dense" : densify ? $"{s:P0} → dense" : $"{s:P0} sparse");
+                        if (s == 0) denseFinetuned = model;
                     }
                 }
+                // Neighbours of SPDF at equal sparsity: dense pre-training then gradual magnitude pruning while fine-tuning
+                // (with and without SquareHead distillation from the dense fine-tuned model), and RigL pre-training.
+                foreach (double s in settings.Sparsities)
+                {
+                    FinetuneTask(ctx, densePre!, new FinetuneKind(GmpRun, true, s), $"GMP {s:P0}");
+                    FinetuneTask(ctx, densePre!, new FinetuneKind(GmpSquareHeadRun, true, s, denseFinetuned), $"GMP+SqH {s:P0}");
+                }
+                double rs = settings.Sparsities.Max();
+                var riglPre = PretrainTask(ctx, rs, $"RigL {rs:P0}", rigl: true);
+                FinetuneTask(ctx, riglPre, new FinetuneKind(RigLRun, true), $"RigL {rs:P0} → dense");
             });
     }
 }

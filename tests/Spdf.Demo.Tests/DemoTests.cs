@@ -18,7 +18,9 @@ public class DemoTests
             var runs = doc.RootElement.GetProperty("runs").EnumerateArray().ToList();
             runs.Select(r => (r.GetProperty("name").GetString(), r.GetProperty("sparsity").GetDouble())).Should().Equal(
                 ("dense", 0.0), ("sparse-pretrain+dense-finetune", 0.5), ("sparse-pretrain+sparse-finetune", 0.5),
-                ("sparse-pretrain+dense-finetune", 0.75), ("sparse-pretrain+sparse-finetune", 0.75));
+                ("sparse-pretrain+dense-finetune", 0.75), ("sparse-pretrain+sparse-finetune", 0.75),
+                ("sparse-finetune-gmp", 0.5), ("sparse-finetune-gmp+squarehead", 0.5), ("sparse-finetune-gmp", 0.75), ("sparse-finetune-gmp+squarehead", 0.75),
+                ("rigl-pretrain+dense-finetune", 0.75));
             foreach (var r in runs)
             {
                 r.GetProperty("val_loss").GetDouble().Should().BeInRange(0, Math.Log(512), "every run learns something");
