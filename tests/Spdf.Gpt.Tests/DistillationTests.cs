@@ -128,4 +128,21 @@ public class DistillationTests
         trainer.Densify();
         handle.Phase.Should().Be(SparsityPhase.DenseFinetune);
     }
+
+    [Fact]
+    public void AnAlgorithmInTheSparsityConfigDrivesTheTrainer()
+    {
+        var model = new GptModel(Cfg, new Generator(5));
+        var config = new SparsityConfig([new SparsityGroup("re:(?!(.*\\.)?lm_head\\.).*weight", 0.75)], seed: 1)
+        {
+            Algorithm = new SparseEvolutionaryTraining(Spdf.Sparsity.Schedules.SparsitySchedules.Constant(0.2), new Spdf.Sparsity.Schedules.UpdateSchedule(3, 3, 12), seed: 4),
+        };
+        var handle = Sparsifier.Apply(model, config);
+        handle.Algorithm.Should().BeSameAs(config.Algorithm);
+        var kept = handle.Layers.Select(l => l.Layer.Mask.KeptCount).ToList();
+        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).ToList();
+        new Trainer(model, sparsity: handle).Run(new TrainingStage { Name = "set", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 12 });
+        handle.Layers.Select(l => l.Layer.Mask.KeptCount).Should().Equal(kept);
+        handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).Zip(before).Should().OnlyContain(p => !p.First.SequenceEqual(p.Second));
+    }
 }
