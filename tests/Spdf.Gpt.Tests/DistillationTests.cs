@@ -145,4 +145,28 @@ public class DistillationTests
         handle.Layers.Select(l => l.Layer.Mask.KeptCount).Should().Equal(kept);
         handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).Zip(before).Should().OnlyContain(p => !p.First.SequenceEqual(p.Second));
     }
+
+    [Fact]
+    public void AFrozenMaskStaysFrozenAndAMismatchedTeacherIsRejected()
+    {
+        var model = new GptModel(Cfg, new Generator(5));
+        var config = new SparsityConfig([new SparsityGroup("re:(?!(.*\\.)?lm_head\\.).*weight", 0.75)], seed: 1)
+        {
+            Algorithm = new SparseEvolutionaryTraining(Spdf.Sparsity.Schedules.SparsitySchedules.Constant(0.2), new Spdf.Sparsity.Schedules.UpdateSchedule(1, 1, 100), seed: 4),
+        };
+        var handle = Sparsifier.Apply(model, config);
+        var trainer = new Trainer(model, sparsity: handle);
+        trainer.FreezeMask();
+        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).ToList();
+        trainer.Run(new TrainingStage { Name = "sparse-ft", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 3 });
+        handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).Zip(before).Should().OnlyContain(p => p.First.SequenceEqual(p.Second));
+
+        var wrongTeacher = new GptModel(Cfg with { Layers = 3 });
+        FluentActions.Invoking(() => trainer.Run(new TrainingStage
+            {
+                Name = "distil", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 1, Distillation = new DistillationOptions(wrongTeacher),
+            }))
+            .Should().Throw<ArgumentException>().WithMessage("*teacher's config*does not match*");
+        trainer.GlobalStep.Should().Be(3);
+    }
 }

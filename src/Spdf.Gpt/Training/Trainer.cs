@@ -105,6 +105,12 @@ public sealed partial class Trainer
             throw new ArgumentException($"Stage '{stage.Name}': the data's context of {stage.Data.ContextLength} tokens exceeds the model's context length {cfg.ContextLength}.", nameof(stage));
         if (stage.Data.VocabSize > cfg.VocabSize)
             throw new ArgumentException($"Stage '{stage.Name}': the data's vocabulary has {stage.Data.VocabSize} ids but the model's has {cfg.VocabSize}; the tokenizer and the model do not match.", nameof(stage));
+        if (stage.Distillation is { } teacherCheck && teacherCheck.Teacher.Config != cfg with { Dropout = teacherCheck.Teacher.Config.Dropout })
+            throw new ArgumentException($"Stage '{stage.Name}': the teacher's config {teacherCheck.Teacher.Config} does not match the student's {cfg}; SquareHead compares hidden states layer by layer.", nameof(stage));
+        if (stage.SparsityAlgorithm is not null && Sparsity is null)
+            throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
+        // The config's algorithm drives sparse pre-training; a frozen mask (FreezeMask) stays frozen unless the stage names one.
+        var algorithm = stage.SparsityAlgorithm ?? (Sparsity?.Phase == SparsityPhase.SparsePretrain ? Sparsity.Algorithm : null);
         if (_completed.Contains(stage.Name))
         {
             LogStageSkipped(_log, stage.Name);
@@ -126,15 +132,7 @@ public sealed partial class Trainer
         double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
         var parameters = Model.Parameters().ToList();
         Model.Train();
-        if (stage.Distillation is { } distill)
-        {
-            if (distill.Teacher.Config != Model.Config with { Dropout = distill.Teacher.Config.Dropout })
-                throw new ArgumentException($"Stage '{stage.Name}': the teacher's config {distill.Teacher.Config} does not match the student's {Model.Config}; SquareHead compares hidden states layer by layer.", nameof(stage));
-            distill.Teacher.Eval();
-        }
-        var algorithm = stage.SparsityAlgorithm ?? Sparsity?.Algorithm;
-        if (stage.SparsityAlgorithm is not null && Sparsity is null)
-            throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
+        if (stage.Distillation is { } distill) distill.Teacher.Eval();
         while (step < stage.Steps)
         {
             if (cancellationToken.IsCancellationRequested)
