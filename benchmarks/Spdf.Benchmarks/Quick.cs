@@ -175,13 +175,9 @@ public static class Quick
     /// <summary>Where a dense GPT step's time goes: forward (to the loss), backward, optimizer; medians over steps.</summary>
     private static void GptPhases(Dictionary<string, string> o)
     {
-        var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
-        int batch = Int(o, "batch", 8), steps = Int(o, "steps", 8);
-        var model = new Spdf.Gpt.GptModel(cfg, new Generator(1));
+        int steps = Int(o, "steps", 8);
+        var (_, _, model, idx, tgt) = GptSetup(o);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
-        var g = new Generator(3);
-        var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
-        var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
         var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
         for (int i = 0; i < steps + 2; i++)
         {
@@ -203,19 +199,26 @@ public static class Quick
         Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1) });
     }
 
-    private static void GptOne(Dictionary<string, string> o)
+    /// <summary>The GPT of the gpt benchmarks (--layers --embd --heads --ctx --vocab --batch) and one fixed random batch.</summary>
+    private static (Spdf.Gpt.GptConfig Config, int Batch, Spdf.Gpt.GptModel Model, IntTensor Inputs, IntTensor Targets) GptSetup(Dictionary<string, string> o)
     {
         var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
         int batch = Int(o, "batch", 8);
-        double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
         var model = new Spdf.Gpt.GptModel(cfg, new Generator(1));
+        var g = new Generator(3);
+        var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
+        var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
+        return (cfg, batch, model, idx, tgt);
+    }
+
+    private static void GptOne(Dictionary<string, string> o)
+    {
+        double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
+        var (cfg, batch, model, idx, tgt) = GptSetup(o);
         SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sp, seed: 2)) : null;
         if (handle is not null && o.TryGetValue("kernel", out var km))
             foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
-        var g = new Generator(3);
-        var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
-        var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
         bool useScope = !o.TryGetValue("scope", out var sc) || sc != "0";
         int runs = 0;
         long alloc0 = 0, gen2 = 0;

@@ -24,10 +24,7 @@ public static class E2EDataset
     public static IReadOnlyList<E2EExample> Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        string text;
-        try { text = new UTF8Encoding(false, true).GetString(File.ReadAllBytes(path)); }
-        catch (DecoderFallbackException e) { throw new SpdfFormatException($"{path}: invalid UTF-8 at byte {e.Index}.", e); }
-        return Parse(text, path);
+        return Parse(TextFiles.ReadUtf8(path), path);
     }
 
     /// <summary>Parses E2E CSV text (see <see cref="Load"/>).</summary>

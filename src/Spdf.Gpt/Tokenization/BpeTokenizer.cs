@@ -358,7 +358,7 @@ public sealed partial class BpeTokenizer
     public static BpeTokenizer Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        return FromJson(ReadUtf8(path), path);
+        return FromJson(TextFiles.ReadUtf8(path), path);
     }
 
     /// <summary>Parses Hugging Face <c>tokenizer.json</c> text (see <see cref="Load"/>).</summary>
@@ -421,7 +421,7 @@ public sealed partial class BpeTokenizer
         Dictionary<string, int> vocab;
         try
         {
-            using var doc = JsonDocument.Parse(ReadUtf8(vocabJsonPath), new JsonDocumentOptions { MaxDepth = 4 });
+            using var doc = JsonDocument.Parse(TextFiles.ReadUtf8(vocabJsonPath), new JsonDocumentOptions { MaxDepth = 4 });
             vocab = ReadVocab(doc.RootElement, vocabJsonPath, "$");
         }
         catch (JsonException e)
@@ -429,7 +429,7 @@ public sealed partial class BpeTokenizer
             throw new SpdfFormatException($"{vocabJsonPath}: invalid JSON at line {e.LineNumber + 1}, byte {e.BytePositionInLine}: {e.Message}", e);
         }
         var merges = new List<(string, string)>();
-        var lines = ReadUtf8(mergesTxtPath).Split('\n');
+        var lines = TextFiles.ReadUtf8(mergesTxtPath).Split('\n');
         for (int i = 0; i < lines.Length; i++)
         {
             var line = lines[i].TrimEnd('\r');
@@ -466,13 +466,6 @@ public sealed partial class BpeTokenizer
         int sp = s.IndexOf(' ', StringComparison.Ordinal);
         if (sp <= 0 || sp == s.Length - 1 || s.IndexOf(' ', sp + 1) >= 0) throw Bad(source, where, $"expected two tokens separated by one space, found \"{s}\"");
         return (s[..sp], s[(sp + 1)..]);
-    }
-
-    private static string ReadUtf8(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        try { return new UTF8Encoding(false, true).GetString(bytes); }
-        catch (DecoderFallbackException e) { throw new SpdfFormatException($"{path}: invalid UTF-8 at byte {e.Index}.", e); }
     }
 
     private static SpdfFormatException Bad(string source, string where, string what) => new($"{source}: {where}: {what}.");

@@ -175,7 +175,7 @@ public sealed partial class Trainer
             if (captureDense)
                 foreach (var l in Sparsity!.Layers) l.Layer.CaptureDenseGradient = false;
             double meanLoss = lossSum / stage.GradientAccumulation;
-            double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradNorm(parameters);
+            double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradClip.GradNorm(parameters);
             step++;
             GlobalStep++;
             if (!double.IsFinite(meanLoss) || !double.IsFinite(norm))
@@ -239,18 +239,6 @@ public sealed partial class Trainer
         if (s.Phase == SparsityPhase.SparseFinetune) return;
         Transitions.FreezeMask(s, GlobalStep);
         LogPhase(_log, "freeze-mask", s.Layers.Count, GlobalStep);
-    }
-
-    private static double GradNorm(List<Parameter> ps)
-    {
-        double sum = 0;
-        foreach (var p in ps)
-            if (p.Grad is { } g)
-            {
-                double d = System.Numerics.Tensors.TensorPrimitives.Dot(g.AsReadOnlySpan(), g.AsReadOnlySpan());
-                sum += d;
-            }
-        return Math.Sqrt(sum);
     }
 
     // ---------------------------------------------------------------- checkpoints

@@ -1,5 +1,6 @@
 using Spdf.Gpt.Data;
 using Spdf.Tensors;
+using Spdf.Tensors.Optim;
 
 namespace Spdf.Gpt.Training;
 
@@ -81,13 +82,10 @@ public sealed record TrainingStage
     }
 
     /// <summary>The learning rate at a step of this stage: linear warmup, then cosine decay to the minimum.</summary>
-    public double LearningRateAt(long step)
-    {
-        if (step < WarmupSteps) return LearningRate * (step + 1) / WarmupSteps;
-        if (Steps <= WarmupSteps) return LearningRate;
-        double progress = Math.Min(1, (double)(step - WarmupSteps) / (Steps - WarmupSteps));
-        return MinLearningRate + 0.5 * (1 + Math.Cos(Math.PI * progress)) * (LearningRate - MinLearningRate);
-    }
+    /// <remarks><see cref="WarmupCosineSchedule"/> (nanoGPT's <c>get_lr</c>); a stage no longer than its warmup holds the peak after it.</remarks>
+    public double LearningRateAt(long step) =>
+        Steps > WarmupSteps ? new WarmupCosineSchedule(LearningRate, WarmupSteps, Steps, MinLearningRate).LearningRate(step)
+        : step < WarmupSteps ? LearningRate * (step + 1) / WarmupSteps : LearningRate;
 }
 
 /// <summary>What the trainer does when a step's loss or gradient norm is not finite.</summary>

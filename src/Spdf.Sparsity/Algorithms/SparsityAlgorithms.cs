@@ -26,8 +26,6 @@ public interface ISparsityAlgorithm
 /// <summary>Helpers shared by the algorithms.</summary>
 internal static class MaskOps
 {
-    public static int KeptFor(double sparsity, int numel) => (int)Math.Round((1 - sparsity) * numel);
-
     /// <summary>Indices of kept weights ordered by |w| ascending (ties by index).</summary>
     public static int[] KeptByMagnitude(SparseLinear layer)
     {
@@ -93,7 +91,7 @@ public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSc
         {
             foreach (var l in model.Layers)
             {
-                int keep = MaskOps.KeptFor(target, l.Layer.Weight.Numel);
+                int keep = MaskInitializers.KeptCount(l.Layer.Weight.Numel, target);
                 if (keep >= l.Layer.Mask.KeptCount) continue; // never regrow
                 var order = MaskOps.KeptByMagnitude(l.Layer);
                 MaskOps.Apply(l.Layer, order.Skip(order.Length - keep));

@@ -45,7 +45,7 @@ public sealed class TensorScope : IDisposable
     /// <summary>The engine gave <paramref name="a"/> back to the pool; returns whether a scope is open.</summary>
     internal static bool OnReturn(float[] a)
     {
-        for (var s = _current; s is not null; s = s._outer) s._owned.Remove(a);
+        Escape(a); // now the pool's, not any scope's
         return _current is not null;
     }
 

@@ -16,19 +16,27 @@ public static class GradClip
         ArgumentNullException.ThrowIfNull(parameters);
         if (!double.IsFinite(maxNorm) || maxNorm <= 0) throw new ArgumentOutOfRangeException(nameof(maxNorm), maxNorm, "The maximum norm must be positive and finite.");
         var withGrad = parameters.Where(p => p.Grad is not null).ToList();
-        double sq = 0;
-        foreach (var p in withGrad)
-        {
-            var g = p.Grad!.AsReadOnlySpan();
-            double s = 0;
-            for (int i = 0; i < g.Length; i++) s += (double)g[i] * g[i];
-            sq += s;
-        }
-        double norm = Math.Sqrt(sq);
+        double norm = GradNorm(withGrad);
         if (!double.IsFinite(norm)) return norm;
         double coef = maxNorm / (norm + 1e-6);
         if (coef < 1)
             foreach (var p in withGrad) TensorPrimitives.Multiply(p.Grad!.AsReadOnlySpan(), (float)coef, p.Grad!.AsSpan());
         return norm;
+    }
+
+    /// <summary>The global L2 norm of the parameters' gradients (accumulated in double; NaN or ∞ when a gradient is not finite).</summary>
+    public static double GradNorm(IEnumerable<Parameter> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        double sq = 0;
+        foreach (var p in parameters)
+        {
+            if (p.Grad is null) continue;
+            var g = p.Grad.AsReadOnlySpan();
+            double s = 0;
+            for (int i = 0; i < g.Length; i++) s += (double)g[i] * g[i];
+            sq += s;
+        }
+        return Math.Sqrt(sq);
     }
 }
