@@ -17,10 +17,55 @@ internal static class Peak
         return (one, all, Vector512.IsHardwareAccelerated ? "avx512" : Vector256.IsHardwareAccelerated ? "avx2" : "scalar");
     }
 
-    private static double Run(int threads, double seconds)
+    /// <summary>
+    /// The ceiling of kernels whose every FMA reads a fresh activation vector from L1 (the sparse SpMM/SDDMM pattern:
+    /// one broadcast weight times a 16-lane slice of an activation row that differs per kept weight): independent FMAs
+    /// with a memory operand, one 64-byte load each, on all cores. Dense GEMM reuses each loaded vector across 12 rows
+    /// and is bound by <see cref="Measure"/>; when this figure is about half of that, the L1 serves one 64-byte load per
+    /// cycle and an unstructured sparse kernel cannot exceed half the FMA peak.
+    /// </summary>
+    public static double MeasureLoadBound(double seconds = 1.0) => Run(Environment.ProcessorCount, seconds, SpinLoads);
+
+    private static double SpinLoads(double seconds)
+    {
+        const int inner = 1 << 16;
+        long iterations = 0;
+        float sink = 0;
+        var x = GC.AllocateArray<float>(4096, pinned: true); // 16 KiB: stays in L1
+        for (int i = 0; i < x.Length; i++) x[i] = 1e-3f * (i % 97);
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed.TotalSeconds < seconds)
+        {
+            sink += Vector512.IsHardwareAccelerated ? LoadChunk512(x, inner) : 0;
+            iterations += inner;
+        }
+        Sink = sink;
+        return iterations * 8.0 * 16 * 2 / sw.Elapsed.TotalSeconds / 1e9;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float LoadChunk512(float[] data, int n)
+    {
+        var w = Vector512.Create(0.5f);
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        fixed (float* p = data)
+            for (int i = 0; i < n; i++)
+            {
+                float* x = p + ((i & 31) << 7); // a different 512-byte slice each iteration, as kept weights pick rows
+                c0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), c0); c1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), c1);
+                c2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), c2); c3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), c3);
+                c4 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 64), c4); c5 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 80), c5);
+                c6 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 96), c6); c7 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 112), c7);
+            }
+        return (c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7).GetElement(0);
+    }
+
+    private static double Run(int threads, double seconds) => Run(threads, seconds, Spin);
+
+    private static double Run(int threads, double seconds, Func<double, double> spin)
     {
         var results = new double[threads];
-        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() => results[t] = Spin(seconds)) { IsBackground = true }).ToList();
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() => results[t] = spin(seconds)) { IsBackground = true }).ToList();
         workers.ForEach(w => w.Start());
         workers.ForEach(w => w.Join());
         return results.Sum();

@@ -58,6 +58,12 @@ public class CompressedKernelTests
     [InlineData(65, 7, 130)]
     public void MatchesMaskedDenseForOddShapes(int tokens, int inF, int outF) => Compare(tokens, inF, outF, null, 0.6, tokens % 2 == 1, 2);
 
+    [Theory] // ≥ 256 tokens: the four-block SDDMM with 32-column sub-panels (partial last sub-panel and panel), plus a tail block
+    [InlineData(300, 300, 70, 0.75)]
+    [InlineData(520, 45, 33, 0.5)]
+    [InlineData(256, 129, 20, 0.95)]
+    public void MatchesMaskedDenseForLongSequences(int tokens, int inF, int outF, double sparsity) => Compare(tokens, inF, outF, null, sparsity, true, 11);
+
     [Fact]
     public void ManyPanels() => Compare(129, 300, 270, null, 0.8, true, 9); // 3 panels each way, partial last panel
 

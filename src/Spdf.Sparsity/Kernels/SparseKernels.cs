@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -150,8 +151,8 @@ public static unsafe class SparseKernels
     /// <summary>
     /// Sampled dense-dense product, the weight gradient at kept places only, on token-blocked activations:
     /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads;
-    /// four token blocks (256 tokens) at a time and panel by panel, so the activation rows in use stay in L2 and a
-    /// row's dY slice stays in registers.
+    /// four token blocks (256 tokens) at a time and in sub-panels of 32 columns, so the activation rows in use stay in
+    /// L1 and a row's dY slice stays in registers.
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
     public static void Sddmm(CsrMatrix csr, ReadOnlySpan<float> dyBlocks, ReadOnlySpan<float> xBlocks, Span<float> dw, int n)
@@ -175,6 +176,9 @@ public static unsafe class SparseKernels
         }
     }
 
+    /// <summary>Columns per SDDMM sub-panel: four token blocks of 32 activation rows (32 KiB) stay in L1 while every row of the chunk takes its entries there.</summary>
+    private const int SddmmSubPanel = 32;
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
     {
@@ -182,47 +186,36 @@ public static unsafe class SparseKernels
         int b = 0;
         if (Vector512.IsHardwareAccelerated)
         {
+            // Four token blocks (256 tokens) per pass: the row's dY slice lives in 16 registers, each entry costs
+            // 16 loads, 16 FMAs and one reduction. Each panel is walked in sub-panels of 32 columns, so the activation
+            // rows in use (32 rows × 4 blocks × 256 B = 32 KiB) stay in L1; a cursor per row remembers where its
+            // entries of the next sub-panel start (entries are sorted by column within a panel row).
+            int[] cursors = ArrayPool<int>.Shared.Rent(m1 - m0);
             fixed (ushort* pc16 = csr.Columns16)
             fixed (int* pc32 = csr.Columns32)
+            fixed (int* prp = csr.RowPointers)
+            fixed (int* cur = cursors)
             {
-                // Four token blocks (256 tokens) per pass: the row's dY slice lives in 16 registers, each entry costs
-                // 16 loads, 16 FMAs and one reduction; panel by panel, the activation rows in use (128 KiB) stay in L2.
                 for (; b + 4 <= blocks; b += 4)
                     for (int p = 0; p < csr.Panels; p++)
-                        for (int m = m0; m < m1; m++)
+                    {
+                        int* ptr = prp + p * (csr.Rows + 1);
+                        for (int m = m0; m < m1; m++) cur[m - m0] = ptr[m];
+                        int pEnd = Math.Min(csr.Cols, (p + 1) * csr.PanelWidth);
+                        for (int c0 = p * csr.PanelWidth; c0 < pEnd; c0 += SddmmSubPanel)
                         {
-                            var (eStart, eEnd) = csr.Range(p, m);
-                            if (eStart == eEnd) continue;
-                            float* d0 = dyb + b * dyStride + m * TokenBlock;
-                            float* d1 = d0 + dyStride, d2 = d1 + dyStride, d3 = d2 + dyStride;
-                            var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
-                            var y10 = Vector512.Load(d1); var y11 = Vector512.Load(d1 + 16); var y12 = Vector512.Load(d1 + 32); var y13 = Vector512.Load(d1 + 48);
-                            var y20 = Vector512.Load(d2); var y21 = Vector512.Load(d2 + 16); var y22 = Vector512.Load(d2 + 32); var y23 = Vector512.Load(d2 + 48);
-                            var y30 = Vector512.Load(d3); var y31 = Vector512.Load(d3 + 16); var y32 = Vector512.Load(d3 + 32); var y33 = Vector512.Load(d3 + 48);
-                            for (int e = eStart; e < eEnd; e++)
+                            int limit = c0 + SddmmSubPanel;
+                            for (int m = m0; m < m1; m++)
                             {
-                                float* x0 = xb + b * xStride + (pc16 != null ? pc16[e] : pc32[e]) * TokenBlock;
-                                float* x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride;
-                                var a0 = y00 * Vector512.Load(x0);
-                                var a1 = y01 * Vector512.Load(x0 + 16);
-                                var a2 = y02 * Vector512.Load(x0 + 32);
-                                var a3 = y03 * Vector512.Load(x0 + 48);
-                                a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load(x1), a0);
-                                a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load(x1 + 16), a1);
-                                a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load(x1 + 32), a2);
-                                a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load(x1 + 48), a3);
-                                a0 = Vector512.FusedMultiplyAdd(y20, Vector512.Load(x2), a0);
-                                a1 = Vector512.FusedMultiplyAdd(y21, Vector512.Load(x2 + 16), a1);
-                                a2 = Vector512.FusedMultiplyAdd(y22, Vector512.Load(x2 + 32), a2);
-                                a3 = Vector512.FusedMultiplyAdd(y23, Vector512.Load(x2 + 48), a3);
-                                a0 = Vector512.FusedMultiplyAdd(y30, Vector512.Load(x3), a0);
-                                a1 = Vector512.FusedMultiplyAdd(y31, Vector512.Load(x3 + 16), a1);
-                                a2 = Vector512.FusedMultiplyAdd(y32, Vector512.Load(x3 + 32), a2);
-                                a3 = Vector512.FusedMultiplyAdd(y33, Vector512.Load(x3 + 48), a3);
-                                dw[e] += Vector512.Sum((a0 + a1) + (a2 + a3));
+                                int e = cur[m - m0], eEnd = ptr[m + 1];
+                                if (pc16 != null) SddmmEntries(pc16, e, eEnd, limit, dyb + b * dyStride + m * TokenBlock, dyStride, xb + b * xStride, xStride, dw, out e);
+                                else SddmmEntries(pc32, e, eEnd, limit, dyb + b * dyStride + m * TokenBlock, dyStride, xb + b * xStride, xStride, dw, out e);
+                                cur[m - m0] = e;
                             }
                         }
+                    }
             }
+            ArrayPool<int>.Shared.Return(cursors);
         }
         for (; b < blocks; b++)
             for (int p = 0; p < csr.Panels; p++)
@@ -233,6 +226,47 @@ public static unsafe class SparseKernels
                     for (int e = eStart; e < eEnd; e++)
                         dw[e] += System.Numerics.Tensors.TensorPrimitives.Dot(dy, new ReadOnlySpan<float>(xb + b * xStride + csr.Column(e) * TokenBlock, TokenBlock));
                 }
+    }
+
+    /// <summary>
+    /// The entries <c>[e, eEnd)</c> of one row whose column is below <paramref name="limit"/>, over four token blocks:
+    /// <c>dw[e] += Σ_t dy[t]·x[col(e), t]</c>; <paramref name="next"/> is the first entry not taken.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SddmmEntries<TIndex>(TIndex* cols, int e, int eEnd, int limit, float* d0, long dyStride, float* xb, long xStride, float* dw, out int next)
+        where TIndex : unmanaged, System.Numerics.IBinaryInteger<TIndex>
+    {
+        if (e == eEnd || int.CreateTruncating(cols[e]) >= limit) { next = e; return; }
+        float* d1 = d0 + dyStride, d2 = d1 + dyStride, d3 = d2 + dyStride;
+        var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
+        var y10 = Vector512.Load(d1); var y11 = Vector512.Load(d1 + 16); var y12 = Vector512.Load(d1 + 32); var y13 = Vector512.Load(d1 + 48);
+        var y20 = Vector512.Load(d2); var y21 = Vector512.Load(d2 + 16); var y22 = Vector512.Load(d2 + 32); var y23 = Vector512.Load(d2 + 48);
+        var y30 = Vector512.Load(d3); var y31 = Vector512.Load(d3 + 16); var y32 = Vector512.Load(d3 + 32); var y33 = Vector512.Load(d3 + 48);
+        for (; e < eEnd; e++)
+        {
+            int col = int.CreateTruncating(cols[e]);
+            if (col >= limit) break;
+            float* x0 = xb + (long)col * TokenBlock;
+            float* x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride;
+            var a0 = y00 * Vector512.Load(x0);
+            var a1 = y01 * Vector512.Load(x0 + 16);
+            var a2 = y02 * Vector512.Load(x0 + 32);
+            var a3 = y03 * Vector512.Load(x0 + 48);
+            a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load(x1), a0);
+            a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load(x1 + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load(x1 + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load(x1 + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(y20, Vector512.Load(x2), a0);
+            a1 = Vector512.FusedMultiplyAdd(y21, Vector512.Load(x2 + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y22, Vector512.Load(x2 + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y23, Vector512.Load(x2 + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(y30, Vector512.Load(x3), a0);
+            a1 = Vector512.FusedMultiplyAdd(y31, Vector512.Load(x3 + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y32, Vector512.Load(x3 + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y33, Vector512.Load(x3 + 48), a3);
+            dw[e] += Vector512.Sum((a0 + a1) + (a2 + a3));
+        }
+        next = e;
     }
 
     /// <summary>
