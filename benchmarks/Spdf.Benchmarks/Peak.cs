@@ -24,23 +24,13 @@ internal static class Peak
     /// and is bound by <see cref="Measure"/>; when this figure is about half of that, the L1 serves one 64-byte load per
     /// cycle and an unstructured sparse kernel cannot exceed half the FMA peak.
     /// </summary>
-    public static double MeasureLoadBound(double seconds = 1.0) => Run(Environment.ProcessorCount, seconds, SpinLoads);
-
-    private static double SpinLoads(double seconds)
+    /// <returns>GFLOP/s on all cores, or null where Vector512 is not accelerated.</returns>
+    public static double? MeasureLoadBound(double seconds = 1.0)
     {
-        const int inner = 1 << 16;
-        long iterations = 0;
-        float sink = 0;
+        if (!Vector512.IsHardwareAccelerated) return null;
         var x = GC.AllocateArray<float>(4096, pinned: true); // 16 KiB: stays in L1
         for (int i = 0; i < x.Length; i++) x[i] = 1e-3f * (i % 97);
-        var sw = Stopwatch.StartNew();
-        while (sw.Elapsed.TotalSeconds < seconds)
-        {
-            sink += Vector512.IsHardwareAccelerated ? LoadChunk512(x, inner) : 0;
-            iterations += inner;
-        }
-        Sink = sink;
-        return iterations * 8.0 * 16 * 2 / sw.Elapsed.TotalSeconds / 1e9;
+        return Run(Environment.ProcessorCount, seconds, s => Spin(s, n => LoadChunk512(x, n), 8.0 * 16 * 2));
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
@@ -71,20 +61,23 @@ internal static class Peak
         return results.Sum();
     }
 
-    private static double Spin(double seconds)
+    private static double Spin(double seconds) =>
+        Vector512.IsHardwareAccelerated ? Spin(seconds, Chunk512, 12.0 * 16 * 2) : Spin(seconds, Chunk256, 12.0 * 8 * 2);
+
+    /// <summary>Runs <paramref name="chunk"/> (n iterations of <paramref name="flopPerIteration"/> each) for the given time; GFLOP/s.</summary>
+    private static double Spin(double seconds, Func<int, float> chunk, double flopPerIteration)
     {
         const int inner = 1 << 16;
         long iterations = 0;
         float sink = 0;
-        bool wide = Vector512.IsHardwareAccelerated;
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed.TotalSeconds < seconds)
         {
-            sink += wide ? Chunk512(inner) : Chunk256(inner);
+            sink += chunk(inner);
             iterations += inner;
         }
         Sink = sink;
-        return iterations * 12.0 * (wide ? 16 : 8) * 2 / sw.Elapsed.TotalSeconds / 1e9;
+        return iterations * flopPerIteration / sw.Elapsed.TotalSeconds / 1e9;
     }
 
     // The accumulators must not live across a call, or the JIT keeps them in stack slots: one call-free loop per chunk.

@@ -232,8 +232,7 @@ public sealed class SparseLinear : Linear
             // Xᵀ in token blocks. Temporaries that never leave this method come from a pool: fresh large arrays cost
             // a page fault per 4 KiB. Xᵀ is not kept for backward (the input is, by autograd): transposing it again
             // there costs ~1% of the step and saves a copy of every sparse layer's input for the whole step.
-            var xt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
-            Transpose.ToBlocks(input.AsReadOnlySpan(), n, k, SparseKernels.TokenBlock, xt, SparseKernels.BlockStride(k));
+            var xt = RentBlocks(input.AsReadOnlySpan(), n, k);
             var yt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(m, n));
             SparseKernels.SpMM(csr, xt, yt, n, Bias is { } b ? b.AsReadOnlySpan() : default); // Yᵀ = W·Xᵀ + b over kept weights
             Transpose.FromBlocks(yt, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
@@ -243,8 +242,7 @@ public sealed class SparseLinear : Linear
         Tensor[] inputs = Bias is null ? [input, Weight] : [input, Weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
-            var dyt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(m, n));
-            Transpose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt, SparseKernels.BlockStride(m)); // dYᵀ in token blocks
+            var dyt = RentBlocks(g.AsReadOnlySpan(), n, m);                    // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
@@ -258,8 +256,7 @@ public sealed class SparseLinear : Linear
             }
             if (Weight.RequiresGrad)
             {
-                var xtt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
-                Transpose.ToBlocks(input.AsReadOnlySpan(), n, k, SparseKernels.TokenBlock, xtt, SparseKernels.BlockStride(k)); // Xᵀ again
+                var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);             // Xᵀ again
                 var vals = ArrayPool<float>.Shared.Rent(csr.Nnz);
                 SparseKernels.Sddmm(csr, dyt, xtt, vals.AsSpan(0, csr.Nnz), n);   // dW only at kept places
                 ArrayPool<float>.Shared.Return(xtt);
@@ -277,6 +274,14 @@ public sealed class SparseLinear : Linear
             ArrayPool<float>.Shared.Return(dyt);
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
+    }
+
+    /// <summary>A pooled token-blocked transpose of <c>(n, features)</c> rows; give it back to <see cref="ArrayPool{T}.Shared"/>.</summary>
+    private static float[] RentBlocks(ReadOnlySpan<float> rowsByFeatures, int n, int features)
+    {
+        var blocks = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(features, n));
+        Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks, SparseKernels.BlockStride(features));
+        return blocks;
     }
 
     /// <inheritdoc />
