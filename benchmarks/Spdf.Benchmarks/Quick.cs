@@ -14,7 +14,7 @@ namespace Spdf.Benchmarks;
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
-/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75
+/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--storage compressed|dense]
 /// quick decode --preset gpt2-small --sparsity 0,0.75
 /// quick spmm --tokens N --in K --out M --sparsity S
 /// quick peak
@@ -221,7 +221,11 @@ public static class Quick
     {
         double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
         var (cfg, batch, model, idx, tgt) = GptSetup(o);
-        SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sp, seed: 2)) : null;
+        var storage = o.TryGetValue("storage", out var st) ? Enum.Parse<SparseWeightStorage>(st, ignoreCase: true) : SparseWeightStorage.Compressed;
+        SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sp, seed: 2).Groups, 2) { Storage = storage }) : null;
+        long setupPeak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
+        bool stepPeak = ResetPeakWorkingSet(); // the step's peak, not the set-up's (a compressed model starts dense)
+        Console.Error.WriteLine($"DIAG after setup: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(true) / 1048576} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576} MB");
         if (handle is not null && o.TryGetValue("kernel", out var km))
             foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
@@ -237,6 +241,7 @@ public static class Quick
             opt.Step();
         }, Seconds(o), warmup: 2, minRuns: 3);
         int measured = Math.Max(1, runs - 2);
+        Console.Error.WriteLine($"DIAG after steps: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB, after full GC {GC.GetTotalMemory(true) / 1048576} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576} MB");
         double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1048576.0 / measured;
         double pauseMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / measured;
         double gen2PerStep = (double)(GC.CollectionCount(2) - gen2) / measured;
@@ -246,10 +251,26 @@ public static class Quick
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
             ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
+            ["peak_of"] = stepPeak ? "steps" : "process", ["setup_peak_mb"] = Math.Round(setupPeak / 1048576.0, 0),
+            ["storage"] = handle is null ? "dense" : storage.ToString().ToLowerInvariant(),
+            ["parameters"] = model.ParameterCount(),
             ["scope"] = useScope, ["alloc_mb_per_step"] = Math.Round(allocMb, 1), ["gc_pause_ms_per_step"] = Math.Round(pauseMs, 1), ["gen2_per_step"] = Math.Round(gen2PerStep, 2),
             ["kernel"] = handle is null ? "dense-" + Gemm.KernelName
                 : string.Join(",", handle.Layers.GroupBy(l => l.Layer.Kernel).Select(gr => $"{gr.Key}:{gr.Count()}")),
         });
+    }
+
+    /// <summary>
+    /// Frees what the set-up left (a compressed model's dense initial weights) and resets the kernel's peak resident set
+    /// (Linux: writing 5 to /proc/self/clear_refs), so that the peak read later is that of the training steps. False where
+    /// the reset is unavailable: the peak is then the whole process's.
+    /// </summary>
+    private static bool ResetPeakWorkingSet()
+    {
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); return true; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
     /// <summary>Times the compressed linear layer's kernels one by one (transposes, SpMM, SDDMM) against the dense GEMM.</summary>

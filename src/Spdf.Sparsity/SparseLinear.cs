@@ -21,6 +21,23 @@ public enum SparseKernelMode
     Compressed,
 }
 
+/// <summary>Where a <see cref="SparseLinear"/> keeps its weight.</summary>
+public enum SparseWeightStorage
+{
+    /// <summary>
+    /// A dense <c>[out, in]</c> parameter <c>weight</c>, exactly 0 where the mask drops it, with its dense gradient. The
+    /// mask may change (magnitude pruning, SET, RigL); optimizers keep moments only for kept weights.
+    /// </summary>
+    Dense,
+    /// <summary>
+    /// Only the kept weights: the parameter <c>weight_values</c> <c>[kept]</c> (in the CSR entry order of the mask, see
+    /// <see cref="SparseLinear.KeptPositions"/>) is the master copy the kernels read directly, and its gradient and
+    /// optimizer moments are <c>[kept]</c> too, so the layer's training memory falls with density. The mask is fixed;
+    /// <see cref="Transitions.Densify"/> turns the layer back into a dense one.
+    /// </summary>
+    Compressed,
+}
+
 /// <summary>
 /// A linear layer <c>y = x·(W ⊙ M)ᵀ + b</c> whose weight is held at zero outside its <see cref="Mask"/>: x
 /// <c>[..., in]</c>, W and M <c>[out, in]</c>, y <c>[..., out]</c>. Two kernels compute it: the masked-dense reference
@@ -28,11 +45,18 @@ public enum SparseKernelMode
 /// sparse-dense products, the weight gradient is computed only at kept positions), chosen per layer by
 /// <see cref="KernelMode"/>. Either way the weight's gradient is exactly 0 at dropped positions (also where it would be
 /// NaN), so no optimizer moves a dropped weight (SPDF, Thangarasa et al. 2023, §3: static unstructured sparsity).
-/// Derives from <see cref="Linear"/> so that a model's <c>Linear</c> fields can hold it.
+/// Derives from <see cref="Linear"/> so that a model's <c>Linear</c> fields can hold it. With
+/// <see cref="SparseWeightStorage.Compressed"/> storage (<see cref="WithCompressedWeight"/>) it keeps no dense weight at all.
 /// </summary>
 public sealed class SparseLinear : Linear
 {
-    private readonly GatheredCsr _csr = new(transpose: false), _csrT = new(transpose: true);
+    private readonly GatheredCsr _csr = new(transpose: false), _csrT = new(transpose: true); // dense storage
+    private CsrMatrix? _master;      // compressed storage: the kept weights; its Values are WeightValues' storage
+    private CsrMatrix? _masterT;     // compressed storage: the structure of Wᵀ; values are gathered from _master through
+    private int[]? _masterTMap;      // _masterTMap into a pooled array for each backward pass (they change every step)
+    private readonly Tensor? _maskBits; // compressed storage: the mask, 16 positions per float (no dense mask is kept)
+    private readonly SparsityMask? _mask; // dense storage: the mask
+    private const int BitsPerFloat = 16;
     private SparseKernelMode _chosen;
 
     /// <summary>Makes a sparse layer that shares <paramref name="weight"/> and <paramref name="bias"/> and zeroes the dropped weights.</summary>
@@ -41,21 +65,129 @@ public sealed class SparseLinear : Linear
     {
         ArgumentNullException.ThrowIfNull(mask);
         mask.CheckShape(weight.Shape, nameof(mask));
-        Mask = mask;
+        _mask = mask;
         RegisterBuffer("weight_mask", mask.Values);
         ApplyMask();
         UpdateSupport();
     }
 
-    /// <summary>Makes a sparse layer from a dense one (sharing its parameters) with a new mask.</summary>
-    public static SparseLinear FromLinear(Linear dense, SparsityMask mask)
+    private SparseLinear(Parameter? bias, SparsityMask mask, Parameter weight) : base(mask.Shape[1], mask.Shape[0], bias)
     {
-        ArgumentNullException.ThrowIfNull(dense);
-        return new SparseLinear(dense.Weight, dense.Bias, mask);
+        _maskBits = PackBits(mask);
+        RegisterBuffer("weight_mask_bits", _maskBits);
+        KeptCount = mask.KeptCount;
+        _master = CsrMatrix.FromMask(mask);
+        _master.Gather(weight.AsReadOnlySpan());
+        WeightValues = new Parameter(new Tensor(_master.Values, new Shape(_master.Nnz)), weight.RequiresGrad);
+        RegisterParameter("weight_values", WeightValues);
     }
 
-    /// <summary>The mask: 1 where a weight is kept, 0 where it is held at zero.</summary>
-    public SparsityMask Mask { get; private set; }
+    /// <summary>
+    /// Makes a sparse layer with <see cref="SparseWeightStorage.Compressed"/> storage: the kept entries of
+    /// <paramref name="weight"/> are copied into <see cref="WeightValues"/>, and <paramref name="weight"/> is not kept
+    /// (its memory is free once the caller lets it go). The bias is shared.
+    /// </summary>
+    /// <exception cref="ArgumentException">The mask's shape differs from the weight's, or the bias does not fit.</exception>
+    public static SparseLinear WithCompressedWeight(Parameter weight, Parameter? bias, SparsityMask mask)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(mask);
+        if (weight.Rank != 2) throw new ArgumentException($"SparseLinear weight must be [out, in]; got {weight.Shape}.", nameof(weight));
+        mask.CheckShape(weight.Shape, nameof(mask));
+        return new SparseLinear(bias, mask, weight);
+    }
+
+    /// <summary>Makes a sparse layer from a dense one (sharing its parameters, or with <paramref name="storage"/>
+    /// <see cref="SparseWeightStorage.Compressed"/> copying its kept weights) with a new mask.</summary>
+    /// <exception cref="ArgumentException">The mask's shape differs from the weight's.</exception>
+    public static SparseLinear FromLinear(Linear dense, SparsityMask mask, SparseWeightStorage storage = SparseWeightStorage.Dense)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        return storage == SparseWeightStorage.Compressed ? WithCompressedWeight(dense.Weight, dense.Bias, mask) : new SparseLinear(dense.Weight, dense.Bias, mask);
+    }
+
+    /// <summary>Where the weight is kept.</summary>
+    public SparseWeightStorage Storage => _master is null ? SparseWeightStorage.Dense : SparseWeightStorage.Compressed;
+
+    /// <summary>With compressed storage, the kept weights <c>[kept]</c> (the trainable parameter, in the order of
+    /// <see cref="KeptPositions"/>); null with dense storage, whose parameter is <see cref="Linear.Weight"/>.</summary>
+    public Parameter? WeightValues { get; }
+
+    /// <summary>The parameter the optimizer trains: <see cref="WeightValues"/> or <see cref="Linear.Weight"/>.</summary>
+    public Parameter TrainedWeight => WeightValues ?? Weight;
+
+    /// <summary>
+    /// With compressed storage, the flat (row-major) index in the dense <c>[out, in]</c> weight of each element of
+    /// <see cref="WeightValues"/>; with dense storage, the kept positions in ascending order. A fresh array per call.
+    /// </summary>
+    public int[] KeptPositions() => _master?.DenseIndices() ?? _mask!.KeptIndices();
+
+    /// <summary>A fresh dense <c>[out, in]</c> tensor of the weight, 0 where the mask drops it (either storage).</summary>
+    public Tensor ToDenseWeight()
+    {
+        var dense = new Tensor(new Shape(OutFeatures, InFeatures));
+        if (_master is { } csr) csr.Scatter(csr.Values, dense.AsSpan());
+        else
+        {
+            Weight.AsReadOnlySpan().CopyTo(dense.AsSpan());
+            _mask!.Apply(dense.AsSpan());
+        }
+        return dense;
+    }
+
+    /// <summary>
+    /// The mask: 1 where a weight is kept, 0 where it is held at zero. With compressed storage the layer keeps it packed
+    /// (16 positions per float, the buffer <c>weight_mask_bits</c>) and this is a fresh dense copy on each call: use
+    /// <see cref="KeptCount"/> and <see cref="Sparsity"/> for counts.
+    /// </summary>
+    public SparsityMask Mask => _mask ?? UnpackBits(_maskBits!, new Shape(OutFeatures, InFeatures));
+
+    /// <summary>The number of kept weights.</summary>
+    public int KeptCount
+    {
+        get => _mask?.KeptCount ?? _keptCount;
+        private init => _keptCount = value;
+    }
+
+    private int _keptCount;
+
+    /// <summary>The fraction of weights held at zero.</summary>
+    public double Sparsity => 1 - (double)KeptCount / ((long)OutFeatures * InFeatures);
+
+    private static Tensor PackBits(SparsityMask mask)
+    {
+        var m = mask.Values.AsReadOnlySpan();
+        var bits = new float[(m.Length + BitsPerFloat - 1) / BitsPerFloat];
+        for (int i = 0; i < bits.Length; i++)
+        {
+            int word = 0;
+            for (int b = 0, at = i * BitsPerFloat; b < BitsPerFloat && at + b < m.Length; b++) if (m[at + b] != 0) word |= 1 << b;
+            bits[i] = word; // < 2^16: exact in a float
+        }
+        return new Tensor(bits, new Shape(bits.Length));
+    }
+
+    /// <exception cref="ArgumentException">A word is not a whole number in [0, 2^16), or sets a bit past the end.</exception>
+    private static SparsityMask UnpackBits(Tensor packed, Shape shape)
+    {
+        var bits = packed.AsReadOnlySpan();
+        int numel = shape.Numel;
+        var m = new float[numel];
+        for (int i = 0; i < bits.Length; i++)
+        {
+            float f = bits[i];
+            if (!(f >= 0 && f < 1 << BitsPerFloat) || f != MathF.Floor(f))
+                throw new ArgumentException($"weight_mask_bits[{i}] is {f}; expected a whole number in [0, {1 << BitsPerFloat}) (16 mask positions).");
+            int word = (int)f;
+            for (int b = 0, at = i * BitsPerFloat; b < BitsPerFloat; b++)
+            {
+                if ((word >> b & 1) == 0) continue;
+                if (at + b >= numel) throw new ArgumentException($"weight_mask_bits[{i}] keeps position {at + b}, past the weight's {numel} elements.");
+                m[at + b] = 1f;
+            }
+        }
+        return new SparsityMask(new Tensor(m, shape));
+    }
 
     /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) measures both at first use.</summary>
     public SparseKernelMode KernelMode
@@ -81,37 +213,52 @@ public sealed class SparseLinear : Linear
     public void SetMask(SparsityMask mask)
     {
         ArgumentNullException.ThrowIfNull(mask);
+        if (_master is not null)
+            throw new NotSupportedException($"SetMask: {this} stores only its kept weights (compressed storage), so its mask is fixed. Dynamic sparsity (magnitude pruning, SET, RigL) needs SparseWeightStorage.Dense.");
         mask.CheckShape(Weight.Shape, nameof(mask));
-        int before = Mask.KeptCount;
-        Mask.Values.CopyFrom(mask.Values);
-        if (Mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again
+        int before = _mask!.KeptCount;
+        _mask.Values.CopyFrom(mask.Values);
+        if (_mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again
         ApplyMask();
-        if (Weight.Grad is { } grad) Mask.Apply(grad.AsSpan());         // a pending gradient keeps the invariant too
+        if (Weight.Grad is { } grad) _mask.Apply(grad.AsSpan());         // a pending gradient keeps the invariant too
         OnMaskChanged();
     }
 
     /// <summary>Tells optimizers where the weight may be non-zero, so that they keep state only for kept weights.</summary>
     private void UpdateSupport()
     {
-        var m = Mask.Values.AsReadOnlySpan();
-        var support = new int[Mask.KeptCount];
-        for (int i = 0, j = 0; i < m.Length; i++) if (m[i] != 0) support[j++] = i;
-        Weight.SparseSupport = support;
+        if (_master is not null) return; // WeightValues holds kept weights only: it is dense over them
+        Weight.SparseSupport = _mask!.KeptIndices();
     }
 
-    /// <summary>Sets dropped weights to exactly 0 (the invariant every step keeps).</summary>
+    /// <summary>Sets dropped weights to exactly 0 (the invariant every step keeps; compressed storage has no dropped weights to set).</summary>
     public void ApplyMask()
     {
-        Mask.Apply(Weight.AsSpan());
+        if (_master is not null) return;
+        _mask!.Apply(Weight.AsSpan());
         Weight.MarkModified();
     }
 
-    /// <summary>Bytes of the compressed structure (W and Wᵀ in CSR), or 0 before it is built.</summary>
-    public long CompressedBytes => _csr.Bytes + _csrT.Bytes;
+    /// <summary>Bytes of the compressed structures (W and Wᵀ in CSR; with compressed storage W's values are the parameter
+    /// itself, Wᵀ keeps only its structure and the map to W's entries, and the packed mask is counted), or 0 before they are built.</summary>
+    public long CompressedBytes => _master is null ? _csr.Bytes + _csrT.Bytes
+        : _master.Bytes + (_masterT?.Bytes - _masterT?.Nnz * 4L ?? 0) + (_masterTMap?.Length ?? 0) * 4L + _maskBits!.Numel * 4L;
 
     /// <summary>After a state load: keeps the invariant (a loaded dense weight is zeroed where the mask drops it) and rebuilds the structures.</summary>
     protected override void OnStateLoaded()
     {
+        if (_master is not null)
+        {
+            // The loaded values are in the entry order of the loaded mask: rebuild the structure over the same array
+            // (it is the parameter's storage, which optimizers hold).
+            var mask = Mask; // unpacked (and checked) from the loaded bits
+            if (mask.KeptCount != _master.Nnz)
+                throw new ArgumentException($"The loaded mask keeps {mask.KeptCount} weights but weight_values has {_master.Nnz}.");
+            _master = CsrMatrix.FromMask(mask, false, CsrMatrix.DefaultPanelWidth, _master.Values);
+            _masterT = null; _masterTMap = null;
+            _chosen = SparseKernelMode.Auto;
+            return;
+        }
         ApplyMask();
         OnMaskChanged();
     }
@@ -124,8 +271,25 @@ public sealed class SparseLinear : Linear
         UpdateSupport();
     }
 
-    private CsrMatrix Csr => _csr.Get(Mask, Weight);
-    private CsrMatrix CsrT => _csrT.Get(Mask, Weight);
+    private CsrMatrix Csr => _master ?? _csr.Get(_mask!, Weight);
+
+    /// <summary>Wᵀ in CSR for the input gradient. With compressed storage its values live in a pooled array that the
+    /// caller gives back (<paramref name="pooled"/>) once the pass is done.</summary>
+    private CsrMatrix RentCsrT(out float[]? pooled)
+    {
+        pooled = null;
+        if (_master is null) return _csrT.Get(_mask!, Weight);
+        if (_masterT is null)
+        {
+            var structure = CsrMatrix.FromMask(Mask, transpose: true);
+            _masterTMap = structure.EntryMap(_master);
+            _masterT = structure.StructureOnly(); // the values are gathered per pass
+        }
+        pooled = ArrayPool<float>.Shared.Rent(_master.Nnz);
+        var src = _master.Values; var map = _masterTMap!;
+        for (int e = 0; e < map.Length; e++) pooled[e] = src[map[e]];
+        return _masterT.WithValues(pooled);
+    }
 
     /// <summary>A CSR of W (or Wᵀ) built from the mask on first use, with values re-gathered only when the weight's
     /// <see cref="Tensor.Version"/> changed.</summary>
@@ -153,7 +317,7 @@ public sealed class SparseLinear : Linear
         if (input.Rank < 1 || input.Shape[-1] != InFeatures)
             throw new ArgumentException($"SparseLinear: input's last dimension {(input.Rank == 0 ? 0 : input.Shape[-1])} (shape {input.Shape}) differs from the layer's input size {InFeatures}.", nameof(input));
         if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
-        if (CaptureDenseGradient && GradMode.IsEnabled && Weight.RequiresGrad) return MaskedDenseForward(input, capture: true);
+        if (CaptureDenseGradient && GradMode.IsEnabled && TrainedWeight.RequiresGrad) return MaskedDenseForward(input, capture: true);
         return Resolved == SparseKernelMode.Compressed ? CompressedForward(input) : MaskedDenseForward(input);
     }
 
@@ -198,19 +362,30 @@ public sealed class SparseLinear : Linear
 
     private Tensor MaskedDenseForward(Tensor input, bool capture)
     {
-        var masked = CustomOp.RentStorage(Weight.Numel, clear: false);
-        Weight.AsReadOnlySpan().CopyTo(masked);
-        Mask.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
-        var maskedWeight = CustomOp.Record(new Tensor(masked, Weight.Shape), "MaskWeight", [Weight], g =>
+        var shape = new Shape(OutFeatures, InFeatures);
+        var masked = CustomOp.RentStorage(shape.Numel, clear: _master is not null);
+        if (_master is { } master) master.Scatter(master.Values.AsSpan(0, master.Nnz), masked);
+        else
+        {
+            Weight.AsReadOnlySpan().CopyTo(masked);
+            _mask!.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
+        }
+        var maskedWeight = CustomOp.Record(new Tensor(masked, shape), "MaskWeight", [TrainedWeight], g =>
         {
             if (capture)
             {
                 if (DenseGradient is null) DenseGradient = new Tensor(g.AsReadOnlySpan().ToArray(), Weight.Shape);
                 else TensorPrimitives.Add(DenseGradient.AsReadOnlySpan(), g.AsReadOnlySpan(), DenseGradient.AsSpan()); // accumulation
             }
+            if (_master is { } csr)
+            {
+                var dv = CustomOp.RentStorage(csr.Nnz, clear: false);
+                csr.GatherInto(g.AsReadOnlySpan(), dv);
+                return [new Tensor(dv, WeightValues!.Shape)];
+            }
             var dw = CustomOp.RentStorage(g.Numel, clear: false);
             g.AsReadOnlySpan().CopyTo(dw);
-            Mask.Apply(dw);
+            _mask!.Apply(dw);
             return [new Tensor(dw, Weight.Shape)];
         });
         return Functional.Linear(input, maskedWeight, Bias);
@@ -239,22 +414,32 @@ public sealed class SparseLinear : Linear
             ArrayPool<float>.Shared.Return(yt);
             ArrayPool<float>.Shared.Return(xt);
         }
-        Tensor[] inputs = Bias is null ? [input, Weight] : [input, Weight, Bias];
+        var weight = TrainedWeight;
+        Tensor[] inputs = Bias is null ? [input, weight] : [input, weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
             var dyt = RentBlocks(g.AsReadOnlySpan(), n, m);                    // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
-                var csrT = CsrT;
+                var csrT = RentCsrT(out var pooledT);
                 var dxt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
                 SparseKernels.SpMM(csrT, dyt, dxt, n);                          // dXᵀ = Wᵀ·dYᵀ over kept weights
+                if (pooledT is not null) ArrayPool<float>.Shared.Return(pooledT);
                 var d = CustomOp.RentStorage(n * k, clear: false);
                 Transpose.FromBlocks(dxt, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
                 ArrayPool<float>.Shared.Return(dxt);
                 dx = new Tensor(d, input.Shape);
             }
-            if (Weight.RequiresGrad)
+            if (weight.RequiresGrad && _master is not null)
+            {
+                var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);             // Xᵀ again
+                var d = CustomOp.RentStorage(csr.Nnz, clear: false);           // the gradient of the kept weights only
+                SparseKernels.Sddmm(csr, dyt, xtt, d, n);
+                ArrayPool<float>.Shared.Return(xtt);
+                dw = new Tensor(d, weight.Shape);
+            }
+            else if (weight.RequiresGrad)
             {
                 var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);             // Xᵀ again
                 var vals = ArrayPool<float>.Shared.Rent(csr.Nnz);
@@ -285,5 +470,5 @@ public sealed class SparseLinear : Linear
     }
 
     /// <inheritdoc />
-    public override string ToString() => $"SparseLinear(in={InFeatures}, out={OutFeatures}, sparsity={Mask.Sparsity:P1}, kernel={Kernel})";
+    public override string ToString() => $"SparseLinear(in={InFeatures}, out={OutFeatures}, sparsity={Sparsity:P1}, kernel={Kernel}{(_master is null ? "" : ", storage=compressed")})";
 }

@@ -62,14 +62,14 @@ public sealed class SparsifiedModel
     {
         var rows = Layers.Select(l =>
         {
-            var w = l.Layer.Weight;
-            int kept = l.Layer.Mask.KeptCount;
-            int rowsCount = w.Shape[0];
-            long denseBytes = (long)w.Numel * 4;
-            long csrBytes = kept * (4L + (w.Shape[1] <= ushort.MaxValue + 1 ? 2 : 4)) + (rowsCount + 1) * 4L;
-            return new SparsityReportRow(l.Name, w.Shape.ToArray(), w.Numel, kept, 1 - (double)kept / Math.Max(1, w.Numel), denseBytes, csrBytes, l.Initializer, l.Layer.Kernel);
+            var shape = new Tensors.Shape(l.Layer.OutFeatures, l.Layer.InFeatures);
+            int kept = l.Layer.KeptCount, numel = shape.Numel;
+            long denseBytes = (long)numel * 4;
+            long csrBytes = kept * (4L + (shape[1] <= ushort.MaxValue + 1 ? 2 : 4)) + (shape[0] + 1) * 4L;
+            return new SparsityReportRow(l.Name, shape.ToArray(), numel, kept, 1 - (double)kept / Math.Max(1, numel), denseBytes, csrBytes, l.Initializer, l.Layer.Kernel, l.Layer.Storage);
         }).ToList();
-        long totalParams = Model.ParameterCount();
+        // A compressed layer's parameter holds only its kept weights; count the model's weights as if dense.
+        long totalParams = Model.ParameterCount() + Layers.Where(l => l.Layer.Storage == SparseWeightStorage.Compressed).Sum(l => (long)l.Layer.OutFeatures * l.Layer.InFeatures - l.Layer.KeptCount);
         return new SparsityReport(rows, totalParams, Phase, Distribution);
     }
 
@@ -97,11 +97,12 @@ public sealed class SparsifiedModel
 /// <param name="CompressedBytes">Bytes of a CSR copy (values, 16- or 32-bit column indices, row offsets).</param>
 /// <param name="Initializer">Mask initialiser.</param>
 /// <param name="Kernel">Kernel in use.</param>
-public sealed record SparsityReportRow(string Name, int[] Shape, long Numel, long Kept, double Sparsity, long DenseBytes, long CompressedBytes, string Initializer, string Kernel);
+/// <param name="Storage">Where the layer keeps its weight.</param>
+public sealed record SparsityReportRow(string Name, int[] Shape, long Numel, long Kept, double Sparsity, long DenseBytes, long CompressedBytes, string Initializer, string Kernel, SparseWeightStorage Storage = SparseWeightStorage.Dense);
 
 /// <summary>Per-layer and total sparsity of a model.</summary>
 /// <param name="Rows">One row per sparse layer.</param>
-/// <param name="ModelParameters">All trainable parameters of the model.</param>
+/// <param name="ModelParameters">All trainable parameters of the model, counting a compressed layer's weight as dense.</param>
 /// <param name="Phase">The phase.</param>
 /// <param name="Distribution">The distribution name.</param>
 public sealed record SparsityReport(IReadOnlyList<SparsityReportRow> Rows, long ModelParameters, SparsityPhase Phase, string Distribution)
@@ -125,7 +126,7 @@ public sealed record SparsityReport(IReadOnlyList<SparsityReportRow> Rows, long 
         var inv = CultureInfo.InvariantCulture;
         sb.AppendLine(inv, $"{"layer",-28} {"shape",-12} {"kept",10} {"sparsity",9} {"dense KiB",10} {"CSR KiB",9}  init / kernel");
         foreach (var r in Rows)
-            sb.AppendLine(inv, $"{r.Name,-28} {string.Join("x", r.Shape),-12} {r.Kept,10:N0} {r.Sparsity,9:P1} {r.DenseBytes / 1024.0,10:N1} {r.CompressedBytes / 1024.0,9:N1}  {r.Initializer} / {r.Kernel}");
+            sb.AppendLine(inv, $"{r.Name,-28} {string.Join("x", r.Shape),-12} {r.Kept,10:N0} {r.Sparsity,9:P1} {r.DenseBytes / 1024.0,10:N1} {r.CompressedBytes / 1024.0,9:N1}  {r.Initializer} / {r.Kernel}{(r.Storage == SparseWeightStorage.Compressed ? " / compressed storage" : "")}");
         sb.AppendLine(inv, $"sparse layers: {KeptWeights:N0}/{SparseLayerWeights:N0} kept ({LayerSparsity:P1} sparse); model: {ModelSparsity:P1} of {ModelParameters:N0} parameters at zero; phase {Phase}, distribution {Distribution}");
         return sb.ToString();
     }

@@ -49,6 +49,8 @@ public static class Sparsifier
                 for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
             }
         }
+        if (config.Storage == SparseWeightStorage.Compressed && config.Algorithm is { } algorithm)
+            throw new ArgumentException($"Sparsity algorithm '{algorithm.Name}' changes masks, but storage Compressed keeps only the kept weights under a fixed mask; use SparseWeightStorage.Dense with it.", nameof(config));
         var generator = new Generator(config.Seed);
         var layers = new List<SparseLayerInfo>();
         for (int i = 0; i < chosen.Count; i++)
@@ -58,7 +60,7 @@ public static class Sparsifier
             var sparse = layer as SparseLinear;
             if (sparse is null)
             {
-                sparse = SparseLinear.FromLinear(layer, mask);
+                sparse = SparseLinear.FromLinear(layer, mask, config.Storage);
                 ModuleTree.Replace(model, name, sparse);
             }
             else sparse.SetMask(mask);

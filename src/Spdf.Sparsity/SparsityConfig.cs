@@ -93,6 +93,13 @@ public sealed class SparsityConfig
     /// </summary>
     public Algorithms.ISparsityAlgorithm? Algorithm { get; init; }
 
+    /// <summary>
+    /// Where the sparse layers keep their weights: <see cref="SparseWeightStorage.Dense"/> (default; masks may change) or
+    /// <see cref="SparseWeightStorage.Compressed"/> (only kept weights, their gradients and optimizer moments: training
+    /// memory falls with density; static masks only, so not with an <see cref="Algorithm"/>).
+    /// </summary>
+    public SparseWeightStorage Storage { get; init; } = SparseWeightStorage.Dense;
+
     /// <summary>When true (default), a group that matches no weight is an error: a typo in a pattern is caught early.</summary>
     public bool RequireEveryGroupToMatch { get; }
 }

@@ -20,10 +20,10 @@ public class TrainerTests
 
     private sealed record Run(GptModel Model, SparsifiedModel Sparsity, Trainer Trainer, TrainingStage Pretrain, TrainingStage Finetune);
 
-    private static Run Make(string? dir, int checkpointInterval = 0)
+    private static Run Make(string? dir, int checkpointInterval = 0, SparseWeightStorage storage = SparseWeightStorage.Dense)
     {
         var model = new GptModel(Cfg, new Generator(5));
-        var sparsity = Sparsifier.Apply(model, SparsityConfig.Default(0.75));
+        var sparsity = Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(0.75).Groups) { Storage = storage });
         foreach (var l in sparsity.Layers) l.Layer.KernelMode = SparseKernelMode.Compressed;
         var (train, val) = Stream().Split(0.1);
         var trainer = new Trainer(model, new TrainerOptions { CheckpointDirectory = dir, KeepCheckpoints = 10 }, sparsity);
@@ -65,12 +65,40 @@ public class TrainerTests
     }
 
     [Fact]
-    public void ResumingFromAnyCheckpointReproducesTheUninterruptedLosses()
+    public void CompressedStorageTrainsAsDenseStorage()
+    {
+        var runs = new[] { SparseWeightStorage.Dense, SparseWeightStorage.Compressed }.Select(storage =>
+        {
+            var r = Make(null, storage: storage);
+            r.Trainer.Run(r.Pretrain);
+            r.Trainer.Densify();
+            r.Trainer.Run(r.Finetune);
+            return (Losses: Losses(r.Trainer), Weights: r.Model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.ToArray()));
+        }).ToList();
+        runs[1].Losses.Should().Equal(runs[0].Losses, (a, b) => Math.Abs(a - b) < 1e-4 * (1 + Math.Abs(b)));
+        runs[1].Weights.Keys.Should().BeEquivalentTo(runs[0].Weights.Keys);
+        foreach (var kv in runs[0].Weights)
+            runs[1].Weights[kv.Key].Should().Equal(kv.Value, (a, b) => Math.Abs(a - b) <= 1e-4f * (1 + Math.Abs(b)), kv.Key);
+    }
+
+    [Fact]
+    public void CompressedWeightsDecayAsMatrices()
+    {
+        var r = Make(null, storage: SparseWeightStorage.Compressed);
+        var values = r.Sparsity.Layers.Select(l => l.Layer.WeightValues!).ToList();
+        r.Trainer.Optimizer.Groups[0].Parameters.Should().Contain(values);
+        r.Trainer.Optimizer.Groups[1].Parameters.Should().NotContain(values);
+    }
+
+    [Theory]
+    [InlineData(SparseWeightStorage.Dense)]
+    [InlineData(SparseWeightStorage.Compressed)]
+    public void ResumingFromAnyCheckpointReproducesTheUninterruptedLosses(SparseWeightStorage storage)
     {
         var dir = Directory.CreateTempSubdirectory("spdf-resume").FullName;
         try
         {
-            var full = Make(dir, checkpointInterval: 2);
+            var full = Make(dir, checkpointInterval: 2, storage: storage);
             full.Trainer.Run(full.Pretrain);
             full.Trainer.Densify(OptimizerStateOnDensify.Reset);
             full.Trainer.Run(full.Finetune);
@@ -83,7 +111,7 @@ public class TrainerTests
 
             foreach (var ckpt in new[] { "ckpt-00000002", "ckpt-00000006", "ckpt-00000008" })
             {
-                var resumed = Make(null);
+                var resumed = Make(null, storage: storage);
                 resumed.Trainer.Resume(Path.Combine(dir, ckpt));
                 resumed.Trainer.Run(resumed.Pretrain);
                 resumed.Trainer.Densify(OptimizerStateOnDensify.Reset);

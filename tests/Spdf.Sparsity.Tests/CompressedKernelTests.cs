@@ -138,7 +138,8 @@ public class CompressedKernelTests
         panels.Bytes.Should().Be(4 * 6 + 8 * 4);
         var t = CsrMatrix.FromMask(mask, transpose: true, panelWidth: 3);
         t.RowPointers.Should().Equal(0, 1, 2, 4);
-        t.DenseIndex.Should().Equal(0, 7, 2, 8);
+        t.DenseIndices().Should().Equal(0, 7, 2, 8);
+        t.EntryMap(csr).Should().Equal(0, 2, 1, 3);
         ((Action)(() => SparseKernels.SpMV(csr, new float[2], new float[3]))).Should().Throw<ArgumentException>().WithMessage("*needs x of 3*");
     }
 }

@@ -54,9 +54,12 @@ public sealed partial class Trainer
         Sparsity = sparsity;
         Progress = progress;
         _log = logger ?? NullLogger.Instance;
-        var ps = model.NamedParameters().ToList();
-        _decay = new ParameterGroup(ps.Where(p => p.Parameter.Rank >= 2).Select(p => p.Parameter), weightDecay: 0.1);
-        _noDecay = new ParameterGroup(ps.Where(p => p.Parameter.Rank < 2).Select(p => p.Parameter), weightDecay: 0);
+        // Matrices decay, vectors (biases, norms) do not; a compressed sparse weight is a matrix kept as its values.
+        var compressed = model.NamedModules().Select(m => (m.Module as SparseLinear)?.WeightValues).OfType<Parameter>().ToHashSet(ReferenceEqualityComparer.Instance);
+        bool Decays(Parameter p) => p.Rank >= 2 || compressed.Contains(p);
+        var ps = model.Parameters().ToList();
+        _decay = new ParameterGroup(ps.Where(Decays), weightDecay: 0.1);
+        _noDecay = new ParameterGroup(ps.Where(p => !Decays(p)), weightDecay: 0);
         Optimizer = new AdamW([_decay, _noDecay], 6e-4, Options.Beta1, Options.Beta2, Options.Eps);
     }
 
@@ -373,7 +376,7 @@ public sealed partial class Trainer
             if (Sparsity is not null)
             {
                 if (!Enum.TryParse<SparsityPhase>(phase, out var p)) throw new SpdfFormatException($"{stateFile}: $.phase: unknown phase '{phase}'.");
-                if (p == SparsityPhase.DenseFinetune && Sparsity.Phase != SparsityPhase.DenseFinetune) Transitions.Densify(Sparsity, null, OptimizerStateOnDensify.Keep, global);
+                if (p == SparsityPhase.DenseFinetune && Sparsity.Phase != SparsityPhase.DenseFinetune) Transitions.Densify(Sparsity, Optimizer, OptimizerStateOnDensify.Keep, global);
                 else if (p == SparsityPhase.SparseFinetune && Sparsity.Phase == SparsityPhase.SparsePretrain) Transitions.FreezeMask(Sparsity, global);
                 else if (p != Sparsity.Phase) throw new SpdfFormatException($"{stateFile}: phase {p}, but the model is already in phase {Sparsity.Phase}.");
             }

@@ -103,10 +103,10 @@ public static class FlopCounter
         foreach (var (name, m) in model.NamedModules())
         {
             if (m is not Linear lin) continue;
-            double density = lin is SparseLinear s ? s.Mask.Density : 1;
+            double density = lin is SparseLinear s ? 1 - s.Sparsity : 1;
             double f = 2.0 * lin.InFeatures * lin.OutFeatures;
             rows.Add(new LayerFlops(name, 1, density, f, f * density));
-            if (lin is SparseLinear) { kept += lin.Weight.Numel * density; total += lin.Weight.Numel; }
+            if (lin is SparseLinear) { kept += (double)lin.InFeatures * lin.OutFeatures * density; total += (double)lin.InFeatures * lin.OutFeatures; }
         }
         return new FlopReport(rows, total == 0 ? 0 : 1 - kept / total);
     }

@@ -15,15 +15,21 @@ public sealed class CsrMatrix
     /// <summary>The panel width used unless asked otherwise.</summary>
     public const int DefaultPanelWidth = 128;
 
-    private CsrMatrix(int rows, int cols, int panelWidth, int[] rowPointers, ushort[]? col16, int[]? col32, int[] denseIndex)
+    private CsrMatrix(int rows, int cols, int panelWidth, bool transposed, int[] rowPointers, ushort[]? col16, int[]? col32, float[]? values)
     {
-        Rows = rows; Cols = cols; PanelWidth = panelWidth; RowPointers = rowPointers; Columns16 = col16; Columns32 = col32; DenseIndex = denseIndex;
-        Values = new float[denseIndex.Length];
+        Rows = rows; Cols = cols; PanelWidth = panelWidth; Transposed = transposed; RowPointers = rowPointers; Columns16 = col16; Columns32 = col32;
+        Nnz = rowPointers[^1];
+        if (values is not null && values.Length < Nnz && !ReferenceEquals(values, NoValues))
+            throw new ArgumentException($"The values array has {values.Length} entries; the mask keeps {Nnz}.", nameof(values));
+        Values = values ?? new float[Nnz];
     }
 
-    /// <summary>Builds the structure of a 2-D <paramref name="mask"/>, or of its transpose.</summary>
+    /// <summary>Builds the structure of a 2-D <paramref name="mask"/>, or of its transpose, with values 0.</summary>
     /// <exception cref="ArgumentException">The mask is not 2-D, or the panel width is not positive.</exception>
-    public static CsrMatrix FromMask(SparsityMask mask, bool transpose = false, int panelWidth = DefaultPanelWidth)
+    public static CsrMatrix FromMask(SparsityMask mask, bool transpose = false, int panelWidth = DefaultPanelWidth) => FromMask(mask, transpose, panelWidth, null);
+
+    /// <summary>As <see cref="FromMask(SparsityMask, bool, int)"/>, over an existing values array (one per kept weight, in entry order).</summary>
+    internal static CsrMatrix FromMask(SparsityMask mask, bool transpose, int panelWidth, float[]? values)
     {
         ArgumentNullException.ThrowIfNull(mask);
         if (mask.Shape.Rank != 2) throw new ArgumentException($"A CSR matrix needs a 2-D mask; got shape {mask.Shape}.", nameof(mask));
@@ -49,7 +55,6 @@ public sealed class CsrMatrix
         bool narrow = cols <= ushort.MaxValue + 1;
         var c16 = narrow ? new ushort[at] : null;
         var c32 = narrow ? null : new int[at];
-        var dense = new int[at];
         at = 0;
         for (int p = 0; p < panels; p++)
         {
@@ -57,14 +62,12 @@ public sealed class CsrMatrix
             for (int r = 0; r < rows; r++)
                 for (int c = p * pw; c < cEnd; c++)
                 {
-                    int flat = Flat(r, c);
-                    if (m[flat] == 0) continue;
-                    dense[at] = flat;
+                    if (m[Flat(r, c)] == 0) continue;
                     if (narrow) c16![at] = (ushort)c; else c32![at] = c;
                     at++;
                 }
         }
-        return new CsrMatrix(rows, cols, pw, ptr, c16, c32, dense);
+        return new CsrMatrix(rows, cols, pw, transpose, ptr, c16, c32, values);
     }
 
     /// <summary>Rows.</summary>
@@ -80,7 +83,21 @@ public sealed class CsrMatrix
     public int Panels => RowPointers.Length / (Rows + 1);
 
     /// <summary>Kept entries.</summary>
-    public int Nnz => Values.Length;
+    public int Nnz { get; }
+
+    private static readonly float[] NoValues = [];
+
+    /// <summary>The same structure without values (none allocated): only <see cref="WithValues"/> makes it usable by kernels.</summary>
+    internal CsrMatrix StructureOnly() => new(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, NoValues);
+
+    /// <summary>The same structure over another values array (at least <see cref="Nnz"/> long, e.g. a pooled one); the
+    /// structure's arrays are shared, not copied.</summary>
+    /// <exception cref="ArgumentException">The array is shorter than <see cref="Nnz"/>.</exception>
+    public CsrMatrix WithValues(float[] values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        return new CsrMatrix(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, values);
+    }
 
     /// <summary>
     /// Entry ranges: panel p, row r covers entries <c>[RowPointers[p·(Rows+1) + r], RowPointers[p·(Rows+1) + r + 1])</c>.
@@ -100,29 +117,81 @@ public sealed class CsrMatrix
     /// <summary>Column indices when <c>Cols &gt; 65,536</c>, else null.</summary>
     public int[]? Columns32 { get; }
 
-    /// <summary>Values of the kept entries.</summary>
+    /// <summary>Values of the kept entries (the first <see cref="Nnz"/> elements; a pooled array may be longer).</summary>
     public float[] Values { get; }
 
-    /// <summary>For each entry, its flat index in the dense (untransposed) weight.</summary>
-    public int[] DenseIndex { get; }
+    /// <summary>Whether this is the transpose of the mask's matrix (rows are the weight's columns).</summary>
+    public bool Transposed { get; }
 
-    /// <summary>Bytes held: values, column indices and row pointers (not the dense index map).</summary>
+    /// <summary>Bytes held: values, column indices and row pointers.</summary>
     public long Bytes => Nnz * (4L + (Columns16 is not null ? 2 : 4)) + RowPointers.Length * 4L;
 
     /// <summary>Column of entry <paramref name="e"/>.</summary>
     public int Column(int e) => Columns16 is not null ? Columns16[e] : Columns32![e];
 
-    /// <summary>Copies the kept values out of a dense weight.</summary>
-    public void Gather(ReadOnlySpan<float> dense)
+    /// <summary>Flat index in the dense (untransposed, row-major) weight of the entry at row <paramref name="row"/>, column <paramref name="col"/>.</summary>
+    private int Flat(int row, int col) => Transposed ? col * Rows + row : row * Cols + col;
+
+    /// <summary>For each entry, its flat index in the dense (untransposed, row-major) weight; computed on each call (no copy is kept).</summary>
+    public int[] DenseIndices()
     {
-        var v = Values; var idx = DenseIndex;
-        for (int e = 0; e < v.Length; e++) v[e] = dense[idx[e]];
+        var idx = new int[Nnz];
+        for (int p = 0, panels = Panels; p < panels; p++)
+            for (int r = 0; r < Rows; r++)
+            {
+                var (s, e) = Range(p, r);
+                for (int i = s; i < e; i++) idx[i] = Flat(r, Column(i));
+            }
+        return idx;
+    }
+
+    /// <summary>For each entry of this matrix, the index of the same weight among <paramref name="other"/>'s entries (both built from one mask).</summary>
+    /// <exception cref="ArgumentException">The two do not hold the same kept weights.</exception>
+    public int[] EntryMap(CsrMatrix other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        int denseLength = checked(Rows * Cols);
+        if (other.Nnz != Nnz || checked(other.Rows * other.Cols) != denseLength)
+            throw new ArgumentException($"EntryMap: the matrices differ ({Rows}x{Cols} with {Nnz} kept against {other.Rows}x{other.Cols} with {other.Nnz}).", nameof(other));
+        var position = new int[denseLength];
+        position.AsSpan().Fill(-1);
+        var theirs = other.DenseIndices();
+        for (int i = 0; i < theirs.Length; i++) position[theirs[i]] = i;
+        var mine = DenseIndices();
+        for (int i = 0; i < mine.Length; i++)
+            if ((mine[i] = position[mine[i]]) < 0) throw new ArgumentException("EntryMap: the matrices hold different kept weights.", nameof(other));
+        return mine;
+    }
+
+    /// <summary>Copies the kept values out of a dense weight.</summary>
+    public void Gather(ReadOnlySpan<float> dense) => GatherInto(dense, Values.AsSpan(0, Nnz));
+
+    /// <summary>Copies the kept entries of a dense <c>[out, in]</c> array into <paramref name="values"/> (one per entry).</summary>
+    /// <exception cref="ArgumentException">A length does not fit.</exception>
+    public void GatherInto(ReadOnlySpan<float> dense, Span<float> values)
+    {
+        if (dense.Length != Rows * Cols || values.Length != Nnz)
+            throw new ArgumentException($"GatherInto: expected a dense array of {Rows * Cols} and {Nnz} values; got {dense.Length} and {values.Length}.");
+        var v = values;
+        for (int p = 0, panels = Panels; p < panels; p++)
+            for (int r = 0; r < Rows; r++)
+            {
+                var (s, e) = Range(p, r);
+                for (int i = s; i < e; i++) v[i] = dense[Flat(r, Column(i))];
+            }
     }
 
     /// <summary>Writes <paramref name="values"/> (one per entry) into a dense array at the kept places; others are untouched.</summary>
+    /// <exception cref="ArgumentException">A length does not fit.</exception>
     public void Scatter(ReadOnlySpan<float> values, Span<float> dense)
     {
-        var idx = DenseIndex;
-        for (int e = 0; e < idx.Length; e++) dense[idx[e]] = values[e];
+        if (dense.Length != Rows * Cols || values.Length != Nnz)
+            throw new ArgumentException($"Scatter: expected {Nnz} values and a dense array of {Rows * Cols}; got {values.Length} and {dense.Length}.");
+        for (int p = 0, panels = Panels; p < panels; p++)
+            for (int r = 0; r < Rows; r++)
+            {
+                var (s, e) = Range(p, r);
+                for (int i = s; i < e; i++) dense[Flat(r, Column(i))] = values[i];
+            }
     }
 }

@@ -63,6 +63,15 @@ public sealed class SparsityMask
         for (int i = 0; i < m.Length; i++) if (m[i] == 0) values[i] = 0f;
     }
 
+    /// <summary>The flat (row-major) indices of the kept positions, ascending; a fresh array per call.</summary>
+    public int[] KeptIndices()
+    {
+        var m = Values.AsReadOnlySpan();
+        var kept = new int[KeptCount];
+        for (int i = 0, j = 0; i < m.Length; i++) if (m[i] != 0) kept[j++] = i;
+        return kept;
+    }
+
     /// <summary>Checks that <paramref name="shape"/> matches the mask, naming both otherwise.</summary>
     /// <exception cref="ArgumentException">The shapes differ.</exception>
     public void CheckShape(Shape shape, string paramName)

@@ -21,7 +21,9 @@ public static class Transitions
 {
     /// <summary>
     /// The SPDF step: every <see cref="SparseLinear"/> becomes a dense <see cref="Linear"/> sharing the same parameters,
-    /// so dropped weights start at exactly 0.0 and are trainable from the next step. With an optimizer,
+    /// so dropped weights start at exactly 0.0 and are trainable from the next step. A layer with
+    /// <see cref="SparseWeightStorage.Compressed"/> storage gets a new dense weight parameter, which takes the kept values'
+    /// place in <paramref name="optimizer"/> (pass the optimizer that trains the model, or build a new one after this). With an optimizer,
     /// <paramref name="state"/> chooses whether its moments are kept or reset for those layers.
     /// </summary>
     /// <param name="model">The sparsified model handle.</param>
@@ -38,6 +40,24 @@ public static class Transitions
         int n = 0;
         foreach (var layer in model.Layers)
         {
+            if (layer.Layer.WeightValues is { } values)
+            {
+                // Compressed storage: a new dense weight, 0 at dropped places; the optimizer trains it in the values'
+                // place, with their moments moved to the kept positions (the others start at 0).
+                var weight = new Parameter(layer.Layer.ToDenseWeight(), values.RequiresGrad);
+                ModuleTree.Replace(model.Model, layer.Name, Linear.FromParameters(weight, layer.Layer.Bias));
+                if (optimizer is not null && optimizer.Parameters.Any(p => ReferenceEquals(p, values)))
+                {
+                    optimizer.ReplaceParameter(values, weight, layer.Layer.KeptPositions());
+                    if (state == OptimizerStateOnDensify.Reset)
+                    {
+                        optimizer.ResetState(weight);
+                        if (layer.Layer.Bias is { } bias) optimizer.ResetState(bias);
+                    }
+                }
+                n++;
+                continue;
+            }
             layer.Layer.ApplyMask();
             layer.Layer.Weight.SparseSupport = null; // every weight trains again; optimizer moments expand, new ones at 0
             var dense = Linear.FromParameters(layer.Layer.Weight, layer.Layer.Bias);
@@ -73,6 +93,9 @@ public static class Transitions
     /// </summary>
     public static SparsifiedModel Prune(Module model, SparsityConfig config, Optimizer? optimizer = null)
     {
+        ArgumentNullException.ThrowIfNull(config);
+        if (optimizer is not null && config.Storage == SparseWeightStorage.Compressed)
+            throw new ArgumentException("Prune: with storage Compressed the pruned layers get new (kept-only) weight parameters, which the given optimizer does not train; prune first, then build the optimizer.", nameof(optimizer));
         var handle = Sparsifier.Apply(model, config);
         if (optimizer is not null)
             foreach (var l in handle.Layers)

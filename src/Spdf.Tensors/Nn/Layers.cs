@@ -15,9 +15,9 @@ public class Linear : Module<Tensor, Tensor>
         if (outFeatures <= 0) throw new ArgumentOutOfRangeException(nameof(outFeatures), outFeatures, "Linear needs at least one output feature.");
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
-        Weight = new Parameter(new Shape(outFeatures, inFeatures));
-        Init.KaimingUniform(Weight, MathF.Sqrt(5f), generator);
-        RegisterParameter("weight", Weight);
+        _weight = new Parameter(new Shape(outFeatures, inFeatures));
+        Init.KaimingUniform(_weight, MathF.Sqrt(5f), generator);
+        RegisterParameter("weight", _weight);
         if (hasBias)
         {
             Bias = new Parameter(new Shape(outFeatures));
@@ -36,9 +36,26 @@ public class Linear : Module<Tensor, Tensor>
         if (bias is not null && (bias.Rank != 1 || bias.Shape[0] != weight.Shape[0]))
             throw new ArgumentException($"Linear bias must be [{weight.Shape[0]}]; got {bias.Shape}.", nameof(bias));
         (OutFeatures, InFeatures) = (weight.Shape[0], weight.Shape[1]);
-        Weight = weight;
+        _weight = weight;
         Bias = bias;
-        RegisterParameter("weight", Weight);
+        RegisterParameter("weight", _weight);
+        RegisterParameter("bias", Bias);
+    }
+
+    /// <summary>
+    /// For a subclass that stores its weight in another form (e.g. only the kept weights of a sparse layer): registers
+    /// the bias only, and <see cref="Weight"/> throws.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A feature count is not positive.</exception>
+    /// <exception cref="ArgumentException">The bias is not <c>[outFeatures]</c>.</exception>
+    protected Linear(int inFeatures, int outFeatures, Parameter? bias)
+    {
+        if (inFeatures <= 0) throw new ArgumentOutOfRangeException(nameof(inFeatures), inFeatures, "Linear needs at least one input feature.");
+        if (outFeatures <= 0) throw new ArgumentOutOfRangeException(nameof(outFeatures), outFeatures, "Linear needs at least one output feature.");
+        if (bias is not null && (bias.Rank != 1 || bias.Shape[0] != outFeatures))
+            throw new ArgumentException($"Linear bias must be [{outFeatures}]; got {bias.Shape}.", nameof(bias));
+        (OutFeatures, InFeatures) = (outFeatures, inFeatures);
+        Bias = bias;
         RegisterParameter("bias", Bias);
     }
 
@@ -51,8 +68,15 @@ public class Linear : Module<Tensor, Tensor>
     /// <summary>Output size.</summary>
     public int OutFeatures { get; }
 
+    private readonly Parameter? _weight;
+
     /// <summary>The weight <c>[out, in]</c>.</summary>
-    public Parameter Weight { get; }
+    /// <exception cref="InvalidOperationException">The layer keeps no dense weight (a subclass stores it in another form).</exception>
+    public Parameter Weight => _weight ?? throw new InvalidOperationException(
+        $"{this} keeps no dense [{OutFeatures}, {InFeatures}] weight parameter: it stores its weight in another form (see its own members, e.g. SparseLinear.WeightValues / ToDenseWeight()).");
+
+    /// <summary>Whether the layer holds <see cref="Weight"/> as a dense parameter.</summary>
+    public bool HasDenseWeight => _weight is not null;
 
     /// <summary>The bias <c>[out]</c>, or null.</summary>
     public Parameter? Bias { get; }

@@ -9,13 +9,23 @@ public sealed class ParameterGroup
     public ParameterGroup(IEnumerable<Parameter> parameters, double? learningRate = null, double? weightDecay = null)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        Parameters = parameters.ToList();
+        _parameters = parameters.ToList();
         LearningRate = learningRate ?? double.NaN;
         WeightDecay = weightDecay ?? double.NaN;
     }
 
+    private readonly List<Parameter> _parameters;
+
     /// <summary>The parameters of the group.</summary>
-    public IReadOnlyList<Parameter> Parameters { get; }
+    public IReadOnlyList<Parameter> Parameters => _parameters;
+
+    internal bool Replace(Parameter old, Parameter replacement)
+    {
+        int i = _parameters.FindIndex(p => ReferenceEquals(p, old));
+        if (i < 0) return false;
+        _parameters[i] = replacement;
+        return true;
+    }
 
     /// <summary>The current learning rate (schedules write it).</summary>
     public double LearningRate { get; set; }
@@ -157,6 +167,52 @@ public abstract class Optimizer
             else if (from[i] < to[j]) i++;
             else j++;
         }
+    }
+
+    /// <summary>
+    /// Puts <paramref name="replacement"/> in <paramref name="old"/>'s place (same group, same index, so checkpoints keep
+    /// their layout) and moves <paramref name="old"/>'s state to it. Without <paramref name="positions"/> the two must have
+    /// the same shape and the state moves as it is; with it, <paramref name="old"/> is a compressed form of
+    /// <paramref name="replacement"/> (element <c>i</c> of <paramref name="old"/> is flat element <c>positions[i]</c> of
+    /// <paramref name="replacement"/>): each state tensor is scattered there and is 0 elsewhere, so a weight that was
+    /// held at zero starts with zero moments (what densifying a compressed sparse layer needs).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="old"/> is not optimized here, <paramref name="replacement"/> already is,
+    /// or the shapes or positions do not fit.</exception>
+    public void ReplaceParameter(Parameter old, Parameter replacement, ReadOnlySpan<int> positions = default)
+    {
+        ArgumentNullException.ThrowIfNull(old);
+        ArgumentNullException.ThrowIfNull(replacement);
+        if (Parameters.Any(p => ReferenceEquals(p, replacement)))
+            throw new ArgumentException($"The replacement parameter (shape {replacement.Shape}) is already optimized here.", nameof(replacement));
+        if (positions.IsEmpty && old.Shape != replacement.Shape)
+            throw new ArgumentException($"Replacing a parameter of shape {old.Shape} by one of shape {replacement.Shape} needs the positions of the old elements in the new one.", nameof(positions));
+        if (!positions.IsEmpty && positions.Length != old.Numel)
+            throw new ArgumentException($"Got {positions.Length} positions for a parameter of {old.Numel} elements; expected one per element.", nameof(positions));
+        if (!positions.IsEmpty && old.SparseSupport is not null)
+            throw new ArgumentException("A parameter with a SparseSupport cannot be scattered into a replacement; clear its support first.", nameof(old));
+        foreach (int at in positions)
+            if ((uint)at >= (uint)replacement.Numel)
+                throw new ArgumentException($"Position {at} is outside the replacement's {replacement.Numel} elements.", nameof(positions));
+        if (!Groups.Any(g => g.Replace(old, replacement)))
+            throw new ArgumentException($"The parameter of shape {old.Shape} is not optimized by this {GetType().Name}.", nameof(old));
+        ConformState(old);
+        if (_state.Remove(old, out var s))
+        {
+            if (!positions.IsEmpty)
+                foreach (var name in s.Keys.ToList())
+                {
+                    var t = s[name];
+                    if (t.Rank == 0) continue; // scalar state (e.g. a step count) moves as it is
+                    var fresh = new Tensor(replacement.Shape);
+                    var src = t.AsReadOnlySpan(); var dst = fresh.AsSpan();
+                    for (int i = 0; i < positions.Length; i++) dst[positions[i]] = src[i];
+                    s[name] = fresh;
+                }
+            _state[replacement] = s;
+            if (positions.IsEmpty && _support.Remove(old, out var sup)) _support[replacement] = sup;
+        }
+        _support.Remove(old);
     }
 
     /// <summary>Forgets the state of one parameter (its moments restart from zero), or of all when null.</summary>
