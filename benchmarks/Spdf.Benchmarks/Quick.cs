@@ -237,8 +237,19 @@ public static class Quick
         {
             if (runs++ == 2) { alloc0 = GC.GetTotalAllocatedBytes(); pause0 = GC.GetTotalPauseDuration(); gen2 = GC.CollectionCount(2); }
             opt.ZeroGrad(setToNone: !useScope);
-            using (useScope ? Tensors.Autograd.TensorScope.Enter() : null) model.Loss(idx, tgt).Backward(); // as the Trainer does
+            using (useScope ? Tensors.Autograd.TensorScope.Enter() : null)
+            {
+                long a0 = GC.GetTotalAllocatedBytes(true);
+                var loss = model.Loss(idx, tgt);
+                long a1 = GC.GetTotalAllocatedBytes(true);
+                if (runs == 4) Console.Error.WriteLine($"DIAG after forward: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB");
+                loss.Backward(); // as the Trainer does
+                long a2 = GC.GetTotalAllocatedBytes(true);
+                if (runs == 4) Console.Error.WriteLine($"DIAG after backward: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB; alloc fwd {(a1 - a0) / 1048576.0:F1} bwd {(a2 - a1) / 1048576.0:F1}");
+            }
+            long a3 = GC.GetTotalAllocatedBytes(true);
             opt.Step();
+            if (runs == 4) Console.Error.WriteLine($"DIAG step alloc {(GC.GetTotalAllocatedBytes(true) - a3) / 1048576.0:F1}");
         }, Seconds(o), warmup: 2, minRuns: 3);
         int measured = Math.Max(1, runs - 2);
         Console.Error.WriteLine($"DIAG after steps: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB, after full GC {GC.GetTotalMemory(true) / 1048576} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576} MB");

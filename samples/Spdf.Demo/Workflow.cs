@@ -40,7 +40,7 @@ public sealed record RunResult(string Name, double Sparsity, double PretrainFlop
 
 /// <summary>A pre-trained model, kept so that several fine-tunings start from the same weights.</summary>
 internal sealed record Pretrained(double Sparsity, Dictionary<string, Tensor> State, double Flops, double Seconds, double ValLoss,
-    IReadOnlyList<LossPoint> Curve, SparsityReport? Report);
+    IReadOnlyList<LossPoint> Curve, SparsityReport? Report, SparseWeightStorage Storage);
 
 /// <summary>
 /// The SPDF experiment at small scale (Thangarasa et al. 2023): pre-train the same GPT dense and at each sparsity
@@ -110,10 +110,13 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             docs.Count, stream.Length, TrainExamples.Count, TestExamples.Count, Tokenizer.VocabSize);
     }
 
-    private (GptModel Model, SparsifiedModel? Handle) Build(double sparsity)
+    /// <summary>The model, sparsified at <paramref name="sparsity"/>: static masks keep only their kept weights
+    /// (compressed storage: less memory, faster steps); dynamic ones (RigL) need the dense weight.</summary>
+    private (GptModel Model, SparsifiedModel? Handle) Build(double sparsity, SparseWeightStorage storage)
     {
         var model = new GptModel(Config, new Generator(settings.Seed));
-        return (model, sparsity > 0 ? Sparsifier.Apply(model, SparsityConfig.Default(sparsity, settings.Seed)) : null);
+        var config = new SparsityConfig(SparsityConfig.Default(sparsity, settings.Seed).Groups, settings.Seed) { Storage = storage };
+        return (model, sparsity > 0 ? Sparsifier.Apply(model, config) : null);
     }
 
     /// <summary>RigL for pre-training: drop 30% (cosine-decayed) every 1/16 of the run until 3/4 of it.</summary>
@@ -121,7 +124,8 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
 
     internal Pretrained Pretrain(double sparsity, IProgress<TrainingProgress> progress, bool rigl = false)
     {
-        var (model, handle) = Build(sparsity);
+        var storage = rigl ? SparseWeightStorage.Dense : SparseWeightStorage.Compressed;
+        var (model, handle) = Build(sparsity, storage);
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
         int ctx = Config.ContextLength, batch = settings.Batch;
         var stage = new TrainingStage
@@ -142,7 +146,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var report = handle?.Report();
         if (report is not null && !rigl) SparsityReports.Add((sparsity, report));
         var state = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.CloneDetached());
-        return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report);
+        return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report, storage);
     }
 
     /// <summary>How a pre-trained model is fine-tuned.</summary>
@@ -151,7 +155,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     internal (RunResult Run, GptModel Model) Finetune(Pretrained pre, FinetuneKind kind, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
     {
         bool gmp = kind.GmpTarget > 0;
-        var (model, handle) = Build(pre.Sparsity);
+        var (model, handle) = Build(pre.Sparsity, pre.Storage);
         model.LoadStateDict(pre.State);
         if (gmp) handle = Sparsifier.Apply(model, SparsityConfig.Default(0.0, settings.Seed)); // dense, ready to be pruned
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);

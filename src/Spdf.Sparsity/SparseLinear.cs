@@ -281,9 +281,8 @@ public sealed class SparseLinear : Linear
         if (_master is null) return _csrT.Get(_mask!, Weight);
         if (_masterT is null)
         {
-            var structure = CsrMatrix.FromMask(Mask, transpose: true);
-            _masterTMap = structure.EntryMap(_master);
-            _masterT = structure.StructureOnly(); // the values are gathered per pass
+            _masterT = _master.TransposeStructure(out var entryMap); // no values: they are gathered per pass
+            _masterTMap = entryMap;
         }
         pooled = ArrayPool<float>.Shared.Rent(_master.Nnz);
         var src = _master.Values; var map = _masterTMap!;
@@ -369,6 +368,14 @@ public sealed class SparseLinear : Linear
         {
             Weight.AsReadOnlySpan().CopyTo(masked);
             _mask!.Apply(masked); // exactly 0 at dropped places, even where the stored weight is NaN
+        }
+        if (!GradMode.IsEnabled || !TrainedWeight.RequiresGrad)
+        {
+            // Nothing will read the masked copy after this product (e.g. Auto's timing, generation): give it back now,
+            // so that repeated passes reuse one array instead of leaving one per pass for the GC.
+            var y = Functional.Linear(input, new Tensor(masked, shape), Bias);
+            CustomOp.ReturnStorage(masked);
+            return y;
         }
         var maskedWeight = CustomOp.Record(new Tensor(masked, shape), "MaskWeight", [TrainedWeight], g =>
         {

@@ -90,6 +90,16 @@ public class TrainerTests
         r.Trainer.Optimizer.Groups[1].Parameters.Should().NotContain(values);
     }
 
+    [Fact]
+    public void DynamicSparsityOverCompressedStorageIsRefusedBeforeTraining()
+    {
+        var r = Make(null, storage: SparseWeightStorage.Compressed);
+        var stage = r.Pretrain with { SparsityAlgorithm = new Spdf.Sparsity.Algorithms.RigL(0.3, every: 2, endStep: 4) };
+        var act = () => r.Trainer.Run(stage);
+        act.Should().Throw<ArgumentException>().WithMessage("*'rigl'*stores only its kept weights*SparseWeightStorage.Dense*");
+        r.Trainer.GlobalStep.Should().Be(0);
+    }
+
     [Theory]
     [InlineData(SparseWeightStorage.Dense)]
     [InlineData(SparseWeightStorage.Compressed)]

@@ -139,8 +139,33 @@ public class CompressedKernelTests
         var t = CsrMatrix.FromMask(mask, transpose: true, panelWidth: 3);
         t.RowPointers.Should().Equal(0, 1, 2, 4);
         t.DenseIndices().Should().Equal(0, 7, 2, 8);
-        t.EntryMap(csr).Should().Equal(0, 2, 1, 3);
+        var built = csr.TransposeStructure(out var map, panelWidth: 3);
+        built.RowPointers.Should().Equal(t.RowPointers);
+        Enumerable.Range(0, built.Nnz).Select(built.Column).Should().Equal(Enumerable.Range(0, t.Nnz).Select(t.Column));
+        map.Should().Equal(0, 2, 1, 3); // csr's entries are (0,0) (0,2) (2,1) (2,2); the transpose's are W's (0,0) (2,1) (0,2) (2,2)
+        built.Transposed.Should().BeTrue();
         ((Action)(() => SparseKernels.SpMV(csr, new float[2], new float[3]))).Should().Throw<ArgumentException>().WithMessage("*needs x of 3*");
+    }
+}
+
+public class TransposeStructureTests
+{
+    [Theory]
+    [InlineData(37, 150, 0.7, 16, 32)]
+    [InlineData(300, 20, 0.9, 128, 7)]
+    [InlineData(5, 5, 0.0, 2, 3)]
+    public void MatchesTheTransposeBuiltFromTheMask(int rows, int cols, double sparsity, int panel, int panelT)
+    {
+        var g = new Generator(21);
+        var mask = MaskInitializers.Random.Create(Tensor.Zeros(rows, cols), sparsity, g);
+        var csr = CsrMatrix.FromMask(mask, panelWidth: panel);
+        var expected = CsrMatrix.FromMask(mask, transpose: true, panelWidth: panelT);
+        var built = csr.TransposeStructure(out var map, panelT);
+        built.RowPointers.Should().Equal(expected.RowPointers);
+        built.PanelWidth.Should().Be(expected.PanelWidth);
+        Enumerable.Range(0, built.Nnz).Select(built.Column).Should().Equal(Enumerable.Range(0, expected.Nnz).Select(expected.Column));
+        var mine = built.DenseIndices(); var theirs = csr.DenseIndices();
+        Enumerable.Range(0, map.Length).Select(e => theirs[map[e]]).Should().Equal(mine, "each transposed entry maps to the same weight");
     }
 }
 

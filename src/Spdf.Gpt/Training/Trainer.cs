@@ -114,6 +114,8 @@ public sealed partial class Trainer
             throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
         // The config's algorithm drives sparse pre-training; a frozen mask (FreezeMask) stays frozen unless the stage names one.
         var algorithm = stage.SparsityAlgorithm ?? (Sparsity?.Phase == SparsityPhase.SparsePretrain ? Sparsity.Algorithm : null);
+        if (algorithm is not null && Sparsity!.Layers.FirstOrDefault(l => l.Layer.Storage == SparseWeightStorage.Compressed) is { } fixedMask)
+            throw new ArgumentException($"Stage '{stage.Name}': sparsity algorithm '{algorithm.Name}' changes masks, but layer '{fixedMask.Name}' stores only its kept weights (SparseWeightStorage.Compressed, a fixed mask); sparsify with SparseWeightStorage.Dense for dynamic sparsity.", nameof(stage));
         if (_completed.Contains(stage.Name))
         {
             LogStageSkipped(_log, stage.Name);

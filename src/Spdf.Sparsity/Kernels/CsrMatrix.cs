@@ -87,9 +87,6 @@ public sealed class CsrMatrix
 
     private static readonly float[] NoValues = [];
 
-    /// <summary>The same structure without values (none allocated): only <see cref="WithValues"/> makes it usable by kernels.</summary>
-    internal CsrMatrix StructureOnly() => new(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, NoValues);
-
     /// <summary>The same structure over another values array (at least <see cref="Nnz"/> long, e.g. a pooled one); the
     /// structure's arrays are shared, not copied.</summary>
     /// <exception cref="ArgumentException">The array is shorter than <see cref="Nnz"/>.</exception>
@@ -145,22 +142,54 @@ public sealed class CsrMatrix
         return idx;
     }
 
-    /// <summary>For each entry of this matrix, the index of the same weight among <paramref name="other"/>'s entries (both built from one mask).</summary>
-    /// <exception cref="ArgumentException">The two do not hold the same kept weights.</exception>
-    public int[] EntryMap(CsrMatrix other)
+    /// <summary>
+    /// The structure of this matrix's transpose (no values), panelled by <paramref name="panelWidth"/> over this matrix's
+    /// rows, built from the entries alone (no dense mask). <paramref name="entryMap"/>[e] is the index among this matrix's
+    /// entries of the transpose's entry e, so the transpose's values are <c>Values[entryMap[e]]</c>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The panel width is not positive.</exception>
+    public CsrMatrix TransposeStructure(out int[] entryMap, int panelWidth = DefaultPanelWidth)
     {
-        ArgumentNullException.ThrowIfNull(other);
-        int denseLength = checked(Rows * Cols);
-        if (other.Nnz != Nnz || checked(other.Rows * other.Cols) != denseLength)
-            throw new ArgumentException($"EntryMap: the matrices differ ({Rows}x{Cols} with {Nnz} kept against {other.Rows}x{other.Cols} with {other.Nnz}).", nameof(other));
-        var position = new int[denseLength];
-        position.AsSpan().Fill(-1);
-        var theirs = other.DenseIndices();
-        for (int i = 0; i < theirs.Length; i++) position[theirs[i]] = i;
-        var mine = DenseIndices();
-        for (int i = 0; i < mine.Length; i++)
-            if ((mine[i] = position[mine[i]]) < 0) throw new ArgumentException("EntryMap: the matrices hold different kept weights.", nameof(other));
-        return mine;
+        if (panelWidth <= 0) throw new ArgumentException($"Panel width {panelWidth} must be positive.", nameof(panelWidth));
+        int rowsT = Cols, colsT = Rows;
+        int pw = Math.Min(panelWidth, Math.Max(colsT, 1));
+        int panelsT = Math.Max(1, (colsT + pw - 1) / pw), panels = Panels;
+        var cursor = new int[panelsT * rowsT]; // entries per (panel of the transpose, its row); then where the next one goes
+        for (int q = 0; q < panels; q++)
+            for (int r = 0; r < Rows; r++)
+            {
+                var (s, e) = Range(q, r);
+                for (int i = s; i < e; i++) cursor[r / pw * rowsT + Column(i)]++;
+            }
+        var ptr = new int[panelsT * (rowsT + 1)];
+        int at = 0;
+        for (int p = 0; p < panelsT; p++)
+        {
+            for (int c = 0; c < rowsT; c++)
+            {
+                ptr[p * (rowsT + 1) + c] = at;
+                int n = cursor[p * rowsT + c];
+                cursor[p * rowsT + c] = at;
+                at += n;
+            }
+            ptr[p * (rowsT + 1) + rowsT] = at;
+        }
+        bool narrow = colsT <= ushort.MaxValue + 1;
+        var c16 = narrow ? new ushort[at] : null;
+        var c32 = narrow ? null : new int[at];
+        entryMap = new int[at];
+        for (int r = 0; r < Rows; r++) // ascending rows of this matrix: ascending columns within each row of the transpose
+            for (int q = 0; q < panels; q++)
+            {
+                var (s, e) = Range(q, r);
+                for (int i = s; i < e; i++)
+                {
+                    int pos = cursor[r / pw * rowsT + Column(i)]++;
+                    if (narrow) c16![pos] = (ushort)r; else c32![pos] = r;
+                    entryMap[pos] = i;
+                }
+            }
+        return new CsrMatrix(rowsT, colsT, pw, !Transposed, ptr, c16, c32, NoValues);
     }
 
     /// <summary>Copies the kept values out of a dense weight.</summary>

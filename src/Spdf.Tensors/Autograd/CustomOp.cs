@@ -21,6 +21,16 @@ public static class CustomOp
     }
 
     /// <summary>
+    /// Gives back, before its scope ends, an array from <see cref="RentStorage"/> that nothing references any more (e.g.
+    /// a temporary input of an op run without gradients), so that the next rent of that length reuses it.
+    /// </summary>
+    public static void ReturnStorage(float[] array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        GradientPool.Return(array);
+    }
+
+    /// <summary>
     /// Attaches <paramref name="backward"/> to <paramref name="result"/> when gradient recording is on and an input
     /// requires grad. The closure receives the gradient of <paramref name="result"/> and returns one gradient per
     /// input (same shape as that input), or null where an input needs none. It must not modify its argument, and each
