@@ -225,7 +225,6 @@ public static class Quick
         SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sp, seed: 2).Groups, 2) { Storage = storage }) : null;
         long setupPeak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
         bool stepPeak = ResetPeakWorkingSet(); // the step's peak, not the set-up's (a compressed model starts dense)
-        Console.Error.WriteLine($"DIAG after setup: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(true) / 1048576} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576} MB");
         if (handle is not null && o.TryGetValue("kernel", out var km))
             foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
@@ -237,22 +236,10 @@ public static class Quick
         {
             if (runs++ == 2) { alloc0 = GC.GetTotalAllocatedBytes(); pause0 = GC.GetTotalPauseDuration(); gen2 = GC.CollectionCount(2); }
             opt.ZeroGrad(setToNone: !useScope);
-            using (useScope ? Tensors.Autograd.TensorScope.Enter() : null)
-            {
-                long a0 = GC.GetTotalAllocatedBytes(true);
-                var loss = model.Loss(idx, tgt);
-                long a1 = GC.GetTotalAllocatedBytes(true);
-                if (runs == 4) Console.Error.WriteLine($"DIAG after forward: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB");
-                loss.Backward(); // as the Trainer does
-                long a2 = GC.GetTotalAllocatedBytes(true);
-                if (runs == 4) Console.Error.WriteLine($"DIAG after backward: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB; alloc fwd {(a1 - a0) / 1048576.0:F1} bwd {(a2 - a1) / 1048576.0:F1}");
-            }
-            long a3 = GC.GetTotalAllocatedBytes(true);
+            using (useScope ? Tensors.Autograd.TensorScope.Enter() : null) model.Loss(idx, tgt).Backward(); // as the Trainer does
             opt.Step();
-            if (runs == 4) Console.Error.WriteLine($"DIAG step alloc {(GC.GetTotalAllocatedBytes(true) - a3) / 1048576.0:F1}");
         }, Seconds(o), warmup: 2, minRuns: 3);
         int measured = Math.Max(1, runs - 2);
-        Console.Error.WriteLine($"DIAG after steps: ws {Environment.WorkingSet / 1048576} MB, managed {GC.GetTotalMemory(false) / 1048576} MB, after full GC {GC.GetTotalMemory(true) / 1048576} MB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576} MB");
         double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1048576.0 / measured;
         double pauseMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / measured;
         double gen2PerStep = (double)(GC.CollectionCount(2) - gen2) / measured;
