@@ -130,8 +130,16 @@ internal static class AutogradEngine
                     throw new InvalidOperationException($"Op '{fn.Name}' produced a gradient of shape {ig.Shape} for an input of shape {input.Shape}.");
                 if (grads.TryGetValue(input, out var acc))
                 {
-                    if (!owned.Contains(acc)) { acc = acc.CloneDetached(); owned.Add(acc); grads[input] = acc; }
-                    TensorPrimitives.Add(acc.Storage, ig.Storage, acc.Storage);
+                    if (owned.Contains(acc)) TensorPrimitives.Add(acc.Storage, ig.Storage, acc.Storage);
+                    else
+                    {
+                        // The first gradient is not ours to write into: the sum goes to pooled storage (a fresh array
+                        // here was a large-object allocation per residual branch per step).
+                        var sum = new Tensor(GradientPool.Rent(acc.Numel, clear: false), acc.Shape);
+                        TensorPrimitives.Add(acc.Storage, ig.Storage, sum.Storage);
+                        owned.Add(sum);
+                        grads[input] = sum;
+                    }
                 }
                 else
                 {

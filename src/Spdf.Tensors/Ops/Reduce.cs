@@ -11,7 +11,12 @@ public partial class Tensor
         double acc = 0;
         foreach (float v in Storage) acc += v;
         var inShape = Shape;
-        return AutogradEngine.Record(Scalar((float)acc), "Sum", [this], g => [Full(inShape, g.Storage[0])]);
+        return AutogradEngine.Record(Scalar((float)acc), "Sum", [this], g =>
+        {
+            var d = GradientPool.Rent(inShape.Numel, clear: false);
+            Array.Fill(d, g.Storage[0]);
+            return [new Tensor(d, inShape)];
+        });
     }
 
     /// <summary>Mean of all elements as a scalar tensor.</summary>
