@@ -26,7 +26,7 @@ def linear_cases():
     return [(2048, 768, 3072), (2048, 384, 1536), (2048, 768, 768), (2048, 768, 8192)]
 
 def main():
-    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm", "sparse", "gpt"])
+    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm", "sparse", "gpt", "memory"])
     p.add_argument("--rounds", type=int, default=3); p.add_argument("--seconds", type=float, default=2.0)
     a = p.parse_args(); s = str(a.seconds)
     rows = {}
@@ -63,6 +63,19 @@ def main():
                 if o["sparsity"] > 0:
                     rows.setdefault(f"  Spdf dense / Spdf {tag}, fwd+bwd (speed-up)", []).append((o["fwd_bwd_ms"], dense["fwd_bwd_ms"]))
             rows.setdefault("linear 2048x768x3072 75% PyTorch CSR fwd (peer column) vs Spdf 75% fwd", []).append((ours[2]["fwd_ms"], t["csr_fwd_ms"]))
+            kept = run(OURS + ["linear", "--tokens", "2048", "--in", "768", "--out", "3072", "--sparsity", "0.75", "--storage", "dense", "--seconds", s])[0]
+            rows.setdefault("  Spdf dense / Spdf 75% sparse with dense weight storage, fwd+bwd (speed-up)", []).append((kept["fwd_bwd_ms"], dense["fwd_bwd_ms"]))
+        elif a.what == "memory":
+            # Peak resident memory of training steps (set-up excluded), dense against 75% sparse with each weight storage:
+            # the peer column holds the dense model's figure, so the ratio column is dense / sparse.
+            for label, shape in [("L12 D768 T128 B2 V8192 (weight-dominated)", ["--layers", "12", "--embd", "768", "--heads", "12", "--ctx", "128", "--batch", "2", "--vocab", "8192"]),
+                                 ("L6 D384 T256 B8 V8192 (activation-dominated)", ["--layers", "6", "--embd", "384", "--heads", "6", "--ctx", "256", "--batch", "8", "--vocab", "8192"])]:
+                dense, compressed = run(OURS + ["gpt"] + shape + ["--sparsity", "0,0.75", "--seconds", s])
+                kept = run(OURS + ["gpt"] + shape + ["--sparsity", "0.75", "--storage", "dense", "--seconds", s])[0]
+                rows.setdefault(f"gpt step {label}: dense peak MB", []).append((dense["peak_mb"], None))
+                rows.setdefault(f"  {label}: 75% compressed storage peak MB (dense / sparse)", []).append((compressed["peak_mb"], dense["peak_mb"]))
+                rows.setdefault(f"  {label}: 75% dense weight storage peak MB (dense / sparse)", []).append((kept["peak_mb"], dense["peak_mb"]))
+                rows.setdefault(f"  {label}: step ms, 75% compressed storage (dense / sparse)", []).append((compressed["ms"], dense["ms"]))
         else:
             for o in run(OURS + ["gemm", "--seconds", s]):
                 rows.setdefault(f"gemm 2048^3 {o['layout']} Spdf % of measured FMA peak", []).append((o["pct_peak"], None))

@@ -11,7 +11,7 @@ namespace Spdf.Benchmarks;
 /// <summary>
 /// The quick mode: fast side-by-side runs printing one JSON object per line (medians over a fixed time budget).
 /// <code>
-/// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--seconds S]
+/// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--storage compressed|dense]
@@ -88,6 +88,7 @@ public static class Quick
             .Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
         var kernelMode = o.TryGetValue("kernel", out var km) ? Enum.Parse<SparseKernelMode>(km, ignoreCase: true) : SparseKernelMode.Compressed;
         bool useScope = !o.TryGetValue("scope", out var sc) || sc != "0";
+        var storage = o.TryGetValue("storage", out var st) ? Enum.Parse<SparseWeightStorage>(st, ignoreCase: true) : SparseWeightStorage.Compressed;
         var g = new Generator(1);
         var x = Tensor.Randn(new Shape(n, k), g); x.RequiresGrad = true;
         var dy = Tensor.Randn(new Shape(n, m), g);
@@ -96,7 +97,7 @@ public static class Quick
             Linear layer = new(k, m, generator: new Generator(2));
             if (sp > 0)
             {
-                var sparse = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)));
+                var sparse = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)), storage);
                 sparse.KernelMode = kernelMode;
                 layer = sparse;
             }
@@ -116,6 +117,7 @@ public static class Quick
             {
                 ["op"] = "linear", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
                 ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3), ["kernel"] = kernel, ["scope"] = useScope,
+                ["storage"] = layer is SparseLinear sw ? sw.Storage.ToString().ToLowerInvariant() : "dense",
                 ["fwd_gflops"] = Math.Round(2.0 * n * k * m / fwd / 1e6, 1), ["fwd_bwd_gflops"] = Math.Round(6.0 * n * k * m / fb / 1e6, 1),
             });
         }
