@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Spdf.Sparsity;
 using Spdf.Tensors;
 using Spdf.Tensors.Serialization;
 
@@ -60,7 +61,13 @@ public static partial class HuggingFaceGpt2
         }
         var sd = model.StateDict();
         foreach (var (k, v) in sd)
-            if (k.EndsWith("weight_mask", StringComparison.Ordinal)) state[k] = v.CloneDetached();
+            if (k.EndsWith("weight_mask", StringComparison.Ordinal) || k.EndsWith("weight_mask_bits", StringComparison.Ordinal)) state[k] = v.CloneDetached();
+        foreach (var (name, layer) in CompressedLayers(model))
+            if (state.Remove(name + ".weight", out var dense)) // a layer that keeps only its kept weights takes them from the dense one
+            {
+                try { state[name + ".weight_values"] = layer.GatherKept(dense); }
+                catch (ArgumentException e) { throw new SpdfFormatException($"{path}: '{name}.weight': {e.Message}", e); }
+            }
         try { model.LoadStateDict(state); }
         catch (ArgumentException e) { throw new SpdfFormatException($"{path}: {e.Message}", e); }
     }
@@ -74,14 +81,19 @@ public static partial class HuggingFaceGpt2
         ArgumentNullException.ThrowIfNull(model);
         using var _ = Spdf.Tensors.Autograd.GradMode.NoGrad();
         var outTensors = new List<KeyValuePair<string, Tensor>>();
-        foreach (var (k, v) in model.StateDict())
+        var compressed = CompressedLayers(model).ToDictionary(l => l.Name + ".weight_values", l => (l.Name + ".weight", l.Layer));
+        foreach (var (key, value) in model.StateDict())
         {
-            if (k.EndsWith("weight_mask", StringComparison.Ordinal)) continue;
+            if (key.EndsWith("weight_mask", StringComparison.Ordinal) || key.EndsWith("weight_mask_bits", StringComparison.Ordinal)) continue;
+            var (k, v) = compressed.TryGetValue(key, out var c) ? (c.Item1, c.Layer.ToDenseWeight()) : (key, value);
             string name = k["transformer.".Length..];
             outTensors.Add(new(k, IsConv1D(name) ? v.Transpose(0, 1) : v));
         }
         SafeTensors.Save(path, outTensors, new Dictionary<string, string> { ["format"] = "pt" });
     }
+
+    private static IEnumerable<(string Name, SparseLinear Layer)> CompressedLayers(GptModel model) =>
+        model.NamedModules().Where(m => m.Module is SparseLinear { Storage: SparseWeightStorage.Compressed }).Select(m => (m.Name, (SparseLinear)m.Module));
 
     private static bool IsConv1D(string name) => Conv1D.Any(s => name.EndsWith(s, StringComparison.Ordinal));
 

@@ -122,6 +122,26 @@ public sealed class SparseLinear : Linear
     /// </summary>
     public int[] KeptPositions() => _master?.DenseIndices() ?? _mask!.KeptIndices();
 
+    /// <summary>The entries of a dense <c>[out, in]</c> weight at the kept positions, in the order of
+    /// <see cref="WeightValues"/> (compressed storage) or ascending (dense storage): what loading a dense weight into this
+    /// layer stores.</summary>
+    /// <exception cref="ArgumentException">The tensor is not <c>[out, in]</c>.</exception>
+    public Tensor GatherKept(Tensor dense)
+    {
+        ArgumentNullException.ThrowIfNull(dense);
+        var shape = new Shape(OutFeatures, InFeatures);
+        if (dense.Shape != shape) throw new ArgumentException($"GatherKept: got shape {dense.Shape}; this layer's weight is {shape}.", nameof(dense));
+        var src = dense.AsReadOnlySpan();
+        var kept = new Tensor(new Shape(KeptCount));
+        if (_master is { } csr) csr.GatherInto(src, kept.AsSpan());
+        else
+        {
+            var dst = kept.AsSpan(); int j = 0;
+            foreach (int i in _mask!.KeptIndices()) dst[j++] = src[i];
+        }
+        return kept;
+    }
+
     /// <summary>A fresh dense <c>[out, in]</c> tensor of the weight, 0 where the mask drops it (either storage).</summary>
     public Tensor ToDenseWeight()
     {

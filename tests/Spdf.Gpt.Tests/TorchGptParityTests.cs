@@ -111,6 +111,38 @@ public class TorchGptParityTests
     }
 
     [Fact]
+    public void CompressedSparseModelsLoadAndWriteHuggingFaceFiles()
+    {
+        var path = Fixture("gpt2_hf.safetensors");
+        GptModel Sparse(SparseWeightStorage storage)
+        {
+            var m = new GptModel(Cfg);
+            Sparsifier.Apply(m, new SparsityConfig(SparsityConfig.Default(0.75, seed: 3).Groups, 3) { Storage = storage });
+            HuggingFaceGpt2.LoadInto(m, path);
+            return m;
+        }
+        var dense = Sparse(SparseWeightStorage.Dense);
+        var compressed = Sparse(SparseWeightStorage.Compressed);
+        var ids = Ids(SafeTensors.Load(Fixture("gpt_parity_dense.safetensors")).Tensors["idx0"]);
+        var expected = dense.Forward(ids).ToArray();
+        var got = compressed.Forward(ids).ToArray();
+        for (int i = 0; i < expected.Length; i++) got[i].Should().BeApproximately(expected[i], 1e-4f * (1 + Math.Abs(expected[i])));
+
+        var a = Path.Combine(Path.GetTempPath(), $"hf-{Guid.NewGuid():N}.safetensors");
+        var b = Path.Combine(Path.GetTempPath(), $"hf-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            HuggingFaceGpt2.Save(dense, a);
+            HuggingFaceGpt2.Save(compressed, b);
+            var (wa, _) = SafeTensors.Load(a);
+            var (wb, _) = SafeTensors.Load(b);
+            wb.Keys.Should().BeEquivalentTo(wa.Keys, "the file has the Hugging Face layout whatever the storage");
+            foreach (var (k, t) in wa) wb[k].AsReadOnlySpan().SequenceEqual(t.AsReadOnlySpan()).Should().BeTrue(k);
+        }
+        finally { File.Delete(a); File.Delete(b); }
+    }
+
+    [Fact]
     public void WrongShapesInAHuggingFaceFileAreNamed()
     {
         var model = new GptModel(Cfg with { EmbeddingSize = 64 });
