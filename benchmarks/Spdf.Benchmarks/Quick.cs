@@ -285,18 +285,18 @@ public static class Quick
         var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask);
         csr.Gather(w.AsReadOnlySpan());
         var x = Tensor.Randn(new Shape(n, k), g).ToArray();
-        var xb = new float[Sparsity.Kernels.SparseKernels.BlockedLength(k, n)];
-        var yb = new float[Sparsity.Kernels.SparseKernels.BlockedLength(m, n)];
+        using var xb = Sparsity.Kernels.AlignedBuffer.Rent(Sparsity.Kernels.SparseKernels.BlockedLength(k, n)); // as SparseLinear rents them
+        using var yb = Sparsity.Kernels.AlignedBuffer.Rent(Sparsity.Kernels.SparseKernels.BlockedLength(m, n));
         var y = new float[n * m];
         var dw = new float[csr.Nnz];
         int tb = Sparsity.Kernels.SparseKernels.TokenBlock;
         Emit(new Dictionary<string, object>
         {
             ["op"] = "spmm_breakdown", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
-            ["to_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.ToBlocks(x, n, k, tb, xb, Sparsity.Kernels.SparseKernels.BlockStride(k)), secs), 3),
-            ["spmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.SpMM(csr, xb, yb, n), secs), 3),
-            ["from_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.FromBlocks(yb, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)), secs), 3),
-            ["sddmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb, xb, dw, n), secs), 3),
+            ["to_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k)), secs), 3),
+            ["spmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n), secs), 3),
+            ["from_blocks_ms"] = Math.Round(Timing.MedianMs(() => Transpose.FromBlocks(yb.Span, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)), secs), 3),
+            ["sddmm_ms"] = Math.Round(Timing.MedianMs(() => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb.Span, xb.Span, dw, n), secs), 3),
             ["dense_gemm_ms"] = Math.Round(Timing.MedianMs(() => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k), secs), 3),
         });
     }

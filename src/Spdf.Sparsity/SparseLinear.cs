@@ -431,47 +431,43 @@ public sealed class SparseLinear : Linear
         }
         else
         {
-            // Xᵀ in token blocks. Temporaries that never leave this method come from a pool: fresh large arrays cost
-            // a page fault per 4 KiB. Xᵀ is not kept for backward (the input is, by autograd): transposing it again
-            // there costs ~1% of the step and saves a copy of every sparse layer's input for the whole step.
-            var xt = RentBlocks(input.AsReadOnlySpan(), n, k);
-            var yt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(m, n));
-            SparseKernels.SpMM(csr, xt, yt, n, Bias is { } b ? b.AsReadOnlySpan() : default); // Yᵀ = W·Xᵀ + b over kept weights
-            Transpose.FromBlocks(yt, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
-            ArrayPool<float>.Shared.Return(yt);
-            ArrayPool<float>.Shared.Return(xt);
+            // Xᵀ in token blocks. Temporaries that never leave this method come from a pool of cache-line-aligned
+            // buffers: fresh large arrays cost a page fault per 4 KiB, and unaligned blocks make every vector load span
+            // two cache lines (AlignedBuffer). Xᵀ is not kept for backward (the input is, by autograd): transposing it
+            // again there costs ~1% of the step and saves a copy of every sparse layer's input for the whole step.
+            using var xt = RentBlocks(input.AsReadOnlySpan(), n, k);
+            using var yt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n));
+            SparseKernels.SpMM(csr, xt.Span, yt.Span, n, Bias is { } b ? b.AsReadOnlySpan() : default); // Yᵀ = W·Xᵀ + b over kept weights
+            Transpose.FromBlocks(yt.Span, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
         }
         var weight = TrainedWeight;
         Tensor[] inputs = Bias is null ? [input, weight] : [input, weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
-            var dyt = RentBlocks(g.AsReadOnlySpan(), n, m);                    // dYᵀ in token blocks
+            using var dyt = RentBlocks(g.AsReadOnlySpan(), n, m);              // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
                 var csrT = RentCsrT(out var pooledT);
-                var dxt = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(k, n));
-                SparseKernels.SpMM(csrT, dyt, dxt, n);                          // dXᵀ = Wᵀ·dYᵀ over kept weights
+                using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
+                SparseKernels.SpMM(csrT, dyt.Span, dxt.Span, n);                // dXᵀ = Wᵀ·dYᵀ over kept weights
                 if (pooledT is not null) ArrayPool<float>.Shared.Return(pooledT);
                 var d = CustomOp.RentStorage(n * k, clear: false);
-                Transpose.FromBlocks(dxt, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
-                ArrayPool<float>.Shared.Return(dxt);
+                Transpose.FromBlocks(dxt.Span, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
                 dx = new Tensor(d, input.Shape);
             }
             if (weight.RequiresGrad && _master is not null)
             {
-                var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);             // Xᵀ again
+                using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
                 var d = CustomOp.RentStorage(csr.Nnz, clear: false);           // the gradient of the kept weights only
-                SparseKernels.Sddmm(csr, dyt, xtt, d, n);
-                ArrayPool<float>.Shared.Return(xtt);
+                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, d, n);
                 dw = new Tensor(d, weight.Shape);
             }
             else if (weight.RequiresGrad)
             {
-                var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);             // Xᵀ again
+                using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
                 var vals = ArrayPool<float>.Shared.Rent(csr.Nnz);
-                SparseKernels.Sddmm(csr, dyt, xtt, vals.AsSpan(0, csr.Nnz), n);   // dW only at kept places
-                ArrayPool<float>.Shared.Return(xtt);
+                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals.AsSpan(0, csr.Nnz), n); // dW only at kept places
                 var d = CustomOp.RentStorage(m * k, clear: true);               // exactly 0 at dropped places
                 csr.Scatter(vals.AsSpan(0, csr.Nnz), d);
                 ArrayPool<float>.Shared.Return(vals);
@@ -480,19 +476,18 @@ public sealed class SparseLinear : Linear
             if (Bias is { RequiresGrad: true } bias)
             {
                 var d = new float[m];
-                SparseKernels.RowSums(dyt, m, n, d);
+                SparseKernels.RowSums(dyt.Span, m, n, d);
                 db = new Tensor(d, bias.Shape);
             }
-            ArrayPool<float>.Shared.Return(dyt);
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
     }
 
-    /// <summary>A pooled token-blocked transpose of <c>(n, features)</c> rows; give it back to <see cref="ArrayPool{T}.Shared"/>.</summary>
-    private static float[] RentBlocks(ReadOnlySpan<float> rowsByFeatures, int n, int features)
+    /// <summary>A pooled, aligned token-blocked transpose of <c>(n, features)</c> rows; dispose it to give it back.</summary>
+    private static AlignedBuffer RentBlocks(ReadOnlySpan<float> rowsByFeatures, int n, int features)
     {
-        var blocks = ArrayPool<float>.Shared.Rent(SparseKernels.BlockedLength(features, n));
-        Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks, SparseKernels.BlockStride(features));
+        var blocks = AlignedBuffer.Rent(SparseKernels.BlockedLength(features, n));
+        Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks.Span, SparseKernels.BlockStride(features));
         return blocks;
     }
 

@@ -103,7 +103,7 @@ public static unsafe class Gemm
 
         fixed (float* pa0 = a, pb0 = b, pc0 = c, ppB = packB)
         {
-            nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0, pkB = (nint)ppB;
+            nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0, pkB = (nint)Align64(ppB);
             for (int p0 = 0; p0 < k; p0 += kc0)
             {
                 int kc = Math.Min(kc0, k - p0);
@@ -121,8 +121,9 @@ public static unsafe class Gemm
                     int jp0 = ncu * panelsPerChunk, jp1 = Math.Min(nPanels, jp0 + panelsPerChunk);
                     // Each task packs its own MC×KC block of A into a per-thread buffer, so it is hot in L2 when used.
                     var packA = Rent(ref _packA, mc * kc0);
-                    fixed (float* pkA = packA)
+                    fixed (float* pkA0 = packA)
                     {
+                        float* pkA = Align64(pkA0);
                         for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
                         for (int jp = jp0; jp < jp1; jp++)
                         {
@@ -153,11 +154,18 @@ public static unsafe class Gemm
             throw new ArgumentException($"Gemm: {name} ({rows}×{cols} with the given strides) needs {need} elements but its span has {have}.");
     }
 
+    /// <summary>A pinned per-thread packing buffer with room to start <paramref name="size"/> elements on a 64-byte
+    /// boundary (<see cref="Align64"/>): packed panels are read one 512-bit vector at a time, and a vector that spans two
+    /// cache lines costs two loads.</summary>
     private static float[] Rent(ref float[]? cache, int size)
     {
+        size += 15;
         if (cache is null || cache.Length < size) cache = GC.AllocateUninitializedArray<float>(Math.Max(size, 1), pinned: true);
         return cache;
     }
+
+    /// <summary>The first 64-byte boundary at or after <paramref name="p"/>.</summary>
+    private static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     /// <summary>Packs rows [i0, i0+MR) of A(:, p0..p0+kc) into an MR-interleaved strip (p-major), zero-padded past M.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
