@@ -197,3 +197,27 @@ public class CompressedCacheTests
         after.Should().NotEqual(compressed);
     }
 }
+
+public class AlignedBufferTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(17)]
+    [InlineData(100_003)]
+    public unsafe void StartsOnACacheLineAndIsReused(int length)
+    {
+        var a = AlignedBuffer.Rent(length);
+        a.Span.Length.Should().Be(length);
+        fixed (float* p = a.Span) ((long)p % 64).Should().Be(0);
+        a.Span.Fill(1f);
+        a.Dispose();
+        a.Dispose(); // a second give-back does nothing
+        var b = AlignedBuffer.Rent(length);
+        var c = AlignedBuffer.Rent(length);
+        ReferenceEquals(b, c).Should().BeFalse("one buffer is never rented twice at once");
+        (ReferenceEquals(b, a) || ReferenceEquals(c, a)).Should().BeTrue("a returned buffer of that length is reused");
+        fixed (float* p = c.Span) ((long)p % 64).Should().Be(0);
+        b.Dispose(); c.Dispose();
+        ((Action)(() => AlignedBuffer.Rent(0))).Should().Throw<ArgumentOutOfRangeException>();
+    }
+}
