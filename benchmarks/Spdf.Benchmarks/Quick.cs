@@ -356,6 +356,11 @@ public static class Quick
         {
             fields["fma_with_load_gflops"] = Math.Round(loads, 1);
             fields["fma_with_load_pct_peak"] = Math.Round(100 * loads / p.AllCores, 1);
+            if (Peak.MeasureLoadBound(Seconds(o) / 3, misalignBytes: 16) is double split) // each load spans two cache lines
+            {
+                fields["fma_with_split_load_gflops"] = Math.Round(split, 1);
+                fields["fma_with_split_load_pct_peak"] = Math.Round(100 * split / p.AllCores, 1);
+            }
         }
         Emit(fields);
     }
