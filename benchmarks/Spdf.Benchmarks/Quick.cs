@@ -16,7 +16,7 @@ namespace Spdf.Benchmarks;
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--storage compressed|dense]
 /// quick decode --preset gpt2-small --sparsity 0,0.75
-/// quick spmm --tokens N --in K --out M --sparsity S
+/// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
 /// </code>
 /// </summary>
@@ -282,7 +282,7 @@ public static class Quick
         var g = new Generator(1);
         var w = Tensor.Randn(new Shape(m, k), g);
         var mask = MaskInitializers.Random.Create(w, sp, g);
-        var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask);
+        var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask, panelWidth: Int(o, "panel", Sparsity.Kernels.CsrMatrix.DefaultPanelWidth));
         csr.Gather(w.AsReadOnlySpan());
         var x = Tensor.Randn(new Shape(n, k), g).ToArray();
         using var xb = Sparsity.Kernels.AlignedBuffer.Rent(Sparsity.Kernels.SparseKernels.BlockedLength(k, n)); // as SparseLinear rents them
