@@ -304,9 +304,12 @@ public sealed class SparseLinear : Linear
             _masterT = _master.TransposeStructure(out var entryMap); // no values: they are gathered per pass
             _masterTMap = entryMap;
         }
-        pooled = ArrayPool<float>.Shared.Rent(_master.Nnz);
+        var dst = pooled = ArrayPool<float>.Shared.Rent(_master.Nnz);
         var src = _master.Values; var map = _masterTMap!;
-        for (int e = 0; e < map.Length; e++) pooled[e] = src[map[e]];
+        void Gather(int from, int to) { for (int e = from; e < to; e++) dst[e] = src[map[e]]; }
+        int chunks = map.Length < 1 << 16 ? 1 : Environment.ProcessorCount * 4; // a random-access gather: in parallel when large
+        if (chunks == 1) Gather(0, map.Length);
+        else Parallel.For(0, chunks, c => Gather((int)((long)map.Length * c / chunks), (int)((long)map.Length * (c + 1) / chunks)));
         return _masterT.WithValues(pooled);
     }
 
