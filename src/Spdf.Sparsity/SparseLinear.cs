@@ -56,7 +56,6 @@ public sealed class SparseLinear : Linear
     private int[]? _masterTMap;      // _masterTMap into a pooled array for each backward pass (they change every step)
     private readonly Tensor? _maskBits; // compressed storage: the mask, 16 positions per float (no dense mask is kept)
     private readonly SparsityMask? _mask; // dense storage: the mask
-    private const int BitsPerFloat = 16;
     private SparseKernelMode _chosen;
 
     /// <summary>Makes a sparse layer that shares <paramref name="weight"/> and <paramref name="bias"/> and zeroes the dropped weights.</summary>
@@ -73,7 +72,7 @@ public sealed class SparseLinear : Linear
 
     private SparseLinear(Parameter? bias, SparsityMask mask, Parameter weight) : base(mask.Shape[1], mask.Shape[0], bias)
     {
-        _maskBits = PackBits(mask);
+        _maskBits = mask.ToPackedBits();
         RegisterBuffer("weight_mask_bits", _maskBits);
         KeptCount = mask.KeptCount;
         _master = CsrMatrix.FromMask(mask);
@@ -160,7 +159,7 @@ public sealed class SparseLinear : Linear
     /// (16 positions per float, the buffer <c>weight_mask_bits</c>) and this is a fresh dense copy on each call: use
     /// <see cref="KeptCount"/> and <see cref="Sparsity"/> for counts.
     /// </summary>
-    public SparsityMask Mask => _mask ?? UnpackBits(_maskBits!, new Shape(OutFeatures, InFeatures));
+    public SparsityMask Mask => _mask ?? SparsityMask.FromPackedBits(_maskBits!, new Shape(OutFeatures, InFeatures));
 
     /// <summary>The number of kept weights.</summary>
     public int KeptCount
@@ -173,41 +172,6 @@ public sealed class SparseLinear : Linear
 
     /// <summary>The fraction of weights held at zero.</summary>
     public double Sparsity => 1 - (double)KeptCount / ((long)OutFeatures * InFeatures);
-
-    private static Tensor PackBits(SparsityMask mask)
-    {
-        var m = mask.Values.AsReadOnlySpan();
-        var bits = new float[(m.Length + BitsPerFloat - 1) / BitsPerFloat];
-        for (int i = 0; i < bits.Length; i++)
-        {
-            int word = 0;
-            for (int b = 0, at = i * BitsPerFloat; b < BitsPerFloat && at + b < m.Length; b++) if (m[at + b] != 0) word |= 1 << b;
-            bits[i] = word; // < 2^16: exact in a float
-        }
-        return new Tensor(bits, new Shape(bits.Length));
-    }
-
-    /// <exception cref="ArgumentException">A word is not a whole number in [0, 2^16), or sets a bit past the end.</exception>
-    private static SparsityMask UnpackBits(Tensor packed, Shape shape)
-    {
-        var bits = packed.AsReadOnlySpan();
-        int numel = shape.Numel;
-        var m = new float[numel];
-        for (int i = 0; i < bits.Length; i++)
-        {
-            float f = bits[i];
-            if (!(f >= 0 && f < 1 << BitsPerFloat) || f != MathF.Floor(f))
-                throw new ArgumentException($"weight_mask_bits[{i}] is {f}; expected a whole number in [0, {1 << BitsPerFloat}) (16 mask positions).");
-            int word = (int)f;
-            for (int b = 0, at = i * BitsPerFloat; b < BitsPerFloat; b++)
-            {
-                if ((word >> b & 1) == 0) continue;
-                if (at + b >= numel) throw new ArgumentException($"weight_mask_bits[{i}] keeps position {at + b}, past the weight's {numel} elements.");
-                m[at + b] = 1f;
-            }
-        }
-        return new SparsityMask(new Tensor(m, shape));
-    }
 
     /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) measures both at first use.</summary>
     public SparseKernelMode KernelMode

@@ -6,6 +6,20 @@ namespace Spdf.Sparsity.Tests;
 public class MaskTests
 {
     [Theory]
+    [InlineData(3, 5)]
+    [InlineData(16, 16)]
+    [InlineData(7, 33)]
+    public void PackedBitsRoundTrip(int rows, int cols)
+    {
+        var mask = MaskInitializers.Random.Create(Tensor.Zeros(rows, cols), 0.6, new Generator(4));
+        var packed = mask.ToPackedBits();
+        packed.Numel.Should().Be((rows * cols + 15) / 16);
+        SparsityMask.FromPackedBits(packed, mask.Shape).Values.ToArray().Should().Equal(mask.Values.ToArray());
+        var wrong = () => SparsityMask.FromPackedBits(packed, new Shape(rows * cols + 16));
+        wrong.Should().Throw<ArgumentException>().WithMessage("*packed mask words cannot hold a mask of shape*");
+    }
+
+    [Theory]
     [InlineData(0.0)]
     [InlineData(0.5)]
     [InlineData(0.75)]
