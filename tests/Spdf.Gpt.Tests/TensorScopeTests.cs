@@ -5,6 +5,7 @@ using Spdf.Tensors.Optim;
 
 namespace Spdf.Gpt.Tests;
 
+[Collection(nameof(TensorScopeTests))] // counts process-wide allocations: no other test may run beside it
 public class TensorScopeTests
 {
     private static readonly GptConfig Cfg = new(2, 64, 4, 64, 300);
@@ -98,3 +99,7 @@ public class TensorScopeTests
         scoped.Should().BeLessThan(plain / 3, $"large arrays come back from the pool (scoped {scoped} vs {plain} bytes per step)");
     }
 }
+
+/// <summary>Runs the scope tests alone: concurrent tests in the same process would allocate under their measurement.</summary>
+[CollectionDefinition(nameof(TensorScopeTests), DisableParallelization = true)]
+public class TensorScopeTestsCollection;
