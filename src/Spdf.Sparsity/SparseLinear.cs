@@ -423,22 +423,19 @@ public sealed class SparseLinear : Linear
                 Transpose.FromBlocks(dxt.Span, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
                 dx = new Tensor(d, input.Shape);
             }
-            if (weight.RequiresGrad && _master is not null)
+            if (weight.RequiresGrad)
             {
                 using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
-                var d = CustomOp.RentStorage(csr.Nnz, clear: false);           // the gradient of the kept weights only
-                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, d, n);
-                dw = new Tensor(d, weight.Shape);
-            }
-            else if (weight.RequiresGrad)
-            {
-                using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
-                var vals = ArrayPool<float>.Shared.Rent(csr.Nnz);
-                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals.AsSpan(0, csr.Nnz), n); // dW only at kept places
-                var d = CustomOp.RentStorage(m * k, clear: true);               // exactly 0 at dropped places
-                csr.Scatter(vals.AsSpan(0, csr.Nnz), d);
-                ArrayPool<float>.Shared.Return(vals);
-                dw = new Tensor(d, Weight.Shape);
+                var vals = CustomOp.RentStorage(csr.Nnz, clear: false);        // dW only at kept places
+                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals, n);
+                if (_master is not null) dw = new Tensor(vals, weight.Shape);   // compressed storage: that is the gradient
+                else
+                {
+                    var d = CustomOp.RentStorage(m * k, clear: true);           // exactly 0 at dropped places
+                    csr.Scatter(vals, d);
+                    CustomOp.ReturnStorage(vals);
+                    dw = new Tensor(d, weight.Shape);
+                }
             }
             if (Bias is { RequiresGrad: true } bias)
             {

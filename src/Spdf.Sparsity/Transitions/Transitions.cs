@@ -40,31 +40,25 @@ public static class Transitions
         int n = 0;
         foreach (var layer in model.Layers)
         {
+            Parameter weight;
             if (layer.Layer.WeightValues is { } values)
             {
                 // Compressed storage: a new dense weight, 0 at dropped places; the optimizer trains it in the values'
                 // place, with their moments moved to the kept positions (the others start at 0).
-                var weight = new Parameter(layer.Layer.ToDenseWeight(), values.RequiresGrad);
-                ModuleTree.Replace(model.Model, layer.Name, Linear.FromParameters(weight, layer.Layer.Bias));
+                weight = new Parameter(layer.Layer.ToDenseWeight(), values.RequiresGrad);
                 if (optimizer is not null && optimizer.Parameters.Any(p => ReferenceEquals(p, values)))
-                {
                     optimizer.ReplaceParameter(values, weight, layer.Layer.KeptPositions());
-                    if (state == OptimizerStateOnDensify.Reset)
-                    {
-                        optimizer.ResetState(weight);
-                        if (layer.Layer.Bias is { } bias) optimizer.ResetState(bias);
-                    }
-                }
-                n++;
-                continue;
             }
-            layer.Layer.ApplyMask();
-            layer.Layer.Weight.SparseSupport = null; // every weight trains again; optimizer moments expand, new ones at 0
-            var dense = Linear.FromParameters(layer.Layer.Weight, layer.Layer.Bias);
-            ModuleTree.Replace(model.Model, layer.Name, dense);
+            else
+            {
+                layer.Layer.ApplyMask();
+                weight = layer.Layer.Weight;
+                weight.SparseSupport = null; // every weight trains again; optimizer moments expand, new ones at 0
+            }
+            ModuleTree.Replace(model.Model, layer.Name, Linear.FromParameters(weight, layer.Layer.Bias));
             if (optimizer is not null && state == OptimizerStateOnDensify.Reset)
             {
-                optimizer.ResetState(layer.Layer.Weight);
+                optimizer.ResetState(weight);
                 if (layer.Layer.Bias is { } b) optimizer.ResetState(b);
             }
             n++;
