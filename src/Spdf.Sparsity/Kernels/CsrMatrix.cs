@@ -15,8 +15,9 @@ public sealed class CsrMatrix
     /// <summary>The panel width used unless asked otherwise.</summary>
     public const int DefaultPanelWidth = 128;
 
-    private CsrMatrix(int rows, int cols, int panelWidth, bool transposed, int[] rowPointers, ushort[]? col16, int[]? col32, float[]? values)
+    private CsrMatrix(int rows, int cols, int panelWidth, bool transposed, int[] rowPointers, ushort[]? col16, int[]? col32, float[]? values, LayoutCache? cache = null)
     {
+        _cache = cache ?? new LayoutCache();
         Rows = rows; Cols = cols; PanelWidth = panelWidth; Transposed = transposed; RowPointers = rowPointers; Columns16 = col16; Columns32 = col32;
         Nnz = rowPointers[^1];
         if (values is not null && values.Length < Nnz && !ReferenceEquals(values, NoValues))
@@ -93,8 +94,16 @@ public sealed class CsrMatrix
     public CsrMatrix WithValues(float[] values)
     {
         ArgumentNullException.ThrowIfNull(values);
-        return new CsrMatrix(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, values);
+        return new CsrMatrix(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, values, _cache);
     }
+
+    /// <summary>Kernel layouts derived from the structure, built on first use and shared by every <see cref="WithValues"/> view.</summary>
+    private sealed class LayoutCache { public PaddedPanels? Padded; }
+
+    private readonly LayoutCache _cache;
+
+    /// <summary>The SpMM's padded-group layout of this structure (built on first use; two racing builders build the same thing).</summary>
+    internal PaddedPanels Padded => _cache.Padded ??= PaddedPanels.Build(this);
 
     /// <summary>
     /// Entry ranges: panel p, row r covers entries <c>[RowPointers[p·(Rows+1) + r], RowPointers[p·(Rows+1) + r + 1])</c>.
@@ -120,8 +129,8 @@ public sealed class CsrMatrix
     /// <summary>Whether this is the transpose of the mask's matrix (rows are the weight's columns).</summary>
     public bool Transposed { get; }
 
-    /// <summary>Bytes held: values, column indices and row pointers.</summary>
-    public long Bytes => Nnz * (4L + (Columns16 is not null ? 2 : 4)) + RowPointers.Length * 4L;
+    /// <summary>Bytes held: values, column indices, row pointers and the SpMM layout once built.</summary>
+    public long Bytes => Nnz * (4L + (Columns16 is not null ? 2 : 4)) + RowPointers.Length * 4L + (_cache.Padded?.Bytes ?? 0);
 
     /// <summary>Column of entry <paramref name="e"/>.</summary>
     public int Column(int e) => Columns16 is not null ? Columns16[e] : Columns32![e];

@@ -37,33 +37,39 @@ public static unsafe class SparseKernels
         if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
             throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
         int blocks = (n + TokenBlock - 1) / TokenBlock;
-        fixed (float* px = xBlocks, py = yBlocks, pbias = bias)
+        bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
+        if (!Vector512.IsHardwareAccelerated)
         {
-            nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias;
-            void Block(int b) => SpMMBlock(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
-            if (blocks == 1 || (long)csr.Nnz * n < 1 << 16) for (int b = 0; b < blocks; b++) Block(b);
+            fixed (float* px = xBlocks, py = yBlocks, pbias = bias)
+            {
+                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias;
+                void Block(int b) => SpMMBlockPortable(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
+                if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
+                else Parallel.For(0, blocks, Block);
+            }
+            return;
+        }
+        var layout = csr.Padded;
+        using var padded = AlignedBuffer.Rent(layout.Groups * PaddedPanels.GroupSize);
+        layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), padded.Span);
+        fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = padded.Span)
+        fixed (ushort* pc = layout.Columns)
+        fixed (int* pg = layout.GroupPointers)
+        {
+            nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv, ac = (nint)pc, ag = (nint)pg;
+            int rows = csr.Rows, panels = csr.Panels, width = csr.PanelWidth;
+            void Block(int b) => SpMMPadded((ulong*)ac, (float*)av, (int*)ag, rows, panels, width,
+                (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(rows), (float*)ab);
+            if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
             else Parallel.For(0, blocks, Block);
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SpMMBlock(CsrMatrix csr, float* xb, float* yb, float* bias)
+    /// <summary>One token block without Vector512: the same panel order, each entry a span multiply-add.</summary>
+    private static void SpMMBlockPortable(CsrMatrix csr, float* xb, float* yb, float* bias)
     {
-        var rp = csr.RowPointers; var vals = csr.Values;
+        var vals = csr.Values;
         int rows = csr.Rows, panels = csr.Panels;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            fixed (float* pv = vals)
-            fixed (ushort* pc16 = csr.Columns16)
-            fixed (int* pc32 = csr.Columns32)
-            fixed (int* prp = rp)
-            {
-                // One specialised loop per index width (the JIT compiles each instantiation separately).
-                if (pc16 != null) SpMMPanels(pc16, pv, prp, rows, panels, xb, yb, bias);
-                else SpMMPanels(pc32, pv, prp, rows, panels, xb, yb, bias);
-            }
-            return;
-        }
         for (int m = 0; m < rows; m++) new Span<float>(yb + m * TokenBlock, TokenBlock).Fill(bias != null ? bias[m] : 0f);
         for (int p = 0; p < panels; p++)
             for (int m = 0; m < rows; m++)
@@ -75,15 +81,21 @@ public static unsafe class SparseKernels
             }
     }
 
-    /// <summary>The panel-by-panel SpMM loop for one token block; <typeparamref name="TIndex"/> is the column index type.</summary>
+    /// <summary>
+    /// One token block of the SpMM over the padded-group layout (<see cref="PaddedPanels"/>), panel by panel so that
+    /// the panel's activation rows (128 × 64 tokens × 4 B = 32 KiB) stay in L1 while every output row takes its entries
+    /// there. Each group of four entries costs one 64-bit index load, one 128-bit value load and 16 FMAs whose memory
+    /// operands are activation slices; the index words of the next <see cref="PaddedPanels.Lookahead"/> groups are
+    /// already in registers (the stream runs on across rows and panels), so those loads never wait for their address.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SpMMPanels<TIndex>(TIndex* cols, float* pv, int* prp, int rows, int panels, float* xb, float* yb, float* bias)
-        where TIndex : unmanaged, System.Numerics.IBinaryInteger<TIndex>
+    private static void SpMMPadded(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
     {
-        // Panel by panel: the activation rows of one panel stay in L1 while every output row takes its entries there.
+        ulong q0 = q[0], q1 = q[1], q2 = q[2];
         for (int p = 0; p < panels; p++)
         {
-            int* ptr = prp + p * (rows + 1);
+            int* ptr = gp + p * (rows + 1);
+            byte* xp = (byte*)(xb + (long)p * panelWidth * TokenBlock);
             for (int m = 0; m < rows; m++)
             {
                 float* y = yb + m * TokenBlock;
@@ -91,14 +103,13 @@ public static unsafe class SparseKernels
                 if (p == 0) { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
                 else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
                 Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
-                int e = ptr[m], e1 = ptr[m + 1];
-                // Two accumulator sets (even and odd entries) halve the FMA dependency chains.
-                for (; e + 2 <= e1; e += 2)
+                for (nint g = ptr[m], gEnd = ptr[m + 1]; g < gEnd; g++)
                 {
-                    float* x = xb + (long)int.CreateTruncating(cols[e]) * TokenBlock;
-                    float* z = xb + (long)int.CreateTruncating(cols[e + 1]) * TokenBlock;
-                    var w = Vector512.Create(pv[e]);
-                    var u = Vector512.Create(pv[e + 1]);
+                    ulong qn = q[g + PaddedPanels.Lookahead];
+                    var vv = Vector128.Load(pv + g * PaddedPanels.GroupSize);
+                    // Byte offset of a 16-bit column: column × 64 tokens × 4 bytes = column << 8.
+                    float* x = (float*)(xp + (nuint)((q0 << 8) & 0xFF_FF00)), z = (float*)(xp + (nuint)((q0 >> 8) & 0xFF_FF00));
+                    var w = Vector512.Create(vv.ToScalar()); var u = Vector512.Create(vv.GetElement(1));
                     a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
                     a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
                     a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
@@ -107,15 +118,17 @@ public static unsafe class SparseKernels
                     b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
                     b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
                     b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
-                }
-                if (e < e1)
-                {
-                    float* x = xb + (long)int.CreateTruncating(cols[e]) * TokenBlock;
-                    var w = Vector512.Create(pv[e]);
+                    x = (float*)(xp + (nuint)((q0 >> 24) & 0xFF_FF00)); z = (float*)(xp + (nuint)((q0 >> 40) & 0xFF_FF00));
+                    w = Vector512.Create(vv.GetElement(2)); u = Vector512.Create(vv.GetElement(3));
                     a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
                     a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
                     a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
                     a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                    b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
+                    b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
+                    b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
+                    b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
+                    q0 = q1; q1 = q2; q2 = qn;
                 }
                 (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
             }

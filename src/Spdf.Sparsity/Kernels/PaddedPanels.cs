@@ -1,0 +1,87 @@
+namespace Spdf.Sparsity.Kernels;
+
+/// <summary>
+/// The SpMM's own layout of a <see cref="CsrMatrix"/>'s structure: every (panel, row) run of entries padded to a whole
+/// number of groups of <see cref="GroupSize"/>, with columns relative to the panel's first column (so 16 bits for any
+/// width). Groups let the kernel read four column indices with one 64-bit load and four values with one 128-bit load,
+/// and read the indices of the groups <see cref="Lookahead"/> ahead across row boundaries, so that the activation loads
+/// that depend on them never wait for them (on the AVX-512 CPU we measure, that lifts the inner loop from about 65% to
+/// about 80% of the FMA peak). A padding entry repeats the run's last column with value 0.
+/// </summary>
+internal sealed class PaddedPanels
+{
+    /// <summary>Entries per group.</summary>
+    public const int GroupSize = 4;
+
+    /// <summary>Groups whose indices the kernel holds ahead of the one it multiplies; the column array has this many zero groups after the last.</summary>
+    public const int Lookahead = 3;
+
+    private PaddedPanels(int rows, int[] groupPointers, ushort[] columns, int groups)
+    {
+        Rows = rows; GroupPointers = groupPointers; Columns = columns; Groups = groups;
+    }
+
+    /// <summary>Rows of the matrix.</summary>
+    public int Rows { get; }
+
+    /// <summary>Groups in all: the padded values array holds <c>Groups × GroupSize</c> floats.</summary>
+    public int Groups { get; }
+
+    /// <summary>Panel p, row r covers groups <c>[GroupPointers[p·(Rows+1) + r], GroupPointers[p·(Rows+1) + r + 1])</c>.</summary>
+    public int[] GroupPointers { get; }
+
+    /// <summary>Panel-relative columns, <see cref="GroupSize"/> per group, then <see cref="Lookahead"/> groups of zeros.</summary>
+    public ushort[] Columns { get; }
+
+    /// <summary>Bytes held.</summary>
+    public long Bytes => Columns.Length * 2L + GroupPointers.Length * 4L;
+
+    /// <summary>Builds the padded layout of <paramref name="csr"/>'s structure.</summary>
+    public static PaddedPanels Build(CsrMatrix csr)
+    {
+        int rows = csr.Rows, panels = csr.Panels;
+        if (csr.PanelWidth > ushort.MaxValue + 1) throw new ArgumentException($"Panel width {csr.PanelWidth} exceeds 65,536; the padded layout stores 16-bit panel-relative columns.", nameof(csr));
+        var rp = csr.RowPointers;
+        var gp = new int[rp.Length];
+        int groups = 0;
+        for (int p = 0; p < panels; p++)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                gp[p * (rows + 1) + r] = groups;
+                int count = rp[p * (rows + 1) + r + 1] - rp[p * (rows + 1) + r];
+                groups += (count + GroupSize - 1) / GroupSize;
+            }
+            gp[p * (rows + 1) + rows] = groups;
+        }
+        var cols = new ushort[(groups + Lookahead) * GroupSize];
+        for (int p = 0; p < panels; p++)
+        {
+            int first = p * csr.PanelWidth;
+            for (int r = 0; r < rows; r++)
+            {
+                int s = rp[p * (rows + 1) + r], e = rp[p * (rows + 1) + r + 1];
+                int at = gp[p * (rows + 1) + r] * GroupSize, end = gp[p * (rows + 1) + r + 1] * GroupSize;
+                for (int i = s; i < e; i++) cols[at++] = (ushort)(csr.Column(i) - first);
+                for (; at < end; at++) cols[at] = cols[at - 1];
+            }
+        }
+        return new PaddedPanels(rows, gp, cols, groups);
+    }
+
+    /// <summary>Copies CSR-ordered <paramref name="values"/> (one per entry) into the padded order; padding gets 0.</summary>
+    /// <exception cref="ArgumentException">A length does not fit.</exception>
+    public void GatherValues(CsrMatrix csr, ReadOnlySpan<float> values, Span<float> padded)
+    {
+        if (values.Length < csr.Nnz || padded.Length < Groups * GroupSize)
+            throw new ArgumentException($"GatherValues: expected {csr.Nnz} values and {Groups * GroupSize} padded slots; got {values.Length} and {padded.Length}.");
+        var rp = csr.RowPointers;
+        for (int i = 0; i < rp.Length - 1; i++)
+        {
+            if ((i + 1) % (Rows + 1) == 0) continue; // a panel's end pointer
+            int s = rp[i], e = rp[i + 1], at = GroupPointers[i] * GroupSize, end = GroupPointers[i + 1] * GroupSize;
+            values[s..e].CopyTo(padded[at..]);
+            padded[(at + e - s)..end].Clear();
+        }
+    }
+}
