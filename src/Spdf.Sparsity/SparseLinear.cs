@@ -53,7 +53,7 @@ public sealed class SparseLinear : Linear
     private readonly GatheredCsr _csr = new(transpose: false), _csrT = new(transpose: true); // dense storage
     private CsrMatrix? _master;      // compressed storage: the kept weights; its Values are WeightValues' storage
     private CsrMatrix? _masterT;     // compressed storage: the structure of Wᵀ; values are gathered from _master through
-    private int[]? _masterTMap;      // _masterTMap into a pooled array for each backward pass (they change every step)
+    private int[]? _masterTMap;      // _masterTMap (per padded slot of Wᵀ) into a pooled buffer for each backward pass
     private readonly Tensor? _maskBits; // compressed storage: the mask, 16 positions per float (no dense mask is kept)
     private readonly SparsityMask? _mask; // dense storage: the mask
     private SparseKernelMode _chosen;
@@ -257,24 +257,21 @@ public sealed class SparseLinear : Linear
 
     private CsrMatrix Csr => _master ?? _csr.Get(_mask!, Weight);
 
-    /// <summary>Wᵀ in CSR for the input gradient. With compressed storage its values live in a pooled array that the
-    /// caller gives back (<paramref name="pooled"/>) once the pass is done.</summary>
-    private CsrMatrix RentCsrT(out float[]? pooled)
+    /// <summary>Wᵀ in CSR for the input gradient. With compressed storage its values are gathered from W's (they change
+    /// every step) straight into the SpMM's padded order, in a pooled buffer that the caller disposes once the pass is done.</summary>
+    private CsrMatrix RentCsrT(out AlignedBuffer? padded)
     {
-        pooled = null;
+        padded = null;
         if (_master is null) return _csrT.Get(_mask!, Weight);
         if (_masterT is null)
         {
-            _masterT = _master.TransposeStructure(out var entryMap); // no values: they are gathered per pass
-            _masterTMap = entryMap;
+            var structure = _master.TransposeStructure(out var entryMap); // no values: they are gathered per pass
+            _masterTMap = structure.Padded.SlotMap(structure, entryMap);
+            _masterT = structure;
         }
-        var dst = pooled = ArrayPool<float>.Shared.Rent(_master.Nnz);
-        var src = _master.Values; var map = _masterTMap!;
-        void Gather(int from, int to) { for (int e = from; e < to; e++) dst[e] = src[map[e]]; }
-        int chunks = map.Length < 1 << 16 ? 1 : Environment.ProcessorCount * 4; // a random-access gather: in parallel when large
-        if (chunks == 1) Gather(0, map.Length);
-        else Parallel.For(0, chunks, c => Gather((int)((long)map.Length * c / chunks), (int)((long)map.Length * (c + 1) / chunks)));
-        return _masterT.WithValues(pooled);
+        padded = AlignedBuffer.Rent(_masterTMap!.Length);
+        PaddedPanels.GatherMapped(_master.Values.AsSpan(0, _master.Nnz), _masterTMap, padded.Span);
+        return _masterT;
     }
 
     /// <summary>A CSR of W (or Wᵀ) built from the mask on first use, with values re-gathered only when the weight's
@@ -415,10 +412,10 @@ public sealed class SparseLinear : Linear
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
-                var csrT = RentCsrT(out var pooledT);
+                var csrT = RentCsrT(out var paddedT);
                 using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
-                SparseKernels.SpMM(csrT, dyt.Span, dxt.Span, n);                // dXᵀ = Wᵀ·dYᵀ over kept weights
-                if (pooledT is not null) ArrayPool<float>.Shared.Return(pooledT);
+                if (paddedT is null) SparseKernels.SpMM(csrT, dyt.Span, dxt.Span, n); // dXᵀ = Wᵀ·dYᵀ over kept weights
+                else using (paddedT) SparseKernels.SpMMPadded(csrT, paddedT.Span, dyt.Span, dxt.Span, n);
                 var d = CustomOp.RentStorage(n * k, clear: false);
                 Transpose.FromBlocks(dxt.Span, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
                 dx = new Tensor(d, input.Shape);
@@ -458,3 +455,4 @@ public sealed class SparseLinear : Linear
     /// <inheritdoc />
     public override string ToString() => $"SparseLinear(in={InFeatures}, out={OutFeatures}, sparsity={Sparsity:P1}, kernel={Kernel}{(_master is null ? "" : ", storage=compressed")})";
 }
+

@@ -2,6 +2,7 @@ using Spdf.Sparsity.Kernels;
 using Spdf.Sparsity.Masks;
 using Spdf.Tensors;
 using Spdf.Tensors.Nn;
+using Spdf.Tensors.Kernels.Cpu;
 
 namespace Spdf.Sparsity.Tests;
 
@@ -219,5 +220,60 @@ public class AlignedBufferTests
         fixed (float* p = c.Span) ((long)p % 64).Should().Be(0);
         b.Dispose(); c.Dispose();
         ((Action)(() => AlignedBuffer.Rent(0))).Should().Throw<ArgumentOutOfRangeException>();
+    }
+}
+
+public class PaddedPanelsTests
+{
+    [Fact]
+    public void PadsEachPanelRowToWholeGroupsWithPanelRelativeColumns()
+    {
+        // Row 0 keeps columns 0, 2, 3, 4, 5 (panel 0: 0, 2, 3; panel 1: 4, 5); row 1 keeps none; row 2 keeps 1 and 5.
+        var m = new float[3 * 6];
+        foreach (var (r, c) in new[] { (0, 0), (0, 2), (0, 3), (0, 4), (0, 5), (2, 1), (2, 5) }) m[r * 6 + c] = 1;
+        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(m, 3, 6)), panelWidth: 4);
+        var layout = csr.Padded;
+        layout.GroupPointers.Should().Equal(0, 1, 1, 2, /* panel 1 */ 2, 3, 3, 4);
+        layout.Groups.Should().Be(4);
+        layout.Columns.Length.Should().Be((4 + PaddedPanels.Lookahead) * PaddedPanels.GroupSize);
+        layout.Columns.Take(16).Should().Equal(
+            0, 2, 3, 3,   // row 0, panel 0: the last column repeats as padding
+            1, 1, 1, 1,   // row 2, panel 0
+            0, 1, 1, 1,   // row 0, panel 1: columns 4, 5 relative to the panel's first (4)
+            1, 1, 1, 1);  // row 2, panel 1
+        layout.Columns.Skip(16).Should().OnlyContain(c => c == 0);
+        var values = new float[] { 1, 2, 3, 4, 5, 6, 7 }; // CSR order: (0,0) (0,2) (0,3) (2,1) | (0,4) (0,5) (2,5)
+        var padded = new float[16];
+        layout.GatherValues(csr, values, padded);
+        padded.Should().Equal(1, 2, 3, 0, 4, 0, 0, 0, 5, 6, 0, 0, 7, 0, 0, 0);
+        var map = layout.SlotMap(csr, null);
+        var viaMap = new float[16];
+        PaddedPanels.GatherMapped(values, map, viaMap);
+        viaMap.Should().Equal(padded);
+        ((Action)(() => layout.GatherValues(csr, values, new float[15]))).Should().Throw<ArgumentException>().WithMessage("*16 padded slots*");
+    }
+
+    [Theory]
+    [InlineData(70, 37, 300, 0.75)]
+    [InlineData(130, 300, 20, 0.9)]
+    [InlineData(64, 5, 3, 0.0)]
+    public void SpMMOverMappedValuesMatchesSpMM(int tokens, int rows, int cols, double sparsity)
+    {
+        var g = new Generator(5);
+        var w = Tensor.Randn(new Shape(rows, cols), g);
+        var mask = MaskInitializers.Random.Create(w, sparsity, g);
+        var csr = CsrMatrix.FromMask(mask);
+        csr.Gather(w.AsReadOnlySpan());
+        var t = csr.TransposeStructure(out var entryMap);
+        var x = Tensor.Randn(new Shape(tokens, rows), g).ToArray();
+        var xb = new float[SparseKernels.BlockedLength(rows, tokens)];
+        Transpose.ToBlocks(x, tokens, rows, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(rows));
+        var expected = new float[SparseKernels.BlockedLength(cols, tokens)];
+        SparseKernels.SpMM(t.WithValues(entryMap.Select(e => csr.Values[e]).ToArray()), xb, expected, tokens);
+        var padded = new float[t.Padded.Groups * PaddedPanels.GroupSize];
+        PaddedPanels.GatherMapped(csr.Values.AsSpan(0, csr.Nnz), t.Padded.SlotMap(t, entryMap), padded);
+        var actual = new float[expected.Length];
+        SparseKernels.SpMMPadded(t, padded, xb, actual, tokens);
+        actual.Should().Equal(expected);
     }
 }

@@ -69,19 +69,76 @@ internal sealed class PaddedPanels
         return new PaddedPanels(rows, gp, cols, groups);
     }
 
-    /// <summary>Copies CSR-ordered <paramref name="values"/> (one per entry) into the padded order; padding gets 0.</summary>
+    /// <summary>Copies CSR-ordered <paramref name="values"/> (one per entry) into the padded order; padding gets 0. Panels
+    /// are copied in parallel when the matrix is large.</summary>
     /// <exception cref="ArgumentException">A length does not fit.</exception>
     public void GatherValues(CsrMatrix csr, ReadOnlySpan<float> values, Span<float> padded)
     {
         if (values.Length < csr.Nnz || padded.Length < Groups * GroupSize)
             throw new ArgumentException($"GatherValues: expected {csr.Nnz} values and {Groups * GroupSize} padded slots; got {values.Length} and {padded.Length}.");
+        unsafe
+        {
+            fixed (float* pv = values, pp = padded)
+            {
+                nint av = (nint)pv, ap = (nint)pp;
+                int[] rp = csr.RowPointers, gp = GroupPointers;
+                int rows = Rows, panels = csr.Panels;
+                void Panel(int p)
+                {
+                    for (int i = p * (rows + 1), end = i + rows; i < end; i++)
+                    {
+                        int s = rp[i], e = rp[i + 1], at = gp[i] * GroupSize, stop = gp[i + 1] * GroupSize;
+                        new ReadOnlySpan<float>((float*)av + s, e - s).CopyTo(new Span<float>((float*)ap + at, e - s));
+                        new Span<float>((float*)ap + at + e - s, stop - at - (e - s)).Clear();
+                    }
+                }
+                if (panels == 1 || csr.Nnz < 1 << 16) for (int p = 0; p < panels; p++) Panel(p);
+                else Parallel.For(0, panels, Panel);
+            }
+        }
+    }
+
+    /// <summary>For each padded slot, the index of its value in a values array (<c>entryMap[e]</c> for CSR entry e, or e
+    /// itself when <paramref name="entryMap"/> is null), or −1 for padding: one gather then fills the padded values of a
+    /// matrix whose values live elsewhere (Wᵀ's live in W's order).</summary>
+    public int[] SlotMap(CsrMatrix csr, int[]? entryMap)
+    {
+        var map = new int[Groups * GroupSize];
         var rp = csr.RowPointers;
         for (int i = 0; i < rp.Length - 1; i++)
         {
             if ((i + 1) % (Rows + 1) == 0) continue; // a panel's end pointer
             int s = rp[i], e = rp[i + 1], at = GroupPointers[i] * GroupSize, end = GroupPointers[i + 1] * GroupSize;
-            values[s..e].CopyTo(padded[at..]);
-            padded[(at + e - s)..end].Clear();
+            for (int k = s; k < e; k++) map[at++] = entryMap is null ? k : entryMap[k];
+            for (; at < end; at++) map[at] = -1;
+        }
+        return map;
+    }
+
+    /// <summary><c>padded[j] = map[j] &lt; 0 ? 0 : values[map[j]]</c>, in parallel when large (a random-access gather).</summary>
+    /// <exception cref="ArgumentException">A length does not fit.</exception>
+    public static void GatherMapped(ReadOnlySpan<float> values, int[] map, Span<float> padded)
+    {
+        if (padded.Length < map.Length) throw new ArgumentException($"GatherMapped: {map.Length} slots need as many padded values; got {padded.Length}.", nameof(padded));
+        unsafe
+        {
+            fixed (float* pv = values, pp = padded)
+            {
+                nint av = (nint)pv, ap = (nint)pp;
+                int length = values.Length;
+                void Range(int from, int to)
+                {
+                    float* v = (float*)av, d = (float*)ap;
+                    for (int j = from; j < to; j++)
+                    {
+                        int src = map[j];
+                        d[j] = (uint)src < (uint)length ? v[src] : 0f;
+                    }
+                }
+                int chunks = map.Length < 1 << 16 ? 1 : Environment.ProcessorCount * 4;
+                if (chunks == 1) Range(0, map.Length);
+                else Parallel.For(0, chunks, c => Range((int)((long)map.Length * c / chunks), (int)((long)map.Length * (c + 1) / chunks)));
+            }
         }
     }
 }

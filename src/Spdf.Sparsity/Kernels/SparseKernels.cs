@@ -52,7 +52,34 @@ public static unsafe class SparseKernels
         var layout = csr.Padded;
         using var padded = AlignedBuffer.Rent(layout.Groups * PaddedPanels.GroupSize);
         layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), padded.Span);
-        fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = padded.Span)
+        SpMMPadded(csr, padded.Span, xBlocks, yBlocks, n, bias);
+    }
+
+    /// <summary>
+    /// As <see cref="SpMM"/>, with the values already in <paramref name="csr"/>'s padded order (<see cref="CsrMatrix.Padded"/>;
+    /// e.g. gathered straight from another matrix's values through <see cref="PaddedPanels.SlotMap"/>). AVX-512 only.
+    /// </summary>
+    internal static void SpMMPadded(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
+    {
+        var layout = csr.Padded;
+        if (paddedValues.Length < layout.Groups * PaddedPanels.GroupSize)
+            throw new ArgumentException($"SpMM: the padded layout has {layout.Groups * PaddedPanels.GroupSize} slots; got {paddedValues.Length} values.", nameof(paddedValues));
+        if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
+            throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
+        int blocks = (n + TokenBlock - 1) / TokenBlock;
+        bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues)
+            {
+                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv;
+                void Portable(int b) => SpMMPaddedPortable(csr, (float*)av, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
+                if (!parallel) for (int b = 0; b < blocks; b++) Portable(b);
+                else Parallel.For(0, blocks, Portable);
+            }
+            return;
+        }
+        fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues)
         fixed (ushort* pc = layout.Columns)
         fixed (int* pg = layout.GroupPointers)
         {
@@ -62,6 +89,25 @@ public static unsafe class SparseKernels
                 (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(rows), (float*)ab);
             if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
             else Parallel.For(0, blocks, Block);
+        }
+    }
+
+    /// <summary>One token block over the padded layout without Vector512 (padding slots hold 0 and add nothing).</summary>
+    private static void SpMMPaddedPortable(CsrMatrix csr, float* pv, float* xb, float* yb, float* bias)
+    {
+        var layout = csr.Padded;
+        int rows = csr.Rows, panels = csr.Panels;
+        for (int m = 0; m < rows; m++) new Span<float>(yb + m * TokenBlock, TokenBlock).Fill(bias != null ? bias[m] : 0f);
+        for (int p = 0; p < panels; p++)
+        {
+            float* xp = xb + (long)p * csr.PanelWidth * TokenBlock;
+            for (int m = 0; m < rows; m++)
+            {
+                var y = new Span<float>(yb + m * TokenBlock, TokenBlock);
+                int s = layout.GroupPointers[p * (rows + 1) + m] * PaddedPanels.GroupSize, e = layout.GroupPointers[p * (rows + 1) + m + 1] * PaddedPanels.GroupSize;
+                for (int j = s; j < e; j++)
+                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xp + layout.Columns[j] * TokenBlock, TokenBlock), pv[j], y, y);
+            }
         }
     }
 
@@ -151,8 +197,20 @@ public static unsafe class SparseKernels
                 int r0 = (int)((long)rows * c / chunks), r1 = (int)((long)rows * (c + 1) / chunks);
                 for (int r = r0; r < r1; r++)
                 {
+                    float* row = (float*)ab + r * TokenBlock;
+                    if (Vector512.IsHardwareAccelerated)
+                    {
+                        // A row's 64-token slices summed as vectors over all blocks, reduced once.
+                        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                        for (int b = 0; b < nb; b++, row += stride)
+                        {
+                            a0 += Vector512.Load(row); a1 += Vector512.Load(row + 16); a2 += Vector512.Load(row + 32); a3 += Vector512.Load(row + 48);
+                        }
+                        ((float*)aps)[r] = HorizontalSum((a0 + a1) + (a2 + a3));
+                        continue;
+                    }
                     float s = 0;
-                    for (int b = 0; b < nb; b++) s += System.Numerics.Tensors.TensorPrimitives.Sum(new ReadOnlySpan<float>((float*)ab + (long)b * stride + r * TokenBlock, TokenBlock));
+                    for (int b = 0; b < nb; b++) s += System.Numerics.Tensors.TensorPrimitives.Sum(new ReadOnlySpan<float>(row + (long)b * stride, TokenBlock));
                     ((float*)aps)[r] = s;
                 }
             }
@@ -174,7 +232,7 @@ public static unsafe class SparseKernels
         if (dyBlocks.Length < BlockedLength(csr.Rows, n) || xBlocks.Length < BlockedLength(csr.Cols, n) || dw.Length < csr.Nnz)
             throw new ArgumentException($"SDDMM: shapes need blocked dY {BlockedLength(csr.Rows, n)}, blocked X {BlockedLength(csr.Cols, n)} and dW {csr.Nnz} elements; got {dyBlocks.Length}, {xBlocks.Length}, {dw.Length}.");
         dw[..csr.Nnz].Clear();
-        int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 8);
+        int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 32);
         fixed (float* pdy = dyBlocks, px = xBlocks, pw = dw)
         {
             nint ady = (nint)pdy, ax = (nint)px, aw = (nint)pw;
@@ -201,34 +259,47 @@ public static unsafe class SparseKernels
         {
             // Four token blocks (256 tokens) per pass: the row's dY slice lives in 16 registers, each entry costs
             // 16 loads, 16 FMAs and one reduction. Each panel is walked in sub-panels of 32 columns, so the activation
-            // rows in use (32 rows × 4 blocks × 256 B = 32 KiB) stay in L1; a cursor per row remembers where its
-            // entries of the next sub-panel start (entries are sorted by column within a panel row).
-            int[] cursors = ArrayPool<int>.Shared.Rent(m1 - m0);
+            // rows in use (32 rows × 4 blocks × 256 B = 32 KiB) stay in L1. Chunks of 1/32 of the rows per core keep the
+            // chunk's dY slices and gradients in L2. Where each row's entries of each sub-panel
+            // start is found once per chunk (entries are sorted by column within a panel row), so the entry loops
+            // have exact bounds instead of a column test per entry.
+            int panels = csr.Panels, subs = (csr.PanelWidth + SddmmSubPanel - 1) / SddmmSubPanel, rows = m1 - m0;
+            int[] bounds = ArrayPool<int>.Shared.Rent(panels * rows * (subs + 1));
             fixed (ushort* pc16 = csr.Columns16)
             fixed (int* pc32 = csr.Columns32)
             fixed (int* prp = csr.RowPointers)
-            fixed (int* cur = cursors)
+            fixed (int* bd = bounds)
             {
-                for (; b + 4 <= blocks; b += 4)
-                    for (int p = 0; p < csr.Panels; p++)
+                for (int p = 0; p < panels; p++)
+                {
+                    int* ptr = prp + p * (csr.Rows + 1);
+                    int first = p * csr.PanelWidth;
+                    for (int m = m0; m < m1; m++)
                     {
-                        int* ptr = prp + p * (csr.Rows + 1);
-                        for (int m = m0; m < m1; m++) cur[m - m0] = ptr[m];
-                        int pEnd = Math.Min(csr.Cols, (p + 1) * csr.PanelWidth);
-                        for (int c0 = p * csr.PanelWidth; c0 < pEnd; c0 += SddmmSubPanel)
+                        int* bm = bd + ((long)p * rows + m - m0) * (subs + 1);
+                        int e = ptr[m], eEnd = ptr[m + 1];
+                        bm[0] = e;
+                        for (int sp = 1; sp <= subs; sp++)
                         {
-                            int limit = c0 + SddmmSubPanel;
-                            for (int m = m0; m < m1; m++)
-                            {
-                                int e = cur[m - m0], eEnd = ptr[m + 1];
-                                if (pc16 != null) SddmmEntries(pc16, e, eEnd, limit, dyb + b * dyStride + m * TokenBlock, dyStride, xb + b * xStride, xStride, dw, out e);
-                                else SddmmEntries(pc32, e, eEnd, limit, dyb + b * dyStride + m * TokenBlock, dyStride, xb + b * xStride, xStride, dw, out e);
-                                cur[m - m0] = e;
-                            }
+                            int limit = first + sp * SddmmSubPanel;
+                            while (e < eEnd && (pc16 != null ? pc16[e] : pc32[e]) < limit) e++;
+                            bm[sp] = e;
                         }
                     }
+                }
+                for (; b + 4 <= blocks; b += 4)
+                    for (int p = 0; p < panels; p++)
+                        for (int sp = 0; sp < subs; sp++)
+                            for (int m = m0; m < m1; m++)
+                            {
+                                int* bm = bd + ((long)p * rows + m - m0) * (subs + 1) + sp;
+                                int e = bm[0], eEnd = bm[1];
+                                if (e == eEnd) continue;
+                                if (pc16 != null) SddmmEntries(pc16 + e, eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, (byte*)(xb + b * xStride), (nint)(xStride * 4), dw + e);
+                                else SddmmEntries(pc32 + e, eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, (byte*)(xb + b * xStride), (nint)(xStride * 4), dw + e);
+                            }
             }
-            ArrayPool<int>.Shared.Return(cursors);
+            ArrayPool<int>.Shared.Return(bounds);
         }
         for (; b < blocks; b++)
             for (int p = 0; p < csr.Panels; p++)
@@ -242,44 +313,42 @@ public static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// The entries <c>[e, eEnd)</c> of one row whose column is below <paramref name="limit"/>, over four token blocks:
-    /// <c>dw[e] += Σ_t dy[t]·x[col(e), t]</c>; <paramref name="next"/> is the first entry not taken.
+    /// <paramref name="count"/> entries of one row over four token blocks: <c>dw[i] += Σ_t dy[t]·x[c[i], t]</c>, with
+    /// <paramref name="xq"/> the first block's activation rows and <paramref name="xs"/> the bytes from one block to the
+    /// next. Not inlined: alone, the loop keeps every address in registers (inlined, the JIT spilled the strides).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SddmmEntries<TIndex>(TIndex* cols, int e, int eEnd, int limit, float* d0, long dyStride, float* xb, long xStride, float* dw, out int next)
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SddmmEntries<TIndex>(TIndex* c, nint count, float* d0, long dyStride, byte* xq, nint xs, float* dw)
         where TIndex : unmanaged, System.Numerics.IBinaryInteger<TIndex>
     {
-        if (e == eEnd || int.CreateTruncating(cols[e]) >= limit) { next = e; return; }
         float* d1 = d0 + dyStride, d2 = d1 + dyStride, d3 = d2 + dyStride;
         var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
         var y10 = Vector512.Load(d1); var y11 = Vector512.Load(d1 + 16); var y12 = Vector512.Load(d1 + 32); var y13 = Vector512.Load(d1 + 48);
         var y20 = Vector512.Load(d2); var y21 = Vector512.Load(d2 + 16); var y22 = Vector512.Load(d2 + 32); var y23 = Vector512.Load(d2 + 48);
         var y30 = Vector512.Load(d3); var y31 = Vector512.Load(d3 + 16); var y32 = Vector512.Load(d3 + 32); var y33 = Vector512.Load(d3 + 48);
-        for (; e < eEnd; e++)
+        nint xs3 = 3 * xs;
+        for (nint i = 0; i < count; i++)
         {
-            int col = int.CreateTruncating(cols[e]);
-            if (col >= limit) break;
-            float* x0 = xb + (long)col * TokenBlock;
-            float* x1 = x0 + xStride, x2 = x1 + xStride, x3 = x2 + xStride;
-            var a0 = y00 * Vector512.Load(x0);
-            var a1 = y01 * Vector512.Load(x0 + 16);
-            var a2 = y02 * Vector512.Load(x0 + 32);
-            var a3 = y03 * Vector512.Load(x0 + 48);
-            a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load(x1), a0);
-            a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load(x1 + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load(x1 + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load(x1 + 48), a3);
-            a0 = Vector512.FusedMultiplyAdd(y20, Vector512.Load(x2), a0);
-            a1 = Vector512.FusedMultiplyAdd(y21, Vector512.Load(x2 + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y22, Vector512.Load(x2 + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y23, Vector512.Load(x2 + 48), a3);
-            a0 = Vector512.FusedMultiplyAdd(y30, Vector512.Load(x3), a0);
-            a1 = Vector512.FusedMultiplyAdd(y31, Vector512.Load(x3 + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y32, Vector512.Load(x3 + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y33, Vector512.Load(x3 + 48), a3);
-            dw[e] += HorizontalSum((a0 + a1) + (a2 + a3));
+            // Byte offset of a column's row in the first block: column × 64 tokens × 4 bytes; the others follow at xs.
+            byte* x = xq + (nuint.CreateTruncating(c[i]) << 8);
+            var a0 = y00 * Vector512.Load((float*)x);
+            var a1 = y01 * Vector512.Load((float*)x + 16);
+            var a2 = y02 * Vector512.Load((float*)x + 32);
+            var a3 = y03 * Vector512.Load((float*)x + 48);
+            a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load((float*)(x + xs)), a0);
+            a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load((float*)(x + xs) + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load((float*)(x + xs) + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load((float*)(x + xs) + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(y20, Vector512.Load((float*)(x + 2 * xs)), a0);
+            a1 = Vector512.FusedMultiplyAdd(y21, Vector512.Load((float*)(x + 2 * xs) + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y22, Vector512.Load((float*)(x + 2 * xs) + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y23, Vector512.Load((float*)(x + 2 * xs) + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(y30, Vector512.Load((float*)(x + xs3)), a0);
+            a1 = Vector512.FusedMultiplyAdd(y31, Vector512.Load((float*)(x + xs3) + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(y32, Vector512.Load((float*)(x + xs3) + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(y33, Vector512.Load((float*)(x + xs3) + 48), a3);
+            dw[i] += HorizontalSum((a0 + a1) + (a2 + a3));
         }
-        next = e;
     }
 
     /// <summary>The sum of a vector's lanes by halving (512 → 256 → 128 bits, then two in-register shuffles): 8
