@@ -399,27 +399,28 @@ public sealed class SparseLinear : Linear
             // buffers: fresh large arrays cost a page fault per 4 KiB, and unaligned blocks make every vector load span
             // two cache lines (AlignedBuffer). Xᵀ is not kept for backward (the input is, by autograd): transposing it
             // again there costs ~1% of the step and saves a copy of every sparse layer's input for the whole step.
-            using var xt = RentBlocks(input.AsReadOnlySpan(), n, k);
+            // Yᵀ = W·Xᵀ + b over kept weights; each token block of Xᵀ is transposed in just before it is used, and each
+            // block of Yᵀ out as soon as it is done (SpMMFused).
+            using var xt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
             using var yt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n));
-            SparseKernels.SpMM(csr, xt.Span, yt.Span, n, Bias is { } b ? b.AsReadOnlySpan() : default); // Yᵀ = W·Xᵀ + b over kept weights
-            Transpose.FromBlocks(yt.Span, n, m, SparseKernels.TokenBlock, y, SparseKernels.BlockStride(m));
+            SparseKernels.SpMMFused(csr, default, input.AsReadOnlySpan(), xt.Span, yt.Span, y, n, Bias is { } b ? b.AsReadOnlySpan() : default);
         }
         var weight = TrainedWeight;
         Tensor[] inputs = Bias is null ? [input, weight] : [input, weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
-            using var dyt = RentBlocks(g.AsReadOnlySpan(), n, m);              // dYᵀ in token blocks
+            using var dyt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n)); // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
             if (input.RequiresGrad)
             {
+                // dXᵀ = Wᵀ·dYᵀ over kept weights; dYᵀ's blocks are filled on the way (SDDMM and the bias use them next).
                 var csrT = RentCsrT(out var paddedT);
                 using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
-                if (paddedT is null) SparseKernels.SpMM(csrT, dyt.Span, dxt.Span, n); // dXᵀ = Wᵀ·dYᵀ over kept weights
-                else using (paddedT) SparseKernels.SpMMPadded(csrT, paddedT.Span, dyt.Span, dxt.Span, n);
                 var d = CustomOp.RentStorage(n * k, clear: false);
-                Transpose.FromBlocks(dxt.Span, n, k, SparseKernels.TokenBlock, d, SparseKernels.BlockStride(k));
+                using (paddedT) SparseKernels.SpMMFused(csrT, paddedT is null ? default : paddedT.Span, g.AsReadOnlySpan(), dyt.Span, dxt.Span, d, n);
                 dx = new Tensor(d, input.Shape);
             }
+            else Transpose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
             if (weight.RequiresGrad)
             {
                 using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again

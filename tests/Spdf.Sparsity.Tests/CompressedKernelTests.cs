@@ -66,6 +66,24 @@ public class CompressedKernelTests
     public void MatchesMaskedDenseForLongSequences(int tokens, int inF, int outF, double sparsity) => Compare(tokens, inF, outF, null, sparsity, true, 11);
 
     [Fact]
+    public void WeightGradientWithoutAnInputGradient()
+    {
+        // The input needs no gradient: dYᵀ's blocks are not filled by the input-gradient SpMM on the way, but on their own.
+        var g = new Generator(17);
+        var dense = new Linear(150, 140, true, g);
+        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, g));
+        var x = Tensor.Randn(new Shape(70, 150), g);
+        var dy = Tensor.Randn(new Shape(70, 140), g);
+        float[] Dw(SparseKernelMode mode)
+        {
+            layer.KernelMode = mode; layer.ZeroGrad();
+            layer.Forward(x).Backward(dy);
+            return layer.Weight.Grad!.ToArray();
+        }
+        Same(Dw(SparseKernelMode.Compressed), Dw(SparseKernelMode.MaskedDense), "dw");
+    }
+
+    [Fact]
     public void ManyPanels() => Compare(129, 300, 270, null, 0.8, true, 9); // 3 panels each way, partial last panel
 
     [Fact]

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using Spdf.Tensors.Kernels.Cpu;
 
 namespace Spdf.Sparsity.Kernels;
 
@@ -49,10 +50,7 @@ public static unsafe class SparseKernels
             }
             return;
         }
-        var layout = csr.Padded;
-        using var padded = AlignedBuffer.Rent(layout.Groups * PaddedPanels.GroupSize);
-        layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), padded.Span);
-        SpMMPadded(csr, padded.Span, xBlocks, yBlocks, n, bias);
+        fixed (float* px = xBlocks) SpMMFused(csr, default, default, new Span<float>(px, xBlocks.Length), yBlocks, default, n, bias);
     }
 
     /// <summary>
@@ -61,35 +59,60 @@ public static unsafe class SparseKernels
     /// </summary>
     internal static void SpMMPadded(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
     {
+        fixed (float* px = xBlocks) SpMMFused(csr, paddedValues, default, new Span<float>(px, xBlocks.Length), yBlocks, default, n, bias);
+    }
+
+    /// <summary>
+    /// As <see cref="SpMMPadded"/>, with the transposes fused in: when <paramref name="xRows"/> (row-major <c>(n, Cols)</c>)
+    /// is given, each token block of <paramref name="xBlocks"/> is filled from it just before the block is multiplied;
+    /// when <paramref name="yRows"/> (row-major <c>(n, Rows)</c>) is given, each block of the result is written there as
+    /// soon as it is done. The blocks move while they are in cache instead of in separate passes over memory.
+    /// <paramref name="paddedValues"/> empty: the values are gathered from the matrix's own.
+    /// </summary>
+    internal static void SpMMFused(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xRows, Span<float> xBlocks, Span<float> yBlocks, Span<float> yRows, int n, ReadOnlySpan<float> bias = default)
+    {
+        ArgumentNullException.ThrowIfNull(csr);
         var layout = csr.Padded;
-        if (paddedValues.Length < layout.Groups * PaddedPanels.GroupSize)
+        int rows = csr.Rows, cols = csr.Cols;
+        if (xBlocks.Length < BlockedLength(cols, n) || yBlocks.Length < BlockedLength(rows, n))
+            throw new ArgumentException($"SpMM: a {rows}×{cols} CSR times {n} tokens needs blocked input {BlockedLength(cols, n)} and output {BlockedLength(rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
+        if ((!xRows.IsEmpty && xRows.Length < (long)n * cols) || (!yRows.IsEmpty && yRows.Length < (long)n * rows))
+            throw new ArgumentException($"SpMM: row-major input and output need {(long)n * cols} and {(long)n * rows} elements; got {xRows.Length} and {yRows.Length}.");
+        if (!bias.IsEmpty && bias.Length != rows)
+            throw new ArgumentException($"SpMM: bias has {bias.Length} elements; expected {rows} (one per output row).", nameof(bias));
+        AlignedBuffer? gathered = null;
+        if (paddedValues.IsEmpty)
+        {
+            gathered = AlignedBuffer.Rent(layout.Groups * PaddedPanels.GroupSize);
+            layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), gathered.Span);
+            paddedValues = gathered.Span;
+        }
+        else if (paddedValues.Length < layout.Groups * PaddedPanels.GroupSize)
             throw new ArgumentException($"SpMM: the padded layout has {layout.Groups * PaddedPanels.GroupSize} slots; got {paddedValues.Length} values.", nameof(paddedValues));
-        if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
-            throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
-        int blocks = (n + TokenBlock - 1) / TokenBlock;
-        bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
-        if (!Vector512.IsHardwareAccelerated)
+        try
         {
-            fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues)
+            int blocks = (n + TokenBlock - 1) / TokenBlock;
+            bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
+            bool simd = Vector512.IsHardwareAccelerated;
+            fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues, pxr = xRows, pyr = yRows)
+            fixed (ushort* pc = layout.Columns)
+            fixed (int* pg = layout.GroupPointers)
             {
-                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv;
-                void Portable(int b) => SpMMPaddedPortable(csr, (float*)av, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
-                if (!parallel) for (int b = 0; b < blocks; b++) Portable(b);
-                else Parallel.For(0, blocks, Portable);
+                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv, ac = (nint)pc, ag = (nint)pg, axr = (nint)pxr, ayr = (nint)pyr;
+                int panels = csr.Panels, width = csr.PanelWidth;
+                void Block(int b)
+                {
+                    float* xb = (float*)ax + (long)b * BlockStride(cols), yb = (float*)ay + (long)b * BlockStride(rows);
+                    if (axr != 0) Transpose.ToBlock((float*)axr, n, cols, TokenBlock, xb, b);
+                    if (simd) SpMMPaddedBlock((ulong*)ac, (float*)av, (int*)ag, rows, panels, width, xb, yb, (float*)ab);
+                    else SpMMPaddedPortable(csr, (float*)av, xb, yb, (float*)ab);
+                    if (ayr != 0) Transpose.FromBlock(yb, n, rows, TokenBlock, (float*)ayr, b);
+                }
+                if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
+                else Parallel.For(0, blocks, Block);
             }
-            return;
         }
-        fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues)
-        fixed (ushort* pc = layout.Columns)
-        fixed (int* pg = layout.GroupPointers)
-        {
-            nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv, ac = (nint)pc, ag = (nint)pg;
-            int rows = csr.Rows, panels = csr.Panels, width = csr.PanelWidth;
-            void Block(int b) => SpMMPadded((ulong*)ac, (float*)av, (int*)ag, rows, panels, width,
-                (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(rows), (float*)ab);
-            if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
-            else Parallel.For(0, blocks, Block);
-        }
+        finally { gathered?.Dispose(); }
     }
 
     /// <summary>One token block over the padded layout without Vector512 (padding slots hold 0 and add nothing).</summary>
@@ -135,7 +158,7 @@ public static unsafe class SparseKernels
     /// already in registers (the stream runs on across rows and panels), so those loads never wait for their address.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SpMMPadded(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
+    private static void SpMMPaddedBlock(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
     {
         ulong q0 = q[0], q1 = q[1], q2 = q[2];
         for (int p = 0; p < panels; p++)
@@ -222,7 +245,7 @@ public static unsafe class SparseKernels
     /// <summary>
     /// Sampled dense-dense product, the weight gradient at kept places only, on token-blocked activations:
     /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads;
-    /// four token blocks (256 tokens) at a time and in sub-panels of 32 columns, so the activation rows in use stay in
+    /// four token blocks (256 tokens) at a time and in sub-panels of 32 columns (wider at low density), so the activation rows in use stay in
     /// L1 and a row's dY slice stays in registers.
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
@@ -247,8 +270,17 @@ public static unsafe class SparseKernels
         }
     }
 
-    /// <summary>Columns per SDDMM sub-panel: four token blocks of 32 activation rows (32 KiB) stay in L1 while every row of the chunk takes its entries there.</summary>
-    private const int SddmmSubPanel = 32;
+    /// <summary>
+    /// Columns per SDDMM sub-panel: at 32, four token blocks of 32 activation rows (32 KiB) stay in L1 while every row of
+    /// the chunk takes its entries there. Each row's run of entries in a sub-panel pays a fixed cost (its dY slice, the
+    /// loop's exit), so at low density, where a 32-column run holds only a few entries, wider sub-panels win although
+    /// their rows spill to L2 (measured at 2048×768×3072: 75% sparse, 32 columns best; 90%, 128).
+    /// </summary>
+    private static int SddmmSubPanel(CsrMatrix csr)
+    {
+        double density = (double)csr.Nnz / Math.Max(1L, (long)csr.Rows * csr.Cols);
+        return density >= 0.2 ? 32 : density >= 0.12 ? 64 : 128;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
@@ -258,12 +290,13 @@ public static unsafe class SparseKernels
         if (Vector512.IsHardwareAccelerated)
         {
             // Four token blocks (256 tokens) per pass: the row's dY slice lives in 16 registers, each entry costs
-            // 16 loads, 16 FMAs and one reduction. Each panel is walked in sub-panels of 32 columns, so the activation
+            // 16 loads, 16 FMAs and one reduction. Each panel is walked in sub-panels (SddmmSubPanel), so the activation
             // rows in use (32 rows × 4 blocks × 256 B = 32 KiB) stay in L1. Chunks of 1/32 of the rows per core keep the
             // chunk's dY slices and gradients in L2. Where each row's entries of each sub-panel
             // start is found once per chunk (entries are sorted by column within a panel row), so the entry loops
             // have exact bounds instead of a column test per entry.
-            int panels = csr.Panels, subs = (csr.PanelWidth + SddmmSubPanel - 1) / SddmmSubPanel, rows = m1 - m0;
+            int width = SddmmSubPanel(csr);
+            int panels = csr.Panels, subs = (csr.PanelWidth + width - 1) / width, rows = m1 - m0;
             int[] bounds = ArrayPool<int>.Shared.Rent(panels * rows * (subs + 1));
             fixed (ushort* pc16 = csr.Columns16)
             fixed (int* pc32 = csr.Columns32)
@@ -281,7 +314,7 @@ public static unsafe class SparseKernels
                         bm[0] = e;
                         for (int sp = 1; sp <= subs; sp++)
                         {
-                            int limit = first + sp * SddmmSubPanel;
+                            int limit = first + sp * width;
                             while (e < eEnd && (pc16 != null ? pc16[e] : pc32[e]) < limit) e++;
                             bm[sp] = e;
                         }
