@@ -265,9 +265,7 @@ public sealed class SparseLinear : Linear
         if (_master is null) return _csrT.Get(_mask!, Weight);
         if (_masterT is null)
         {
-            var structure = _master.TransposeStructure(out var entryMap); // no values: they are gathered per pass
-            _masterTMap = structure.Padded.SlotMap(structure, entryMap);
-            _masterT = structure;
+            _masterT = _master.TransposeStructure(out _masterTMap, CsrMatrix.DefaultPanelWidth, slotMap: true); // no values: gathered per pass
         }
         padded = AlignedBuffer.Rent(_masterTMap!.Length);
         PaddedPanels.GatherMapped(_master.Values.AsSpan(0, _master.Nnz), _masterTMap, padded.Span);

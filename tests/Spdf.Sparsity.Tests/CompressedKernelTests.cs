@@ -293,5 +293,7 @@ public class PaddedPanelsTests
         var actual = new float[expected.Length];
         SparseKernels.SpMMPadded(t, padded, xb, actual, tokens);
         actual.Should().Equal(expected);
+        csr.TransposeStructure(out var slots, CsrMatrix.DefaultPanelWidth, slotMap: true).RowPointers.Should().Equal(t.RowPointers);
+        slots.Should().Equal(t.Padded.SlotMap(t, entryMap), "the slot map written while transposing is the entry map laid out in padded slots");
     }
 }
