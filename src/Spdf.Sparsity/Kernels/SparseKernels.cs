@@ -32,24 +32,8 @@ public static unsafe class SparseKernels
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
     public static void SpMM(CsrMatrix csr, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
     {
-        if (!bias.IsEmpty && bias.Length != csr.Rows)
-            throw new ArgumentException($"SpMM: bias has {bias.Length} elements; expected {csr.Rows} (one per output row).", nameof(bias));
         ArgumentNullException.ThrowIfNull(csr);
-        if (xBlocks.Length < BlockedLength(csr.Cols, n) || yBlocks.Length < BlockedLength(csr.Rows, n))
-            throw new ArgumentException($"SpMM: a {csr.Rows}×{csr.Cols} CSR times {n} tokens needs blocked input {BlockedLength(csr.Cols, n)} and output {BlockedLength(csr.Rows, n)} elements; got {xBlocks.Length} and {yBlocks.Length}.");
-        int blocks = (n + TokenBlock - 1) / TokenBlock;
-        bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
-        if (!Vector512.IsHardwareAccelerated)
-        {
-            fixed (float* px = xBlocks, py = yBlocks, pbias = bias)
-            {
-                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias;
-                void Block(int b) => SpMMBlockPortable(csr, (float*)ax + (long)b * BlockStride(csr.Cols), (float*)ay + (long)b * BlockStride(csr.Rows), (float*)ab);
-                if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
-                else Parallel.For(0, blocks, Block);
-            }
-            return;
-        }
+        // The kernel reads the blocks only; SpMMFused takes a writable span because it can fill them itself.
         fixed (float* px = xBlocks) SpMMFused(csr, default, default, new Span<float>(px, xBlocks.Length), yBlocks, default, n, bias);
     }
 
@@ -132,22 +116,6 @@ public static unsafe class SparseKernels
                     System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xp + layout.Columns[j] * TokenBlock, TokenBlock), pv[j], y, y);
             }
         }
-    }
-
-    /// <summary>One token block without Vector512: the same panel order, each entry a span multiply-add.</summary>
-    private static void SpMMBlockPortable(CsrMatrix csr, float* xb, float* yb, float* bias)
-    {
-        var vals = csr.Values;
-        int rows = csr.Rows, panels = csr.Panels;
-        for (int m = 0; m < rows; m++) new Span<float>(yb + m * TokenBlock, TokenBlock).Fill(bias != null ? bias[m] : 0f);
-        for (int p = 0; p < panels; p++)
-            for (int m = 0; m < rows; m++)
-            {
-                var y = new Span<float>(yb + m * TokenBlock, TokenBlock);
-                var (e0, e1) = csr.Range(p, m);
-                for (int e = e0; e < e1; e++)
-                    System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xb + csr.Column(e) * TokenBlock, TokenBlock), vals[e], y, y);
-            }
     }
 
     /// <summary>
