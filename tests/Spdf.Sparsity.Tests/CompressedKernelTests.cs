@@ -149,12 +149,13 @@ public class CompressedKernelTests
         var csr = CsrMatrix.FromMask(mask, panelWidth: 3);
         csr.RowPointers.Should().Equal(0, 2, 2, 4);
         Enumerable.Range(0, csr.Nnz).Select(csr.Column).Should().Equal(0, 2, 1, 2);
-        csr.Bytes.Should().Be(4 * 6 + 4 * 4);
+        // Values, row pointers, then the padded layout: two groups (+ the lookahead's) of 16-bit columns and its group pointers.
+        csr.Bytes.Should().Be(4 * 4 + 4 * 4 + (2 + PaddedPanels.Lookahead) * PaddedPanels.GroupSize * 2 + 4 * 4);
         var panels = CsrMatrix.FromMask(mask, panelWidth: 2);
         panels.Panels.Should().Be(2);
         panels.RowPointers.Should().Equal(0, 1, 1, 2, /* panel 1 */ 2, 3, 3, 4);
         Enumerable.Range(0, panels.Nnz).Select(panels.Column).Should().Equal(0, 1, 2, 2);
-        panels.Bytes.Should().Be(4 * 6 + 8 * 4);
+        panels.Bytes.Should().Be(4 * 4 + 8 * 4 + (4 + PaddedPanels.Lookahead) * PaddedPanels.GroupSize * 2 + 8 * 4);
         var t = CsrMatrix.FromMask(mask, transpose: true, panelWidth: 3);
         t.RowPointers.Should().Equal(0, 1, 2, 4);
         t.DenseIndices().Should().Equal(0, 7, 2, 8);
@@ -269,6 +270,25 @@ public class PaddedPanelsTests
         PaddedPanels.GatherMapped(values, map, viaMap);
         viaMap.Should().Equal(padded);
         ((Action)(() => layout.GatherValues(csr, values, new float[15]))).Should().Throw<ArgumentException>().WithMessage("*16 padded slots*");
+    }
+
+    [Fact]
+    public void PanelsWiderThan16BitsAreSplit()
+    {
+        // A panel's columns are 16-bit and relative to it: a "one panel" request over 70,000 columns gets two.
+        var m = new float[2 * 70_000];
+        int[] kept = [3, 65_535, 65_536, 69_999, 70_000 + 12, 70_000 + 66_000];
+        foreach (int i in kept) m[i] = 1;
+        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(m, 2, 70_000)), panelWidth: int.MaxValue);
+        csr.PanelWidth.Should().Be(CsrMatrix.MaxPanelWidth);
+        csr.Panels.Should().Be(2);
+        csr.DenseIndices().Order().Should().Equal(kept);
+        csr.Gather(Enumerable.Range(0, m.Length).Select(i => (float)(i % 7)).ToArray());
+        var x = Enumerable.Range(0, 70_000).Select(i => 1f + i % 3).ToArray();
+        var y = new float[2];
+        SparseKernels.SpMV(csr, x, y);
+        float Expected(int row) => kept.Where(i => i / 70_000 == row).Sum(i => (i % 7) * x[i % 70_000]);
+        y.Should().Equal(Expected(0), Expected(1));
     }
 
     [Theory]

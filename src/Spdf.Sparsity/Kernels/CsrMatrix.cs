@@ -6,19 +6,22 @@ namespace Spdf.Sparsity.Kernels;
 /// The kept entries of a <c>(rows, cols)</c> matrix in column-panelled compressed sparse rows: columns are cut into
 /// panels of <see cref="PanelWidth"/>, and within each panel the entries are stored row by row (CSR) in increasing
 /// column order. A kernel that walks one panel at a time touches only that panel's rows of the activations, which then
-/// stay in L1 (128 rows × 64 tokens × 4 bytes = 32 KiB). One panel as wide as the matrix is plain CSR. Column indices are
-/// 16-bit when <c>cols ≤ 65,536</c>, else 32-bit. The structure follows a mask; <see cref="Gather"/> refreshes values
-/// from a dense weight after each optimizer step and <see cref="Scatter"/> writes kept values back.
+/// stay in L1 (128 rows × 64 tokens × 4 bytes = 32 KiB). Panels are at most 65,536 columns wide. Column indices are kept
+/// once, 16-bit and relative to their panel, in the SpMM's padded-group layout (<see cref="PaddedPanels"/>); values are in
+/// plain entry order. The structure follows a mask; <see cref="Gather"/> refreshes values from a dense weight after each
+/// optimizer step and <see cref="Scatter"/> writes kept values back.
 /// </summary>
 public sealed class CsrMatrix
 {
     /// <summary>The panel width used unless asked otherwise.</summary>
     public const int DefaultPanelWidth = 128;
 
-    private CsrMatrix(int rows, int cols, int panelWidth, bool transposed, int[] rowPointers, ushort[]? col16, int[]? col32, float[]? values, LayoutCache? cache = null)
+    /// <summary>The widest panel: panel-relative columns are 16-bit.</summary>
+    public const int MaxPanelWidth = ushort.MaxValue + 1;
+
+    private CsrMatrix(int rows, int cols, int panelWidth, bool transposed, int[] rowPointers, PaddedPanels layout, float[]? values)
     {
-        _cache = cache ?? new LayoutCache();
-        Rows = rows; Cols = cols; PanelWidth = panelWidth; Transposed = transposed; RowPointers = rowPointers; Columns16 = col16; Columns32 = col32;
+        Rows = rows; Cols = cols; PanelWidth = panelWidth; Transposed = transposed; RowPointers = rowPointers; Padded = layout;
         Nnz = rowPointers[^1];
         if (values is not null && values.Length < Nnz && !ReferenceEquals(values, NoValues))
             throw new ArgumentException($"The values array has {values.Length} entries; the mask keeps {Nnz}.", nameof(values));
@@ -37,7 +40,7 @@ public sealed class CsrMatrix
         if (panelWidth <= 0) throw new ArgumentException($"Panel width {panelWidth} must be positive.", nameof(panelWidth));
         int r0 = mask.Shape[0], c0 = mask.Shape[1];
         int rows = transpose ? c0 : r0, cols = transpose ? r0 : c0;
-        int pw = Math.Min(panelWidth, Math.Max(cols, 1));
+        int pw = Math.Min(Math.Min(panelWidth, MaxPanelWidth), Math.Max(cols, 1));
         int panels = Math.Max(1, (cols + pw - 1) / pw);
         var m = mask.Values.AsReadOnlySpan();
         int Flat(int r, int c) => transpose ? c * c0 + r : r * c0 + c;
@@ -53,22 +56,20 @@ public sealed class CsrMatrix
             }
             ptr[p * (rows + 1) + rows] = at;
         }
-        bool narrow = cols <= ushort.MaxValue + 1;
-        var c16 = narrow ? new ushort[at] : null;
-        var c32 = narrow ? null : new int[at];
-        at = 0;
+        var layout = PaddedPanels.Allocate(rows, ptr);
+        var pc = layout.Columns;
         for (int p = 0; p < panels; p++)
         {
             int cEnd = Math.Min(cols, (p + 1) * pw);
             for (int r = 0; r < rows; r++)
+            {
+                int slot = layout.Slot(p * (rows + 1) + r);
                 for (int c = p * pw; c < cEnd; c++)
-                {
-                    if (m[Flat(r, c)] == 0) continue;
-                    if (narrow) c16![at] = (ushort)c; else c32![at] = c;
-                    at++;
-                }
+                    if (m[Flat(r, c)] != 0) pc[slot++] = (ushort)(c - p * pw);
+            }
         }
-        return new CsrMatrix(rows, cols, pw, transpose, ptr, c16, c32, values);
+        layout.Pad(ptr);
+        return new CsrMatrix(rows, cols, pw, transpose, ptr, layout, values);
     }
 
     /// <summary>Rows.</summary>
@@ -94,16 +95,11 @@ public sealed class CsrMatrix
     public CsrMatrix WithValues(float[] values)
     {
         ArgumentNullException.ThrowIfNull(values);
-        return new CsrMatrix(Rows, Cols, PanelWidth, Transposed, RowPointers, Columns16, Columns32, values, _cache);
+        return new CsrMatrix(Rows, Cols, PanelWidth, Transposed, RowPointers, Padded, values);
     }
 
-    /// <summary>Kernel layouts derived from the structure, built on first use and shared by every <see cref="WithValues"/> view.</summary>
-    private sealed class LayoutCache { public PaddedPanels? Padded; }
-
-    private readonly LayoutCache _cache;
-
-    /// <summary>The SpMM's padded-group layout of this structure (built on first use; two racing builders build the same thing).</summary>
-    internal PaddedPanels Padded => _cache.Padded ??= PaddedPanels.Build(this);
+    /// <summary>The columns, in the SpMM's padded-group layout (shared by every <see cref="WithValues"/> view).</summary>
+    internal PaddedPanels Padded { get; }
 
     /// <summary>
     /// Entry ranges: panel p, row r covers entries <c>[RowPointers[p·(Rows+1) + r], RowPointers[p·(Rows+1) + r + 1])</c>.
@@ -117,23 +113,27 @@ public sealed class CsrMatrix
         return (RowPointers[i], RowPointers[i + 1]);
     }
 
-    /// <summary>Column indices when <c>Cols ≤ 65,536</c>, else null.</summary>
-    public ushort[]? Columns16 { get; }
-
-    /// <summary>Column indices when <c>Cols &gt; 65,536</c>, else null.</summary>
-    public int[]? Columns32 { get; }
-
     /// <summary>Values of the kept entries (the first <see cref="Nnz"/> elements; a pooled array may be longer).</summary>
     public float[] Values { get; }
 
     /// <summary>Whether this is the transpose of the mask's matrix (rows are the weight's columns).</summary>
     public bool Transposed { get; }
 
-    /// <summary>Bytes held: values, column indices, row pointers and the SpMM layout once built.</summary>
-    public long Bytes => Nnz * (4L + (Columns16 is not null ? 2 : 4)) + RowPointers.Length * 4L + (_cache.Padded?.Bytes ?? 0);
+    /// <summary>Bytes held: values, row pointers and the padded column layout.</summary>
+    public long Bytes => Nnz * 4L + RowPointers.Length * 4L + Padded.Bytes;
 
-    /// <summary>Column of entry <paramref name="e"/>.</summary>
-    public int Column(int e) => Columns16 is not null ? Columns16[e] : Columns32![e];
+    /// <summary>Column of entry <paramref name="e"/> (a binary search for its run; loops over runs read
+    /// <see cref="PaddedPanels.Columns"/> directly).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">No such entry.</exception>
+    public int Column(int e)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(e);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(e, Nnz);
+        var rp = RowPointers;
+        int lo = 0, hi = rp.Length - 1; // the last run starting at or before e holds it (a panel's end pointer equals the next run's start)
+        while (lo < hi) { int mid = (lo + hi + 1) >> 1; if (rp[mid] <= e) lo = mid; else hi = mid - 1; }
+        return lo / (Rows + 1) * PanelWidth + Padded.Columns[Padded.Slot(lo) + e - rp[lo]];
+    }
 
     /// <summary>Flat index in the dense (untransposed, row-major) weight of the entry at row <paramref name="row"/>, column <paramref name="col"/>.</summary>
     private int Flat(int row, int col) => Transposed ? col * Rows + row : row * Cols + col;
@@ -142,11 +142,12 @@ public sealed class CsrMatrix
     public int[] DenseIndices()
     {
         var idx = new int[Nnz];
+        var pc = Padded.Columns;
         for (int p = 0, panels = Panels; p < panels; p++)
             for (int r = 0; r < Rows; r++)
             {
                 var (s, e) = Range(p, r);
-                for (int i = s; i < e; i++) idx[i] = Flat(r, Column(i));
+                for (int i = s, slot = Padded.Slot(p * (Rows + 1) + r); i < e; i++, slot++) idx[i] = Flat(r, p * PanelWidth + pc[slot]);
             }
         return idx;
     }
@@ -168,14 +169,15 @@ public sealed class CsrMatrix
     {
         if (panelWidth <= 0) throw new ArgumentException($"Panel width {panelWidth} must be positive.", nameof(panelWidth));
         int rowsT = Cols, colsT = Rows;
-        int pw = Math.Min(panelWidth, Math.Max(colsT, 1));
+        int pw = Math.Min(Math.Min(panelWidth, MaxPanelWidth), Math.Max(colsT, 1));
         int panelsT = Math.Max(1, (colsT + pw - 1) / pw), panels = Panels;
+        var pc = Padded.Columns;
         var cursor = new int[panelsT * rowsT]; // entries per (panel of the transpose, its row); then where the next one goes
         for (int q = 0; q < panels; q++)
             for (int r = 0; r < Rows; r++)
             {
                 var (s, e) = Range(q, r);
-                for (int i = s; i < e; i++) cursor[r / pw * rowsT + Column(i)]++;
+                for (int slot = Padded.Slot(q * (Rows + 1) + r), end = slot + e - s; slot < end; slot++) cursor[r / pw * rowsT + q * PanelWidth + pc[slot]]++;
             }
         var ptr = new int[panelsT * (rowsT + 1)];
         int at = 0;
@@ -190,39 +192,27 @@ public sealed class CsrMatrix
             }
             ptr[p * (rowsT + 1) + rowsT] = at;
         }
-        bool narrow = colsT <= ushort.MaxValue + 1;
-        var c16 = narrow ? new ushort[at] : null;
-        var c32 = narrow ? null : new int[at];
-        // With slotMap: padded slot of transposed entry pos = groupStart(run) × GroupSize + (pos − runStart), where the
-        // run is (panel, row) of the transpose; slotShift[run] = groupStart × GroupSize − runStart.
-        int[]? slotShift = null;
-        if (slotMap)
-        {
-            slotShift = new int[panelsT * rowsT];
-            int groups = 0;
-            for (int p = 0; p < panelsT; p++)
-                for (int c = 0; c < rowsT; c++)
-                {
-                    int start = ptr[p * (rowsT + 1) + c], count = ptr[p * (rowsT + 1) + c + 1] - start;
-                    slotShift[p * rowsT + c] = groups * PaddedPanels.GroupSize - start;
-                    groups += (count + PaddedPanels.GroupSize - 1) / PaddedPanels.GroupSize;
-                }
-            entryMap = new int[groups * PaddedPanels.GroupSize];
-            Array.Fill(entryMap, -1);
-        }
+        var layout = PaddedPanels.Allocate(rowsT, ptr);
+        var pcT = layout.Columns;
+        // Padded slot of transposed entry pos: slotShift[run] + pos, where run is (panel, row) of the transpose.
+        var slotShift = new int[panelsT * rowsT];
+        for (int p = 0; p < panelsT; p++)
+            for (int c = 0; c < rowsT; c++) slotShift[p * rowsT + c] = layout.Slot(p * (rowsT + 1) + c) - ptr[p * (rowsT + 1) + c];
+        if (slotMap) { entryMap = new int[layout.Groups * PaddedPanels.GroupSize]; Array.Fill(entryMap, -1); }
         else entryMap = new int[at];
         for (int r = 0; r < Rows; r++) // ascending rows of this matrix: ascending columns within each row of the transpose
             for (int q = 0; q < panels; q++)
             {
                 var (s, e) = Range(q, r);
-                for (int i = s; i < e; i++)
+                for (int i = s, slot = Padded.Slot(q * (Rows + 1) + r); i < e; i++, slot++)
                 {
-                    int run = r / pw * rowsT + Column(i), pos = cursor[run]++;
-                    if (narrow) c16![pos] = (ushort)r; else c32![pos] = r;
-                    entryMap[slotShift is null ? pos : pos + slotShift[run]] = i;
+                    int run = r / pw * rowsT + q * PanelWidth + pc[slot], pos = cursor[run]++;
+                    pcT[pos + slotShift[run]] = (ushort)(r - r / pw * pw);
+                    entryMap[slotMap ? pos + slotShift[run] : pos] = i;
                 }
             }
-        return new CsrMatrix(rowsT, colsT, pw, !Transposed, ptr, c16, c32, NoValues);
+        layout.Pad(ptr);
+        return new CsrMatrix(rowsT, colsT, pw, !Transposed, ptr, layout, NoValues);
     }
 
     /// <summary>Copies the kept values out of a dense weight.</summary>
@@ -235,11 +225,12 @@ public sealed class CsrMatrix
         if (dense.Length != Rows * Cols || values.Length != Nnz)
             throw new ArgumentException($"GatherInto: expected a dense array of {Rows * Cols} and {Nnz} values; got {dense.Length} and {values.Length}.");
         var v = values;
+        var pc = Padded.Columns;
         for (int p = 0, panels = Panels; p < panels; p++)
             for (int r = 0; r < Rows; r++)
             {
                 var (s, e) = Range(p, r);
-                for (int i = s; i < e; i++) v[i] = dense[Flat(r, Column(i))];
+                for (int i = s, slot = Padded.Slot(p * (Rows + 1) + r); i < e; i++, slot++) v[i] = dense[Flat(r, p * PanelWidth + pc[slot])];
             }
     }
 
@@ -249,11 +240,12 @@ public sealed class CsrMatrix
     {
         if (dense.Length != Rows * Cols || values.Length != Nnz)
             throw new ArgumentException($"Scatter: expected {Nnz} values and a dense array of {Rows * Cols}; got {values.Length} and {dense.Length}.");
+        var pc = Padded.Columns;
         for (int p = 0, panels = Panels; p < panels; p++)
             for (int r = 0; r < Rows; r++)
             {
                 var (s, e) = Range(p, r);
-                for (int i = s; i < e; i++) dense[Flat(r, Column(i))] = values[i];
+                for (int i = s, slot = Padded.Slot(p * (Rows + 1) + r); i < e; i++, slot++) dense[Flat(r, p * PanelWidth + pc[slot])] = values[i];
             }
     }
 }

@@ -1,7 +1,7 @@
 namespace Spdf.Sparsity.Kernels;
 
 /// <summary>
-/// The SpMM's own layout of a <see cref="CsrMatrix"/>'s structure: every (panel, row) run of entries padded to a whole
+/// The column structure of a <see cref="CsrMatrix"/>, laid out for the SpMM: every (panel, row) run of entries padded to a whole
 /// number of groups of <see cref="GroupSize"/>, with columns relative to the panel's first column (so 16 bits for any
 /// width). Groups let the kernel read four column indices with one 64-bit load and four values with one 128-bit load,
 /// and read the indices of the groups <see cref="Lookahead"/> ahead across row boundaries, so that the activation loads
@@ -36,37 +36,37 @@ internal sealed class PaddedPanels
     /// <summary>Bytes held.</summary>
     public long Bytes => Columns.Length * 2L + GroupPointers.Length * 4L;
 
-    /// <summary>Builds the padded layout of <paramref name="csr"/>'s structure.</summary>
-    public static PaddedPanels Build(CsrMatrix csr)
+    /// <summary>
+    /// The group pointers for runs delimited by <paramref name="rowPointers"/> (a CSR's, <c>panels × (rows + 1)</c>) and a
+    /// zeroed column array for them; the caller writes each run's panel-relative columns from <see cref="Slot"/> on,
+    /// then calls <see cref="Pad"/>.
+    /// </summary>
+    public static PaddedPanels Allocate(int rows, int[] rowPointers)
     {
-        int rows = csr.Rows, panels = csr.Panels;
-        if (csr.PanelWidth > ushort.MaxValue + 1) throw new ArgumentException($"Panel width {csr.PanelWidth} exceeds 65,536; the padded layout stores 16-bit panel-relative columns.", nameof(csr));
-        var rp = csr.RowPointers;
-        var gp = new int[rp.Length];
+        var gp = new int[rowPointers.Length];
         int groups = 0;
-        for (int p = 0; p < panels; p++)
+        for (int i = 0; i < rowPointers.Length; i++)
         {
-            for (int r = 0; r < rows; r++)
-            {
-                gp[p * (rows + 1) + r] = groups;
-                int count = rp[p * (rows + 1) + r + 1] - rp[p * (rows + 1) + r];
-                groups += (count + GroupSize - 1) / GroupSize;
-            }
-            gp[p * (rows + 1) + rows] = groups;
+            gp[i] = groups;
+            if ((i + 1) % (rows + 1) != 0) groups += (rowPointers[i + 1] - rowPointers[i] + GroupSize - 1) / GroupSize; // not a panel's end
         }
-        var cols = new ushort[(groups + Lookahead) * GroupSize];
-        for (int p = 0; p < panels; p++)
+        return new PaddedPanels(rows, gp, new ushort[(groups + Lookahead) * GroupSize], groups);
+    }
+
+    /// <summary>The first padded slot of run <paramref name="run"/> (panel p, row r: run p·(Rows+1) + r).</summary>
+    public int Slot(int run) => GroupPointers[run] * GroupSize;
+
+    /// <summary>Fills every run's padding slots with the run's last column (padding then reads a row the run reads anyway).</summary>
+    public void Pad(int[] rowPointers)
+    {
+        for (int i = 0; i < rowPointers.Length - 1; i++)
         {
-            int first = p * csr.PanelWidth;
-            for (int r = 0; r < rows; r++)
-            {
-                int s = rp[p * (rows + 1) + r], e = rp[p * (rows + 1) + r + 1];
-                int at = gp[p * (rows + 1) + r] * GroupSize, end = gp[p * (rows + 1) + r + 1] * GroupSize;
-                for (int i = s; i < e; i++) cols[at++] = (ushort)(csr.Column(i) - first);
-                for (; at < end; at++) cols[at] = cols[at - 1];
-            }
+            if ((i + 1) % (Rows + 1) == 0) continue;
+            int count = rowPointers[i + 1] - rowPointers[i];
+            if (count == 0) continue;
+            int at = Slot(i) + count, end = GroupPointers[i + 1] * GroupSize;
+            for (; at < end; at++) Columns[at] = Columns[at - 1];
         }
-        return new PaddedPanels(rows, gp, cols, groups);
     }
 
     /// <summary>Copies CSR-ordered <paramref name="values"/> (one per entry) into the padded order; padding gets 0. Panels

@@ -265,52 +265,60 @@ public static unsafe class SparseKernels
             // have exact bounds instead of a column test per entry.
             int width = SddmmSubPanel(csr);
             int panels = csr.Panels, subs = (csr.PanelWidth + width - 1) / width, rows = m1 - m0;
-            int[] bounds = ArrayPool<int>.Shared.Rent(panels * rows * (subs + 1));
-            fixed (ushort* pc16 = csr.Columns16)
-            fixed (int* pc32 = csr.Columns32)
+            // Per (panel, row): the entry where each sub-panel starts, then the shift from entry to padded column slot.
+            int stride = subs + 2;
+            int[] bounds = ArrayPool<int>.Shared.Rent(panels * rows * stride);
+            var layout = csr.Padded;
+            fixed (ushort* pc = layout.Columns)
             fixed (int* prp = csr.RowPointers)
             fixed (int* bd = bounds)
             {
                 for (int p = 0; p < panels; p++)
                 {
                     int* ptr = prp + p * (csr.Rows + 1);
-                    int first = p * csr.PanelWidth;
                     for (int m = m0; m < m1; m++)
                     {
-                        int* bm = bd + ((long)p * rows + m - m0) * (subs + 1);
-                        int e = ptr[m], eEnd = ptr[m + 1];
+                        int* bm = bd + ((long)p * rows + m - m0) * stride;
+                        int e = ptr[m], eEnd = ptr[m + 1], shift = layout.Slot(p * (csr.Rows + 1) + m) - e;
                         bm[0] = e;
                         for (int sp = 1; sp <= subs; sp++)
                         {
-                            int limit = first + sp * width;
-                            while (e < eEnd && (pc16 != null ? pc16[e] : pc32[e]) < limit) e++;
+                            int limit = sp * width; // columns are panel-relative
+                            while (e < eEnd && pc[e + shift] < limit) e++;
                             bm[sp] = e;
                         }
+                        bm[subs + 1] = shift;
                     }
                 }
                 for (; b + 4 <= blocks; b += 4)
                     for (int p = 0; p < panels; p++)
+                    {
+                        byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
                         for (int sp = 0; sp < subs; sp++)
                             for (int m = m0; m < m1; m++)
                             {
-                                int* bm = bd + ((long)p * rows + m - m0) * (subs + 1) + sp;
-                                int e = bm[0], eEnd = bm[1];
+                                int* bm = bd + ((long)p * rows + m - m0) * stride;
+                                int e = bm[sp], eEnd = bm[sp + 1];
                                 if (e == eEnd) continue;
-                                if (pc16 != null) SddmmEntries(pc16 + e, eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, (byte*)(xb + b * xStride), (nint)(xStride * 4), dw + e);
-                                else SddmmEntries(pc32 + e, eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, (byte*)(xb + b * xStride), (nint)(xStride * 4), dw + e);
+                                SddmmEntries(pc + e + bm[subs + 1], eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, xq, (nint)(xStride * 4), dw + e);
                             }
+                    }
             }
             ArrayPool<int>.Shared.Return(bounds);
         }
+        var pcs = csr.Padded.Columns;
         for (; b < blocks; b++)
             for (int p = 0; p < csr.Panels; p++)
+            {
+                float* xp = xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock;
                 for (int m = m0; m < m1; m++)
                 {
                     var dy = new ReadOnlySpan<float>(dyb + b * dyStride + m * TokenBlock, TokenBlock);
                     var (eStart, eEnd) = csr.Range(p, m);
-                    for (int e = eStart; e < eEnd; e++)
-                        dw[e] += System.Numerics.Tensors.TensorPrimitives.Dot(dy, new ReadOnlySpan<float>(xb + b * xStride + csr.Column(e) * TokenBlock, TokenBlock));
+                    for (int e = eStart, slot = csr.Padded.Slot(p * (csr.Rows + 1) + m); e < eEnd; e++, slot++)
+                        dw[e] += System.Numerics.Tensors.TensorPrimitives.Dot(dy, new ReadOnlySpan<float>(xp + pcs[slot] * TokenBlock, TokenBlock));
                 }
+            }
     }
 
     /// <summary>
@@ -319,8 +327,7 @@ public static unsafe class SparseKernels
     /// next. Not inlined: alone, the loop keeps every address in registers (inlined, the JIT spilled the strides).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SddmmEntries<TIndex>(TIndex* c, nint count, float* d0, long dyStride, byte* xq, nint xs, float* dw)
-        where TIndex : unmanaged, System.Numerics.IBinaryInteger<TIndex>
+    private static void SddmmEntries(ushort* c, nint count, float* d0, long dyStride, byte* xq, nint xs, float* dw)
     {
         float* d1 = d0 + dyStride, d2 = d1 + dyStride, d3 = d2 + dyStride;
         var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
@@ -331,7 +338,7 @@ public static unsafe class SparseKernels
         for (nint i = 0; i < count; i++)
         {
             // Byte offset of a column's row in the first block: column × 64 tokens × 4 bytes; the others follow at xs.
-            byte* x = xq + (nuint.CreateTruncating(c[i]) << 8);
+            byte* x = xq + ((nuint)c[i] << 8);
             var a0 = y00 * Vector512.Load((float*)x);
             var a1 = y01 * Vector512.Load((float*)x + 16);
             var a2 = y02 * Vector512.Load((float*)x + 32);
@@ -367,7 +374,7 @@ public static unsafe class SparseKernels
 
     /// <summary>
     /// Sparse matrix-vector product for batch-1 decoding, <c>y[m] = Σ_{k kept} W[m, k]·x[k]</c>, reading only kept
-    /// weights (values and 16-bit columns: 6 bytes per kept weight against 4 per dense weight).
+    /// weights (values and 16-bit panel-relative columns: about 6 bytes per kept weight against 4 per dense weight).
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
     public static void SpMV(CsrMatrix csr, ReadOnlySpan<float> x, Span<float> y)
@@ -393,26 +400,22 @@ public static unsafe class SparseKernels
     private static void SpMVRows(CsrMatrix csr, float* x, float* y, int m0, int m1)
     {
         var v = csr.Values;
+        var layout = csr.Padded;
+        var pc = layout.Columns;
         for (int m = m0; m < m1; m++)
         {
             float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
             for (int p = 0; p < csr.Panels; p++)
             {
                 var (e, e1) = csr.Range(p, m);
-                if (csr.Columns16 is { } c16)
+                float* xp = x + p * csr.PanelWidth;
+                int c = layout.Slot(p * (csr.Rows + 1) + m) - e; // padded slot of entry e: e + c
+                for (; e + 4 <= e1; e += 4)
                 {
-                    for (; e + 4 <= e1; e += 4)
-                    {
-                        s0 += v[e] * x[c16[e]]; s1 += v[e + 1] * x[c16[e + 1]];
-                        s2 += v[e + 2] * x[c16[e + 2]]; s3 += v[e + 3] * x[c16[e + 3]];
-                    }
-                    for (; e < e1; e++) s0 += v[e] * x[c16[e]];
+                    s0 += v[e] * xp[pc[e + c]]; s1 += v[e + 1] * xp[pc[e + c + 1]];
+                    s2 += v[e + 2] * xp[pc[e + c + 2]]; s3 += v[e + 3] * xp[pc[e + c + 3]];
                 }
-                else
-                {
-                    var c32 = csr.Columns32!;
-                    for (; e < e1; e++) s0 += v[e] * x[c32[e]];
-                }
+                for (; e < e1; e++) s0 += v[e] * xp[pc[e + c]];
             }
             y[m] = (s0 + s1) + (s2 + s3);
         }
