@@ -240,6 +240,24 @@ public class AlignedBufferTests
         b.Dispose(); c.Dispose();
         ((Action)(() => AlignedBuffer.Rent(0))).Should().Throw<ArgumentOutOfRangeException>();
     }
+
+    [Fact]
+    public void NearbyLengthsShareABufferOfAtMostAnEighthMore()
+    {
+        // Every sparse layer's padded values differ in length by a little: they must not each keep a pooled buffer.
+        AlignedBuffer.CapacityFor(617_392).Should().Be(AlignedBuffer.CapacityFor(617_696));
+        foreach (int n in new[] { 1, 1024, 1025, 65_536, 65_537, 617_392, 1 << 20, 100_000_003 })
+        {
+            int cap = AlignedBuffer.CapacityFor(n);
+            cap.Should().BeGreaterThanOrEqualTo(n);
+            if (n > 1024) ((double)cap / n).Should().BeLessThanOrEqualTo(1.125, $"length {n}");
+        }
+        var a = AlignedBuffer.Rent(700_001);
+        a.Dispose();
+        using var b = AlignedBuffer.Rent(700_123);
+        ReferenceEquals(a, b).Should().BeTrue("a returned buffer of the same capacity is reused for a nearby length");
+        b.Span.Length.Should().Be(700_123);
+    }
 }
 
 public class PaddedPanelsTests
