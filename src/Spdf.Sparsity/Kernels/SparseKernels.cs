@@ -295,6 +295,7 @@ public static unsafe class SparseKernels
                     {
                         byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
                         for (int sp = 0; sp < subs; sp++)
+                        {
                             for (int m = m0; m < m1; m++)
                             {
                                 int* bm = bd + ((long)p * rows + m - m0) * stride;
@@ -302,6 +303,7 @@ public static unsafe class SparseKernels
                                 if (e == eEnd) continue;
                                 SddmmEntries(pc + e + bm[subs + 1], eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, xq, (nint)(xStride * 4), dw + e);
                             }
+                        }
                     }
             }
             ArrayPool<int>.Shared.Return(bounds);
