@@ -283,7 +283,7 @@ public class PaddedPanelsTests
         var padded = new float[16];
         layout.GatherValues(csr, values, padded);
         padded.Should().Equal(1, 2, 3, 0, 4, 0, 0, 0, 5, 6, 0, 0, 7, 0, 0, 0);
-        var map = layout.SlotMap(csr, null);
+        var map = SlotMap(csr, null);
         var viaMap = new float[16];
         PaddedPanels.GatherMapped(values, map, viaMap);
         viaMap.Should().Equal(padded);
@@ -327,11 +327,25 @@ public class PaddedPanelsTests
         var expected = new float[SparseKernels.BlockedLength(cols, tokens)];
         SparseKernels.SpMM(t.WithValues(entryMap.Select(e => csr.Values[e]).ToArray()), xb, expected, tokens);
         var padded = new float[t.Padded.Groups * PaddedPanels.GroupSize];
-        PaddedPanels.GatherMapped(csr.Values.AsSpan(0, csr.Nnz), t.Padded.SlotMap(t, entryMap), padded);
+        PaddedPanels.GatherMapped(csr.Values.AsSpan(0, csr.Nnz), SlotMap(t, entryMap), padded);
         var actual = new float[expected.Length];
-        SparseKernels.SpMMPadded(t, padded, xb, actual, tokens);
+        SparseKernels.SpMMFused(t, padded, default, xb, actual, default, tokens);
         actual.Should().Equal(expected);
         csr.TransposeStructure(out var slots, CsrMatrix.DefaultPanelWidth, slotMap: true).RowPointers.Should().Equal(t.RowPointers);
-        slots.Should().Equal(t.Padded.SlotMap(t, entryMap), "the slot map written while transposing is the entry map laid out in padded slots");
+        slots.Should().Equal(SlotMap(t, entryMap), "the slot map written while transposing is the entry map laid out in padded slots");
+    }
+
+    /// <summary>The reference slot map: each run's entries (through <paramref name="entryMap"/>) at its padded slots, −1 for padding.</summary>
+    private static int[] SlotMap(CsrMatrix csr, int[]? entryMap)
+    {
+        var layout = csr.Padded;
+        var map = Enumerable.Repeat(-1, layout.Groups * PaddedPanels.GroupSize).ToArray();
+        for (int p = 0; p < csr.Panels; p++)
+            for (int r = 0; r < csr.Rows; r++)
+            {
+                var (s, e) = csr.Range(p, r);
+                for (int i = s; i < e; i++) map[layout.Slot(p * (csr.Rows + 1) + r) + i - s] = entryMap is null ? i : entryMap[i];
+            }
+        return map;
     }
 }

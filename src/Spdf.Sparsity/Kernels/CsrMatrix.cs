@@ -162,7 +162,7 @@ public sealed class CsrMatrix
 
     /// <summary>
     /// As <see cref="TransposeStructure(out int[], int)"/>; with <paramref name="slotMap"/> the map is indexed by the
-    /// transpose's padded slots instead (<see cref="PaddedPanels.SlotMap"/>: −1 for padding), written in the same pass,
+    /// transpose's padded slots instead (−1 for padding; <see cref="PaddedPanels.GatherMapped"/> reads it), written in the same pass,
     /// so no entry-indexed map is ever allocated (at GPT-2 small's width that transient was 85 MB at 75% sparsity).
     /// </summary>
     internal CsrMatrix TransposeStructure(out int[] entryMap, int panelWidth, bool slotMap)

@@ -98,23 +98,6 @@ internal sealed class PaddedPanels
         }
     }
 
-    /// <summary>For each padded slot, the index of its value in a values array (<c>entryMap[e]</c> for CSR entry e, or e
-    /// itself when <paramref name="entryMap"/> is null), or −1 for padding: one gather then fills the padded values of a
-    /// matrix whose values live elsewhere (Wᵀ's live in W's order).</summary>
-    public int[] SlotMap(CsrMatrix csr, int[]? entryMap)
-    {
-        var map = new int[Groups * GroupSize];
-        var rp = csr.RowPointers;
-        for (int i = 0; i < rp.Length - 1; i++)
-        {
-            if ((i + 1) % (Rows + 1) == 0) continue; // a panel's end pointer
-            int s = rp[i], e = rp[i + 1], at = GroupPointers[i] * GroupSize, end = GroupPointers[i + 1] * GroupSize;
-            for (int k = s; k < e; k++) map[at++] = entryMap is null ? k : entryMap[k];
-            for (; at < end; at++) map[at] = -1;
-        }
-        return map;
-    }
-
     /// <summary><c>padded[j] = map[j] &lt; 0 ? 0 : values[map[j]]</c>, in parallel when large (a random-access gather).</summary>
     /// <exception cref="ArgumentException">A length does not fit.</exception>
     public static void GatherMapped(ReadOnlySpan<float> values, int[] map, Span<float> padded)

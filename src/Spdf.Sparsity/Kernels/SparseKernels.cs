@@ -38,16 +38,8 @@ public static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// As <see cref="SpMM"/>, with the values already in <paramref name="csr"/>'s padded order (<see cref="CsrMatrix.Padded"/>;
-    /// e.g. gathered straight from another matrix's values through <see cref="PaddedPanels.SlotMap"/>). AVX-512 only.
-    /// </summary>
-    internal static void SpMMPadded(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
-    {
-        fixed (float* px = xBlocks) SpMMFused(csr, paddedValues, default, new Span<float>(px, xBlocks.Length), yBlocks, default, n, bias);
-    }
-
-    /// <summary>
-    /// As <see cref="SpMMPadded"/>, with the transposes fused in: when <paramref name="xRows"/> (row-major <c>(n, Cols)</c>)
+    /// As <see cref="SpMM"/>, optionally with the values already in <paramref name="csr"/>'s padded order
+    /// (<paramref name="paddedValues"/>, e.g. gathered straight from W's values for Wᵀ), and with the transposes fused in: when <paramref name="xRows"/> (row-major <c>(n, Cols)</c>)
     /// is given, each token block of <paramref name="xBlocks"/> is filled from it just before the block is multiplied;
     /// when <paramref name="yRows"/> (row-major <c>(n, Rows)</c>) is given, each block of the result is written there as
     /// soon as it is done. The blocks move while they are in cache instead of in separate passes over memory.
@@ -111,7 +103,7 @@ public static unsafe class SparseKernels
             for (int m = 0; m < rows; m++)
             {
                 var y = new Span<float>(yb + m * TokenBlock, TokenBlock);
-                int s = layout.GroupPointers[p * (rows + 1) + m] * PaddedPanels.GroupSize, e = layout.GroupPointers[p * (rows + 1) + m + 1] * PaddedPanels.GroupSize;
+                int s = layout.Slot(p * (rows + 1) + m), e = layout.Slot(p * (rows + 1) + m + 1);
                 for (int j = s; j < e; j++)
                     System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(xp + layout.Columns[j] * TokenBlock, TokenBlock), pv[j], y, y);
             }
