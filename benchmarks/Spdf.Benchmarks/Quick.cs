@@ -245,6 +245,7 @@ public static class Quick
         double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1048576.0 / measured;
         double pauseMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / measured;
         double gen2PerStep = (double)(GC.CollectionCount(2) - gen2) / measured;
+        var gcInfo = GC.GetGCMemoryInfo();
         long tokens = (long)batch * cfg.ContextLength;
         Emit(new Dictionary<string, object>
         {
@@ -256,7 +257,7 @@ public static class Quick
             ["parameters"] = model.ParameterCount(),
             ["scope"] = useScope, ["alloc_mb_per_step"] = Math.Round(allocMb, 1), ["gc_pause_ms_per_step"] = Math.Round(pauseMs, 1), ["gen2_per_step"] = Math.Round(gen2PerStep, 2),
             // Where the memory is: the managed heap after the last collection, its pinned part (the kernels' pooled aligned buffers).
-            ["gc_heap_mb"] = GC.GetGCMemoryInfo().HeapSizeBytes >> 20, ["pinned_heap_mb"] = GC.GetGCMemoryInfo().GenerationInfo[4].SizeAfterBytes >> 20,
+            ["gc_heap_mb"] = gcInfo.HeapSizeBytes >> 20, ["pinned_heap_mb"] = gcInfo.GenerationInfo[4].SizeAfterBytes >> 20,
             ["aligned_buffers_mb"] = Sparsity.Kernels.AlignedBuffer.AllocatedBytes >> 20,
             ["kernel"] = handle is null ? "dense-" + Gemm.KernelName
                 : string.Join(",", handle.Layers.GroupBy(l => l.Layer.Kernel).Select(gr => $"{gr.Key}:{gr.Count()}")),

@@ -64,7 +64,7 @@ internal sealed class PaddedPanels
             if ((i + 1) % (Rows + 1) == 0) continue;
             int count = rowPointers[i + 1] - rowPointers[i];
             if (count == 0) continue;
-            int at = Slot(i) + count, end = GroupPointers[i + 1] * GroupSize;
+            int at = Slot(i) + count, end = Slot(i + 1);
             for (; at < end; at++) Columns[at] = Columns[at - 1];
         }
     }
@@ -81,13 +81,13 @@ internal sealed class PaddedPanels
             fixed (float* pv = values, pp = padded)
             {
                 nint av = (nint)pv, ap = (nint)pp;
-                int[] rp = csr.RowPointers, gp = GroupPointers;
+                int[] rp = csr.RowPointers;
                 int rows = Rows, panels = csr.Panels;
                 void Panel(int p)
                 {
                     for (int i = p * (rows + 1), end = i + rows; i < end; i++)
                     {
-                        int s = rp[i], e = rp[i + 1], at = gp[i] * GroupSize, stop = gp[i + 1] * GroupSize;
+                        int s = rp[i], e = rp[i + 1], at = Slot(i), stop = Slot(i + 1);
                         new ReadOnlySpan<float>((float*)av + s, e - s).CopyTo(new Span<float>((float*)ap + at, e - s));
                         new Span<float>((float*)ap + at + e - s, stop - at - (e - s)).Clear();
                     }
