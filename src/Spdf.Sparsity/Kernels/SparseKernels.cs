@@ -1,6 +1,6 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Spdf.Tensors.Kernels.Cpu;
 
 namespace Spdf.Sparsity.Kernels;
@@ -204,9 +204,9 @@ public static unsafe class SparseKernels
 
     /// <summary>
     /// Sampled dense-dense product, the weight gradient at kept places only, on token-blocked activations:
-    /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads;
-    /// four token blocks (256 tokens) at a time and in sub-panels of 32 columns (wider at low density), so the activation rows in use stay in
-    /// L1 and a row's dY slice stays in registers.
+    /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads
+    /// (two chunks per core); each token block is walked panel by panel, so the panel's activation rows
+    /// (128 × 64 tokens × 4 B = 32 KiB) stay in L1 while every row of the chunk takes its entries there, four at a time.
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
     public static void Sddmm(CsrMatrix csr, ReadOnlySpan<float> dyBlocks, ReadOnlySpan<float> xBlocks, Span<float> dw, int n)
@@ -215,7 +215,9 @@ public static unsafe class SparseKernels
         if (dyBlocks.Length < BlockedLength(csr.Rows, n) || xBlocks.Length < BlockedLength(csr.Cols, n) || dw.Length < csr.Nnz)
             throw new ArgumentException($"SDDMM: shapes need blocked dY {BlockedLength(csr.Rows, n)}, blocked X {BlockedLength(csr.Cols, n)} and dW {csr.Nnz} elements; got {dyBlocks.Length}, {xBlocks.Length}, {dw.Length}.");
         dw[..csr.Nnz].Clear();
-        int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 32);
+        // Two chunks per core (measured at 2048×768×3072: fewer, larger chunks stream dY rows best; one per core leaves
+        // a core idle when the other's chunk runs long, eight or more cost 15–20%).
+        int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 2);
         fixed (float* pdy = dyBlocks, px = xBlocks, pw = dw)
         {
             nint ady = (nint)pdy, ax = (nint)px, aw = (nint)pw;
@@ -223,7 +225,8 @@ public static unsafe class SparseKernels
             void Rows(int c)
             {
                 int m0 = (int)((long)csr.Rows * c / chunks), m1 = (int)((long)csr.Rows * (c + 1) / chunks);
-                SddmmRows(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
+                if (Vector512.IsHardwareAccelerated) SddmmRows(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
+                else SddmmRowsPortable(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
             }
             if (chunks <= 1 || (long)csr.Nnz * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
             else Parallel.For(0, chunks, Rows);
@@ -231,77 +234,44 @@ public static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// Columns per SDDMM sub-panel: at 32, four token blocks of 32 activation rows (32 KiB) stay in L1 while every row of
-    /// the chunk takes its entries there. Each row's run of entries in a sub-panel pays a fixed cost (its dY slice, the
-    /// loop's exit), so at low density, where a 32-column run holds only a few entries, wider sub-panels win although
-    /// their rows spill to L2 (measured at 2048×768×3072: 75% sparse, 32 columns best; 90%, 128).
+    /// Rows <c>[m0, m1)</c> of the SDDMM, one token block at a time (the row's 64-token dY slice lives in four registers)
+    /// and panel by panel. Each (panel, row) run goes through <see cref="SddmmGroups"/> in the SpMM's padded groups.
+    /// Block by block rather than panel by panel: the chunk's dY rows then stream in order, and the gradients they add to
+    /// are the same for every block (panel-outer order measured 10–40% slower).
     /// </summary>
-    private static int SddmmSubPanel(CsrMatrix csr)
-    {
-        double density = (double)csr.Nnz / Math.Max(1L, (long)csr.Rows * csr.Cols);
-        return density >= 0.2 ? 32 : density >= 0.12 ? 64 : 128;
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
     {
         long dyStride = BlockStride(csr.Rows), xStride = BlockStride(csr.Cols);
-        int b = 0;
-        if (Vector512.IsHardwareAccelerated)
+        var layout = csr.Padded;
+        int panels = csr.Panels, rows = csr.Rows;
+        fixed (ushort* pc = layout.Columns)
+        fixed (int* prp = csr.RowPointers)
+        fixed (int* pgp = layout.GroupPointers)
         {
-            // Four token blocks (256 tokens) per pass: the row's dY slice lives in 16 registers, each entry costs
-            // 16 loads, 16 FMAs and one reduction. Each panel is walked in sub-panels (SddmmSubPanel), so the activation
-            // rows in use (32 rows × 4 blocks × 256 B = 32 KiB) stay in L1. Chunks of 1/32 of the rows per core keep the
-            // chunk's dY slices and gradients in L2. Where each row's entries of each sub-panel
-            // start is found once per chunk (entries are sorted by column within a panel row), so the entry loops
-            // have exact bounds instead of a column test per entry.
-            int width = SddmmSubPanel(csr);
-            int panels = csr.Panels, subs = (csr.PanelWidth + width - 1) / width, rows = m1 - m0;
-            // Per (panel, row): the entry where each sub-panel starts, then the shift from entry to padded column slot.
-            int stride = subs + 2;
-            int[] bounds = ArrayPool<int>.Shared.Rent(panels * rows * stride);
-            var layout = csr.Padded;
-            fixed (ushort* pc = layout.Columns)
-            fixed (int* prp = csr.RowPointers)
-            fixed (int* bd = bounds)
-            {
+            for (int b = 0; b < blocks; b++)
                 for (int p = 0; p < panels; p++)
                 {
-                    int* ptr = prp + p * (csr.Rows + 1);
+                    byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
+                    float* dy = dyb + b * dyStride;
+                    int* gp = pgp + p * (rows + 1), rp = prp + p * (rows + 1);
                     for (int m = m0; m < m1; m++)
                     {
-                        int* bm = bd + ((long)p * rows + m - m0) * stride;
-                        int e = ptr[m], eEnd = ptr[m + 1], shift = layout.Slot(p * (csr.Rows + 1) + m) - e;
-                        bm[0] = e;
-                        for (int sp = 1; sp <= subs; sp++)
-                        {
-                            int limit = sp * width; // columns are panel-relative
-                            while (e < eEnd && pc[e + shift] < limit) e++;
-                            bm[sp] = e;
-                        }
-                        bm[subs + 1] = shift;
+                        int g = gp[m], groups = gp[m + 1] - g;
+                        if (groups == 0) continue;
+                        int e = rp[m], lastValid = rp[m + 1] - e - (groups - 1) * PaddedPanels.GroupSize;
+                        SddmmGroups((ulong*)pc + g, groups, lastValid, dy + m * TokenBlock, xq, dw + e);
                     }
                 }
-                for (; b + 4 <= blocks; b += 4)
-                    for (int p = 0; p < panels; p++)
-                    {
-                        byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
-                        for (int sp = 0; sp < subs; sp++)
-                        {
-                            for (int m = m0; m < m1; m++)
-                            {
-                                int* bm = bd + ((long)p * rows + m - m0) * stride;
-                                int e = bm[sp], eEnd = bm[sp + 1];
-                                if (e == eEnd) continue;
-                                SddmmEntries(pc + e + bm[subs + 1], eEnd - e, dyb + b * dyStride + m * TokenBlock, dyStride, xq, (nint)(xStride * 4), dw + e);
-                            }
-                        }
-                    }
-            }
-            ArrayPool<int>.Shared.Return(bounds);
         }
+    }
+
+    /// <summary>The SDDMM's rows without Vector512: one dot product per entry.</summary>
+    private static void SddmmRowsPortable(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
+    {
+        long dyStride = BlockStride(csr.Rows), xStride = BlockStride(csr.Cols);
         var pcs = csr.Padded.Columns;
-        for (; b < blocks; b++)
+        for (int b = 0; b < blocks; b++)
             for (int p = 0; p < csr.Panels; p++)
             {
                 float* xp = xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock;
@@ -316,46 +286,62 @@ public static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// <paramref name="count"/> entries of one row over four token blocks: <c>dw[i] += Σ_t dy[t]·x[c[i], t]</c>, with
-    /// <paramref name="xq"/> the first block's activation rows and <paramref name="xs"/> the bytes from one block to the
-    /// next. Not inlined: alone, the loop keeps every address in registers (inlined, the JIT spilled the strides).
+    /// One (panel, row) run of the SDDMM over one token block: <paramref name="groups"/> padded groups of four entries,
+    /// <c>dw[i] += Σ_t dy[t]·x[c[i], t]</c>, with <paramref name="q"/> the groups' packed 16-bit panel-relative columns and
+    /// <paramref name="x0"/> the panel's activation rows. The last group stores only its first <paramref name="lastValid"/>
+    /// results (the rest is padding). The four dot products of a group are summed across their lanes together: 128-bit
+    /// quarters are exchanged between them until each quarter holds one entry's partial sums, then summed within quarters,
+    /// 14 vector operations for four entries where reducing each alone takes 11 apiece. That cost, paid every 16 FMAs, is
+    /// what makes one-block passes pay (a probe with the data in L1: 13.4 cycles a group, 20.8 reducing each entry alone);
+    /// with four blocks per pass the dY slice took 16 registers, and each run of a 32-column sub-panel paid its reload.
+    /// Not inlined: alone, the loop keeps every address in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SddmmEntries(ushort* c, nint count, float* d0, long dyStride, byte* xq, nint xs, float* dw)
+    private static void SddmmGroups(ulong* q, nint groups, int lastValid, float* d0, byte* x0, float* dw)
     {
-        float* d1 = d0 + dyStride, d2 = d1 + dyStride, d3 = d2 + dyStride;
-        var y00 = Vector512.Load(d0); var y01 = Vector512.Load(d0 + 16); var y02 = Vector512.Load(d0 + 32); var y03 = Vector512.Load(d0 + 48);
-        var y10 = Vector512.Load(d1); var y11 = Vector512.Load(d1 + 16); var y12 = Vector512.Load(d1 + 32); var y13 = Vector512.Load(d1 + 48);
-        var y20 = Vector512.Load(d2); var y21 = Vector512.Load(d2 + 16); var y22 = Vector512.Load(d2 + 32); var y23 = Vector512.Load(d2 + 48);
-        var y30 = Vector512.Load(d3); var y31 = Vector512.Load(d3 + 16); var y32 = Vector512.Load(d3 + 32); var y33 = Vector512.Load(d3 + 48);
-        nint xs3 = 3 * xs;
-        for (nint i = 0; i < count; i++)
+        var y0 = Vector512.Load(d0); var y1 = Vector512.Load(d0 + 16); var y2 = Vector512.Load(d0 + 32); var y3 = Vector512.Load(d0 + 48);
+        var lanes = Vector512.Create(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        for (nint i = 0; i < groups; i++)
         {
-            // Byte offset of a column's row in the first block: column × 64 tokens × 4 bytes; the others follow at xs.
-            byte* x = xq + ((nuint)c[i] << 8);
-            var a0 = y00 * Vector512.Load((float*)x);
-            var a1 = y01 * Vector512.Load((float*)x + 16);
-            var a2 = y02 * Vector512.Load((float*)x + 32);
-            var a3 = y03 * Vector512.Load((float*)x + 48);
-            a0 = Vector512.FusedMultiplyAdd(y10, Vector512.Load((float*)(x + xs)), a0);
-            a1 = Vector512.FusedMultiplyAdd(y11, Vector512.Load((float*)(x + xs) + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y12, Vector512.Load((float*)(x + xs) + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y13, Vector512.Load((float*)(x + xs) + 48), a3);
-            a0 = Vector512.FusedMultiplyAdd(y20, Vector512.Load((float*)(x + 2 * xs)), a0);
-            a1 = Vector512.FusedMultiplyAdd(y21, Vector512.Load((float*)(x + 2 * xs) + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y22, Vector512.Load((float*)(x + 2 * xs) + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y23, Vector512.Load((float*)(x + 2 * xs) + 48), a3);
-            a0 = Vector512.FusedMultiplyAdd(y30, Vector512.Load((float*)(x + xs3)), a0);
-            a1 = Vector512.FusedMultiplyAdd(y31, Vector512.Load((float*)(x + xs3) + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(y32, Vector512.Load((float*)(x + xs3) + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(y33, Vector512.Load((float*)(x + xs3) + 48), a3);
-            dw[i] += HorizontalSum((a0 + a1) + (a2 + a3));
+            ulong w = q[i];
+            // Byte offset of a column's row in the block: column × 64 tokens × 4 bytes = column << 8.
+            nuint o0 = (nuint)((w << 8) & 0xFF_FF00), o1 = (nuint)((w >> 8) & 0xFF_FF00), o2 = (nuint)((w >> 24) & 0xFF_FF00), o3 = (nuint)((w >> 40) & 0xFF_FF00);
+            var a = y0 * Vector512.Load((float*)(x0 + o0));
+            a = Vector512.FusedMultiplyAdd(y1, Vector512.Load((float*)(x0 + o0) + 16), a);
+            a = Vector512.FusedMultiplyAdd(y2, Vector512.Load((float*)(x0 + o0) + 32), a);
+            a = Vector512.FusedMultiplyAdd(y3, Vector512.Load((float*)(x0 + o0) + 48), a);
+            var b = y0 * Vector512.Load((float*)(x0 + o1));
+            b = Vector512.FusedMultiplyAdd(y1, Vector512.Load((float*)(x0 + o1) + 16), b);
+            b = Vector512.FusedMultiplyAdd(y2, Vector512.Load((float*)(x0 + o1) + 32), b);
+            b = Vector512.FusedMultiplyAdd(y3, Vector512.Load((float*)(x0 + o1) + 48), b);
+            var c = y0 * Vector512.Load((float*)(x0 + o2));
+            c = Vector512.FusedMultiplyAdd(y1, Vector512.Load((float*)(x0 + o2) + 16), c);
+            c = Vector512.FusedMultiplyAdd(y2, Vector512.Load((float*)(x0 + o2) + 32), c);
+            c = Vector512.FusedMultiplyAdd(y3, Vector512.Load((float*)(x0 + o2) + 48), c);
+            var d = y0 * Vector512.Load((float*)(x0 + o3));
+            d = Vector512.FusedMultiplyAdd(y1, Vector512.Load((float*)(x0 + o3) + 16), d);
+            d = Vector512.FusedMultiplyAdd(y2, Vector512.Load((float*)(x0 + o3) + 32), d);
+            d = Vector512.FusedMultiplyAdd(y3, Vector512.Load((float*)(x0 + o3) + 48), d);
+            // Quarters (a0 a1 a2 a3) → (a0+a2, a1+a3, b0+b2, b1+b3), then one entry's partials per quarter, then within quarters.
+            var ab = Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);
+            var cd = Avx512F.Shuffle4x128(c, d, 0x44) + Avx512F.Shuffle4x128(c, d, 0xEE);
+            var s = Avx512F.Shuffle4x128(ab, cd, 0x88) + Avx512F.Shuffle4x128(ab, cd, 0xDD);
+            s += Avx512F.Permute4x32(s, 0b10_11_00_01);
+            s += Avx512F.Permute4x32(s, 0b01_00_11_10);
+            var r = Avx512F.PermuteVar16x32(s, lanes).GetLower().GetLower();
+            float* at = dw + i * PaddedPanels.GroupSize;
+            if (i + 1 < groups || lastValid == PaddedPanels.GroupSize) (Vector128.Load(at) + r).Store(at);
+            else
+            {
+                var keep = Vector128.LessThan(Vector128.Create(0, 1, 2, 3), Vector128.Create(lastValid)).AsSingle();
+                Avx512F.VL.MaskStore(at, keep, Avx512F.VL.MaskLoad(at, keep, Vector128<float>.Zero) + r);
+            }
         }
     }
 
     /// <summary>The sum of a vector's lanes by halving (512 → 256 → 128 bits, then two in-register shuffles): 8
     /// instructions, where <c>Vector512.Sum</c> reduces each 128-bit quarter on its own in about 26, half of them shuffles
-    /// competing for the same port — a third of the SDDMM's time per entry.</summary>
+    /// competing for the same port.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float HorizontalSum(Vector512<float> v)
     {
