@@ -59,7 +59,7 @@ public class CompressedKernelTests
     [InlineData(65, 7, 130)]
     public void MatchesMaskedDenseForOddShapes(int tokens, int inF, int outF) => Compare(tokens, inF, outF, null, 0.6, tokens % 2 == 1, 2);
 
-    [Theory] // ≥ 256 tokens: the four-block SDDMM with 32-column sub-panels (partial last sub-panel and panel), plus a tail block
+    [Theory] // several token blocks (partial last block and panel)
     [InlineData(300, 300, 70, 0.75)]
     [InlineData(520, 45, 33, 0.5)]
     [InlineData(256, 129, 20, 0.95)]
@@ -333,6 +333,43 @@ public class PaddedPanelsTests
         actual.Should().Equal(expected);
         csr.TransposeStructure(out var slots, CsrMatrix.DefaultPanelWidth, slotMap: true).RowPointers.Should().Equal(t.RowPointers);
         slots.Should().Equal(SlotMap(t, entryMap), "the slot map written while transposing is the entry map laid out in padded slots");
+    }
+
+    [Theory]
+    [InlineData(130, 40, 300)]
+    [InlineData(64, 9, 129)]
+    [InlineData(1, 3, 5)]
+    public void SddmmMatchesItsDefinitionForEveryRunLength(int tokens, int rows, int cols)
+    {
+        // Row r keeps r % 10 columns of each panel (runs of 0–9 entries: every count of padding in the last group, runs
+        // of several groups), and rows 10–19 keep nothing in the second panel.
+        var keep = new float[rows * cols];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+            {
+                int inPanel = c % CsrMatrix.DefaultPanelWidth;
+                bool emptyHere = r is >= 10 and < 20 && c / CsrMatrix.DefaultPanelWidth == 1;
+                if (!emptyHere && inPanel % 3 == 0 && inPanel / 3 < r % 10) keep[r * cols + c] = 1; // columns 0, 3, 6, …
+            }
+        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(keep, rows, cols)));
+        var g = new Generator(9);
+        var dy = Tensor.Randn(new Shape(tokens, rows), g).ToArray();
+        var x = Tensor.Randn(new Shape(tokens, cols), g).ToArray();
+        var dyb = new float[SparseKernels.BlockedLength(rows, tokens)];
+        var xb = new float[SparseKernels.BlockedLength(cols, tokens)];
+        Transpose.ToBlocks(dy, tokens, rows, SparseKernels.TokenBlock, dyb, SparseKernels.BlockStride(rows));
+        Transpose.ToBlocks(x, tokens, cols, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(cols));
+        var dw = Enumerable.Repeat(float.NaN, csr.Nnz + 3).ToArray(); // NaN: written, not added to; the 3 past the end stay
+        SparseKernels.Sddmm(csr, dyb, xb, dw, tokens);
+        var dense = csr.DenseIndices();
+        for (int e = 0; e < csr.Nnz; e++)
+        {
+            int r = dense[e] / cols, c = dense[e] % cols;
+            double expected = 0;
+            for (int t = 0; t < tokens; t++) expected += (double)dy[t * rows + r] * x[t * cols + c];
+            dw[e].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"entry {e} (row {r}, column {c})");
+        }
+        dw[^3..].Should().OnlyContain(v => float.IsNaN(v), "padding results are not stored past the last entry");
     }
 
     /// <summary>The reference slot map: each run's entries (through <paramref name="entryMap"/>) at its padded slots, −1 for padding.</summary>
