@@ -419,11 +419,12 @@ public sealed class SparseLinear : Linear
                 dx = new Tensor(d, input.Shape);
             }
             else Transpose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
+            var biasGrad = Bias is { RequiresGrad: true } ? new float[m] : null;
             if (weight.RequiresGrad)
             {
                 using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
                 var vals = CustomOp.RentStorage(csr.Nnz, clear: false);        // dW only at kept places
-                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals, n);
+                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals, n, biasGrad); // the bias gradient on the way
                 if (_master is not null) dw = new Tensor(vals, weight.Shape);   // compressed storage: that is the gradient
                 else
                 {
@@ -433,11 +434,10 @@ public sealed class SparseLinear : Linear
                     dw = new Tensor(d, weight.Shape);
                 }
             }
-            if (Bias is { RequiresGrad: true } bias)
+            if (biasGrad is not null)
             {
-                var d = new float[m];
-                SparseKernels.RowSums(dyt.Span, m, n, d);
-                db = new Tensor(d, bias.Shape);
+                if (!weight.RequiresGrad) SparseKernels.RowSums(dyt.Span, m, n, biasGrad);
+                db = new Tensor(biasGrad, Bias!.Shape);
             }
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });

@@ -84,6 +84,26 @@ public class CompressedKernelTests
     }
 
     [Fact]
+    public void BiasGradientWithAFrozenWeight()
+    {
+        // The weight needs no gradient: the bias gradient is not summed inside the SDDMM, but on its own.
+        var g = new Generator(18);
+        var dense = new Linear(90, 70, true, g);
+        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, g));
+        layer.Weight.RequiresGrad = false;
+        var x = Tensor.Randn(new Shape(300, 90), g);
+        var dy = Tensor.Randn(new Shape(300, 70), g);
+        float[] Db(SparseKernelMode mode)
+        {
+            layer.KernelMode = mode; layer.ZeroGrad();
+            layer.Forward(x).Backward(dy);
+            layer.Weight.Grad.Should().BeNull();
+            return layer.Bias!.Grad!.ToArray();
+        }
+        Same(Db(SparseKernelMode.Compressed), Db(SparseKernelMode.MaskedDense), "db");
+    }
+
+    [Fact]
     public void ManyPanels() => Compare(129, 300, 270, null, 0.8, true, 9); // 3 panels each way, partial last panel
 
     [Fact]
@@ -339,7 +359,7 @@ public class PaddedPanelsTests
     [InlineData(130, 40, 300)]
     [InlineData(64, 9, 129)]
     [InlineData(1, 3, 5)]
-    public void SddmmMatchesItsDefinitionForEveryRunLength(int tokens, int rows, int cols)
+    public void SddmmAndRowSumsMatchTheirDefinitionForEveryRunLength(int tokens, int rows, int cols)
     {
         // Row r keeps r % 10 columns of each panel (runs of 0–9 entries: every count of padding in the last group, runs
         // of several groups), and rows 10–19 keep nothing in the second panel.
@@ -360,7 +380,14 @@ public class PaddedPanelsTests
         Transpose.ToBlocks(dy, tokens, rows, SparseKernels.TokenBlock, dyb, SparseKernels.BlockStride(rows));
         Transpose.ToBlocks(x, tokens, cols, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(cols));
         var dw = Enumerable.Repeat(float.NaN, csr.Nnz + 3).ToArray(); // NaN: written, not added to; the 3 past the end stay
-        SparseKernels.Sddmm(csr, dyb, xb, dw, tokens);
+        var sums = Enumerable.Repeat(float.NaN, rows).ToArray();
+        SparseKernels.Sddmm(csr, dyb, xb, dw, tokens, sums);
+        for (int r = 0; r < rows; r++)
+        {
+            double expected = 0;
+            for (int t = 0; t < tokens; t++) expected += dy[t * rows + r];
+            sums[r].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"row sum {r}");
+        }
         var dense = csr.DenseIndices();
         for (int e = 0; e < csr.Nnz; e++)
         {

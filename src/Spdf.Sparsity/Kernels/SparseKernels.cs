@@ -208,29 +208,41 @@ public static unsafe class SparseKernels
     /// (two chunks per core); each token block is walked panel by panel, so the panel's activation rows
     /// (128 × 64 tokens × 4 B = 32 KiB) stay in L1 while every row of the chunk takes its entries there, four at a time.
     /// </summary>
+    /// <param name="csr">The structure of W (its values are not read).</param>
+    /// <param name="dyBlocks">dYᵀ in token blocks (<c>Rows</c> features).</param>
+    /// <param name="xBlocks">Xᵀ in token blocks (<c>Cols</c> features).</param>
+    /// <param name="dw">The gradient, one value per entry, in the CSR's order (overwritten).</param>
+    /// <param name="n">Tokens.</param>
+    /// <param name="rowSums">Optional: also <c>rowSums[r] = Σ_t dy[r, t]</c> (the bias gradient), summed while each dY
+    /// slice is on its way to the kernel instead of in a pass of its own over dYᵀ (overwritten).</param>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
-    public static void Sddmm(CsrMatrix csr, ReadOnlySpan<float> dyBlocks, ReadOnlySpan<float> xBlocks, Span<float> dw, int n)
+    public static void Sddmm(CsrMatrix csr, ReadOnlySpan<float> dyBlocks, ReadOnlySpan<float> xBlocks, Span<float> dw, int n, Span<float> rowSums = default)
     {
         ArgumentNullException.ThrowIfNull(csr);
         if (dyBlocks.Length < BlockedLength(csr.Rows, n) || xBlocks.Length < BlockedLength(csr.Cols, n) || dw.Length < csr.Nnz)
             throw new ArgumentException($"SDDMM: shapes need blocked dY {BlockedLength(csr.Rows, n)}, blocked X {BlockedLength(csr.Cols, n)} and dW {csr.Nnz} elements; got {dyBlocks.Length}, {xBlocks.Length}, {dw.Length}.");
+        if (!rowSums.IsEmpty && rowSums.Length < csr.Rows)
+            throw new ArgumentException($"SDDMM: row sums need {csr.Rows} elements (one per row of W); got {rowSums.Length}.", nameof(rowSums));
         dw[..csr.Nnz].Clear();
+        bool fuseSums = !rowSums.IsEmpty && Vector512.IsHardwareAccelerated;
+        if (fuseSums) rowSums[..csr.Rows].Clear();
         // Two chunks per core (measured at 2048×768×3072: fewer, larger chunks stream dY rows best; one per core leaves
         // a core idle when the other's chunk runs long, eight or more cost 15–20%).
         int chunks = Math.Min(csr.Rows, Environment.ProcessorCount * 2);
-        fixed (float* pdy = dyBlocks, px = xBlocks, pw = dw)
+        fixed (float* pdy = dyBlocks, px = xBlocks, pw = dw, ps = rowSums)
         {
-            nint ady = (nint)pdy, ax = (nint)px, aw = (nint)pw;
+            nint ady = (nint)pdy, ax = (nint)px, aw = (nint)pw, asums = fuseSums ? (nint)ps : 0;
             int blocks = (n + TokenBlock - 1) / TokenBlock;
             void Rows(int c)
             {
                 int m0 = (int)((long)csr.Rows * c / chunks), m1 = (int)((long)csr.Rows * (c + 1) / chunks);
-                if (Vector512.IsHardwareAccelerated) SddmmRows(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
+                if (Vector512.IsHardwareAccelerated) SddmmRows(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1, (float*)asums);
                 else SddmmRowsPortable(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
             }
             if (chunks <= 1 || (long)csr.Nnz * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
             else Parallel.For(0, chunks, Rows);
         }
+        if (!rowSums.IsEmpty && !fuseSums) RowSums(dyBlocks, csr.Rows, n, rowSums);
     }
 
     /// <summary>
@@ -240,7 +252,7 @@ public static unsafe class SparseKernels
     /// are the same for every block (panel-outer order measured 10–40% slower).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1)
+    private static void SddmmRows(CsrMatrix csr, float* dyb, float* xb, float* dw, int blocks, int m0, int m1, float* sums)
     {
         long dyStride = BlockStride(csr.Rows), xStride = BlockStride(csr.Cols);
         var layout = csr.Padded;
@@ -250,11 +262,19 @@ public static unsafe class SparseKernels
         fixed (int* pgp = layout.GroupPointers)
         {
             for (int b = 0; b < blocks; b++)
+            {
+                if (sums != null)
+                    for (int m = m0; m < m1; m++)
+                    {
+                        float* d = dyb + b * dyStride + m * TokenBlock; // padding tokens are zero
+                        sums[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
+                    }
                 for (int p = 0; p < panels; p++)
                 {
                     byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
                     SddmmPanel((ulong*)pc, pgp + p * (rows + 1), prp + p * (rows + 1), m0, m1, dyb + b * dyStride, xq, dw);
                 }
+            }
         }
     }
 
