@@ -404,25 +404,31 @@ public static unsafe class SparseKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SpMVRows(CsrMatrix csr, float* x, float* y, int m0, int m1)
     {
-        var v = csr.Values;
         var layout = csr.Padded;
-        var pc = layout.Columns;
-        for (int m = m0; m < m1; m++)
+        int rows = csr.Rows, panels = csr.Panels, width = csr.PanelWidth;
+        fixed (float* pv = csr.Values)
+        fixed (ushort* pcol = layout.Columns)
+        fixed (int* rp = csr.RowPointers)
+        fixed (int* gp = layout.GroupPointers)
         {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            for (int p = 0; p < csr.Panels; p++)
+            for (int m = m0; m < m1; m++)
             {
-                var (e, e1) = csr.Range(p, m);
-                float* xp = x + p * csr.PanelWidth;
-                int c = layout.Slot(p * (csr.Rows + 1) + m) - e; // padded slot of entry e: e + c
-                for (; e + 4 <= e1; e += 4)
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                for (int p = 0; p < panels; p++)
                 {
-                    s0 += v[e] * xp[pc[e + c]]; s1 += v[e + 1] * xp[pc[e + c + 1]];
-                    s2 += v[e + 2] * xp[pc[e + c + 2]]; s3 += v[e + 3] * xp[pc[e + c + 3]];
+                    int run = p * (rows + 1) + m;
+                    nint e = rp[run], e1 = rp[run + 1];
+                    ushort* c = pcol + (nint)gp[run] * PaddedPanels.GroupSize - e; // c[e]: entry e's panel-relative column
+                    float* xp = x + (nint)p * width;
+                    for (; e + 4 <= e1; e += 4)
+                    {
+                        s0 += pv[e] * xp[c[e]]; s1 += pv[e + 1] * xp[c[e + 1]];
+                        s2 += pv[e + 2] * xp[c[e + 2]]; s3 += pv[e + 3] * xp[c[e + 3]];
+                    }
+                    for (; e < e1; e++) s0 += pv[e] * xp[c[e]];
                 }
-                for (; e < e1; e++) s0 += v[e] * xp[pc[e + c]];
+                y[m] = (s0 + s1) + (s2 + s3);
             }
-            y[m] = (s0 + s1) + (s2 + s3);
         }
     }
 }
