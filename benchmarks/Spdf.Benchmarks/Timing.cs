@@ -9,7 +9,14 @@ namespace Spdf.Benchmarks;
 /// </summary>
 internal static class Timing
 {
-    public static double MedianMs(Action action, double seconds, int warmup = 2, int minRuns = 5, double warmupSeconds = 1.0)
+    public static double MedianMs(Action action, double seconds, int warmup = 2, int minRuns = 5, double warmupSeconds = 1.0) =>
+        Measure(action, seconds, warmup, minRuns, warmupSeconds).Median;
+
+    /// <summary>
+    /// Median and fastest wall time of an action (see <see cref="MedianMs"/>). On a shared machine the fastest run is the
+    /// one least disturbed by neighbours: for comparing two builds of a kernel it is steadier than the median.
+    /// </summary>
+    public static (double Median, double Min) Measure(Action action, double seconds, int warmup = 2, int minRuns = 5, double warmupSeconds = 1.0)
     {
         var w = Stopwatch.StartNew();
         for (int i = 0; i < warmup || w.Elapsed.TotalSeconds < warmupSeconds; i++) action();
@@ -24,6 +31,6 @@ internal static class Timing
         }
         times.Sort();
         int n = times.Count;
-        return n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+        return (n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]), times[0]);
     }
 }
