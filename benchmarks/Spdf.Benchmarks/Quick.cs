@@ -298,8 +298,13 @@ public static class Quick
         {
             ["op"] = "spmm_breakdown", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
         };
+        var only = o.TryGetValue("ops", out var ops) ? ops.Split(',') : null; // e.g. --ops spmm,sddmm
+        // Inputs filled once, whichever kernels are timed: the SDDMM's dY is the SpMM's output.
+        Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k));
+        Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n);
         void Time(string name, Action a)
         {
+            if (only is not null && !only.Contains(name)) return;
             var (median, min) = Timing.Measure(a, secs);
             timed[name + "_ms"] = Math.Round(median, 3);
             timed[name + "_min_ms"] = Math.Round(min, 3);
