@@ -20,7 +20,13 @@ TORCH_PEER = os.path.join(ROOT, "..", "shared", "peers", "torch_peer.py")
 
 def run(cmd, env=None):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    for o in rows:
+        # Debian's python3-torch without libopenblas0-pthread runs on the reference BLAS (~2 GFLOP/s): no peer at all.
+        if o.get("peer") == "torch" and o.get("op") == "linear" and o.get("fwd_gflops", 100) < 20:
+            print(f"warning: PyTorch's dense linear ran at {o['fwd_gflops']:.1f} GFLOP/s: it is on the reference BLAS, "
+                  "not OpenBLAS (apt-get install -y libopenblas0-pthread)", file=sys.stderr)
+    return rows
 
 def linear_cases():
     return [(2048, 768, 3072), (2048, 384, 1536), (2048, 768, 768), (2048, 768, 8192)]
