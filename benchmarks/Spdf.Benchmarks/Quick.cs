@@ -298,7 +298,10 @@ public static class Quick
         {
             ["op"] = "spmm_breakdown", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
         };
+        string[] kernels = ["to_blocks", "spmm", "from_blocks", "sddmm", "dense_gemm"];
         var only = o.TryGetValue("ops", out var ops) ? ops.Split(',') : null; // e.g. --ops spmm,sddmm
+        if (only?.FirstOrDefault(name => !kernels.Contains(name)) is { } unknown)
+            throw new ArgumentException($"--ops {ops}: '{unknown}' is not a kernel; expected a comma-separated list of {string.Join(", ", kernels)}.");
         // Inputs filled once, whichever kernels are timed: the SDDMM's dY is the SpMM's output.
         Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k));
         Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n);
