@@ -314,6 +314,8 @@ public static unsafe class SparseKernels
                 // Byte offset of a column's row in the block: column × 64 tokens × 4 bytes = column << 8.
                 nuint o0 = (nuint)((q0 << 8) & 0xFF_FF00), o1 = (nuint)((q0 >> 8) & 0xFF_FF00), o2 = (nuint)((q0 >> 24) & 0xFF_FF00), o3 = (nuint)((q0 >> 40) & 0xFF_FF00);
                 q0 = q1; q1 = q2; q2 = qn;
+                // The four dot products stay written out: behind a shared helper the JIT loaded the activation slices
+                // into registers of their own instead of folding them into the FMAs, and the kernel ran slower.
                 var a = y0 * Vector512.Load((float*)(x0 + o0));
                 a = Vector512.FusedMultiplyAdd(y1, Vector512.Load((float*)(x0 + o0) + 16), a);
                 a = Vector512.FusedMultiplyAdd(y2, Vector512.Load((float*)(x0 + o0) + 32), a);
