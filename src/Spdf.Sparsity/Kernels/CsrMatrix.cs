@@ -215,6 +215,88 @@ public sealed class CsrMatrix
         return new CsrMatrix(rowsT, colsT, pw, !Transposed, ptr, layout, NoValues);
     }
 
+    /// <summary>
+    /// The same entries in panels <paramref name="factor"/> times as wide (structure only: no values). A wide panel's
+    /// run for row r is the runs of r in its <paramref name="factor"/> narrow panels, one after the other, so its entries
+    /// are in the same column order; only their places in the values array differ, and <see cref="Regroup"/> moves
+    /// values from the wide order to this one. Returns this matrix when it has one panel or <paramref name="factor"/> is 1.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The factor is not positive, or the wide panels would pass <see cref="MaxPanelWidth"/>.</exception>
+    public CsrMatrix Widen(int factor)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(factor);
+        if (factor == 1 || Panels == 1) return this;
+        if ((long)PanelWidth * factor > MaxPanelWidth)
+            throw new ArgumentOutOfRangeException(nameof(factor), $"Widening {PanelWidth}-column panels {factor}× passes the widest panel, {MaxPanelWidth} columns.");
+        int rows = Rows, panels = Panels, widePanels = (panels + factor - 1) / factor;
+        var ptr = new int[widePanels * (rows + 1)];
+        int at = 0;
+        for (int wp = 0; wp < widePanels; wp++)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                ptr[wp * (rows + 1) + r] = at;
+                for (int q = wp * factor, qEnd = Math.Min(panels, q + factor); q < qEnd; q++) { var (s, e) = Range(q, r); at += e - s; }
+            }
+            ptr[wp * (rows + 1) + rows] = at;
+        }
+        var layout = PaddedPanels.Allocate(rows, ptr);
+        ushort[] pc = Padded.Columns, wide = layout.Columns;
+        for (int wp = 0; wp < widePanels; wp++)
+            for (int r = 0; r < rows; r++)
+            {
+                int slot = layout.Slot(wp * (rows + 1) + r);
+                for (int q = wp * factor, qEnd = Math.Min(panels, q + factor); q < qEnd; q++)
+                {
+                    var (s, e) = Range(q, r);
+                    int shift = (q - wp * factor) * PanelWidth;
+                    for (int i = Padded.Slot(q * (rows + 1) + r), end = i + e - s; i < end; i++) wide[slot++] = (ushort)(pc[i] + shift);
+                }
+            }
+        layout.Pad(ptr);
+        return new CsrMatrix(rows, Cols, PanelWidth * factor, Transposed, ptr, layout, NoValues);
+    }
+
+    /// <summary>
+    /// Moves values in the entry order of <paramref name="wide"/> (this matrix <see cref="Widen"/>ed) into this matrix's
+    /// entry order: each wide run is copied out in its narrow pieces. In parallel over wide panels when large.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="wide"/> is not a widening of this matrix, or a length does not fit.</exception>
+    public void Regroup(CsrMatrix wide, ReadOnlySpan<float> wideValues, Span<float> values)
+    {
+        ArgumentNullException.ThrowIfNull(wide);
+        if (wide.Rows != Rows || wide.Cols != Cols || wide.Nnz != Nnz || wide.PanelWidth % PanelWidth != 0 || wide.Transposed != Transposed)
+            throw new ArgumentException($"Regroup: a {wide.Rows}×{wide.Cols} matrix with {wide.Nnz} entries in {wide.PanelWidth}-column panels is not a widening of this {Rows}×{Cols} one with {Nnz} in {PanelWidth}-column panels.", nameof(wide));
+        if (wideValues.Length < Nnz || values.Length < Nnz)
+            throw new ArgumentException($"Regroup: {Nnz} entries need as many values on each side; got {wideValues.Length} and {values.Length}.");
+        if (ReferenceEquals(wide, this)) { wideValues[..Nnz].CopyTo(values); return; }
+        int factor = wide.PanelWidth / PanelWidth, rows = Rows, panels = Panels;
+        int[] rp = RowPointers, wrp = wide.RowPointers;
+        unsafe
+        {
+            fixed (float* pw = wideValues, pv = values)
+            {
+                nint aw = (nint)pw, av = (nint)pv;
+                void Panel(int wp)
+                {
+                    for (int r = 0; r < rows; r++)
+                    {
+                        int from = wrp[wp * (rows + 1) + r];
+                        for (int q = wp * factor, qEnd = Math.Min(panels, q + factor); q < qEnd; q++)
+                        {
+                            int s = rp[q * (rows + 1) + r], len = rp[q * (rows + 1) + r + 1] - s;
+                            Buffer.MemoryCopy((float*)aw + from, (float*)av + s, len * 4L, len * 4L);
+                            from += len;
+                        }
+                    }
+                }
+                int widePanels = wide.Panels;
+                if (widePanels == 1 || Nnz < 1 << 16) for (int wp = 0; wp < widePanels; wp++) Panel(wp);
+                else Parallel.For(0, widePanels, Panel);
+            }
+        }
+    }
+
     /// <summary>Copies the kept values out of a dense weight.</summary>
     public void Gather(ReadOnlySpan<float> dense) => GatherInto(dense, Values.AsSpan(0, Nnz));
 
