@@ -316,14 +316,7 @@ public static class Quick
         Time("to_blocks", () => Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k)));
         Time("spmm", () => Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n));
         Time("from_blocks", () => Transpose.FromBlocks(yb.Span, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)));
-        var wide = csr.Widen(Sparsity.Kernels.SparseKernels.SddmmWidening(csr)); // as SparseLinear runs it
-        var dwWide = new float[csr.Nnz];
-        timed["sddmm_panel"] = wide.PanelWidth;
-        Time("sddmm", () =>
-        {
-            Sparsity.Kernels.SparseKernels.Sddmm(wide, yb.Span, xb.Span, wide == csr ? dw : dwWide, n);
-            if (wide != csr) csr.Regroup(wide, dwWide, dw);
-        });
+        Time("sddmm", () => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb.Span, xb.Span, dw, n));
         Time("dense_gemm", () => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k));
         Emit(timed);
     }

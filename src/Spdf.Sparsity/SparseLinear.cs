@@ -423,24 +423,13 @@ public sealed class SparseLinear : Linear
             if (weight.RequiresGrad)
             {
                 using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
-                var sd = SddmmCsr(csr);                                         // csr, or csr in wider panels
-                var vals = CustomOp.RentStorage(csr.Nnz, clear: false);        // dW only at kept places, in sd's order
-                SparseKernels.Sddmm(sd, dyt.Span, xtt.Span, vals, n, biasGrad); // the bias gradient on the way
-                if (_master is not null)
-                {
-                    if (!ReferenceEquals(sd, csr))                              // back to the stored entry order
-                    {
-                        var stored = CustomOp.RentStorage(csr.Nnz, clear: false);
-                        csr.Regroup(sd, vals, stored);
-                        CustomOp.ReturnStorage(vals);
-                        vals = stored;
-                    }
-                    dw = new Tensor(vals, weight.Shape);                        // compressed storage: that is the gradient
-                }
+                var vals = CustomOp.RentStorage(csr.Nnz, clear: false);        // dW only at kept places
+                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals, n, biasGrad); // the bias gradient on the way
+                if (_master is not null) dw = new Tensor(vals, weight.Shape);   // compressed storage: that is the gradient
                 else
                 {
                     var d = CustomOp.RentStorage(m * k, clear: true);           // exactly 0 at dropped places
-                    sd.Scatter(vals.AsSpan(0, sd.Nnz), d);
+                    csr.Scatter(vals, d);
                     CustomOp.ReturnStorage(vals);
                     dw = new Tensor(d, weight.Shape);
                 }
@@ -452,16 +441,6 @@ public sealed class SparseLinear : Linear
             }
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
-    }
-
-    private CsrMatrix? _sddmmCsr, _sddmmSource;
-
-    /// <summary>The structure the SDDMM walks: <paramref name="csr"/> itself, or at high sparsity the same entries in wider
-    /// panels (<see cref="SparseKernels.SddmmWidening"/>), built once per structure.</summary>
-    private CsrMatrix SddmmCsr(CsrMatrix csr)
-    {
-        if (!ReferenceEquals(_sddmmSource, csr)) { _sddmmCsr = csr.Widen(SparseKernels.SddmmWidening(csr)); _sddmmSource = csr; }
-        return _sddmmCsr!;
     }
 
     /// <summary>A pooled, aligned token-blocked transpose of <c>(n, features)</c> rows; dispose it to give it back.</summary>

@@ -63,7 +63,6 @@ public class CompressedKernelTests
     [InlineData(300, 300, 70, 0.75)]
     [InlineData(520, 45, 33, 0.5)]
     [InlineData(256, 129, 20, 0.95)]
-    [InlineData(130, 300, 70, 0.9)] // the SDDMM in 256-column panels (three stored panels, two wide ones)
     public void MatchesMaskedDenseForLongSequences(int tokens, int inF, int outF, double sparsity) => Compare(tokens, inF, outF, null, sparsity, true, 11);
 
     [Fact]
@@ -207,59 +206,6 @@ public class TransposeStructureTests
         Enumerable.Range(0, built.Nnz).Select(built.Column).Should().Equal(Enumerable.Range(0, expected.Nnz).Select(expected.Column));
         var mine = built.DenseIndices(); var theirs = csr.DenseIndices();
         Enumerable.Range(0, map.Length).Select(e => theirs[map[e]]).Should().Equal(mine, "each transposed entry maps to the same weight");
-    }
-}
-
-public class WidenTests
-{
-    [Theory]
-    [InlineData(37, 300, 0.7, 16, 2)]   // partial last narrow and wide panels
-    [InlineData(20, 300, 0.9, 128, 2)]
-    [InlineData(9, 100, 0.5, 10, 3)]
-    [InlineData(5, 5, 0.0, 2, 4)]       // wider than the matrix: one panel
-    public void MatchesTheWidePanelsBuiltFromTheMaskAndRegroupsBack(int rows, int cols, double sparsity, int panel, int factor)
-    {
-        var g = new Generator(23);
-        var weight = Tensor.Randn(new Shape(rows, cols), g);
-        var mask = MaskInitializers.Random.Create(weight, sparsity, g);
-        var narrow = CsrMatrix.FromMask(mask, panelWidth: panel);
-        var expected = CsrMatrix.FromMask(mask, panelWidth: panel * factor);
-        var wide = narrow.Widen(factor);
-        wide.Panels.Should().Be(expected.Panels);
-        wide.RowPointers.Should().Equal(expected.RowPointers);
-        wide.Padded.GroupPointers.Should().Equal(expected.Padded.GroupPointers);
-        wide.Padded.Columns.Should().Equal(expected.Padded.Columns, "the same panel-relative columns and padding");
-        wide.DenseIndices().Should().Equal(expected.DenseIndices());
-        // Values in the wide order, regrouped, are the narrow order's.
-        var wideValues = wide.DenseIndices().Select(i => weight.AsReadOnlySpan()[i]).ToArray();
-        var values = new float[narrow.Nnz];
-        narrow.Regroup(wide, wideValues, values);
-        narrow.Gather(weight.AsReadOnlySpan());
-        values.Should().Equal(narrow.Values);
-    }
-
-    [Fact]
-    public void OnePanelOrFactorOneIsTheSameMatrix()
-    {
-        var mask = MaskInitializers.Random.Create(Tensor.Zeros(8, 30), 0.5, new Generator(1));
-        var csr = CsrMatrix.FromMask(mask, panelWidth: 10);
-        csr.Widen(1).Should().BeSameAs(csr);
-        var one = CsrMatrix.FromMask(mask, panelWidth: 64);
-        one.Widen(2).Should().BeSameAs(one);
-        ((Action)(() => csr.Widen(0))).Should().Throw<ArgumentOutOfRangeException>();
-        ((Action)(() => csr.Regroup(CsrMatrix.FromMask(mask, panelWidth: 15), new float[csr.Nnz], new float[csr.Nnz])))
-            .Should().Throw<ArgumentException>().WithMessage("*15-column panels is not a widening*10-column*");
-    }
-
-    [Theory]
-    [InlineData(0.9, 2)]
-    [InlineData(0.875, 1)]
-    [InlineData(0.75, 1)]
-    public void TheSddmmWidensOnlyAtHighSparsity(double sparsity, int factor)
-    {
-        var mask = MaskInitializers.Random.Create(Tensor.Zeros(64, 512), sparsity, new Generator(2));
-        SparseKernels.SddmmWidening(CsrMatrix.FromMask(mask)).Should().Be(factor);
-        SparseKernels.SddmmWidening(CsrMatrix.FromMask(mask, panelWidth: 256)).Should().Be(1);
     }
 }
 

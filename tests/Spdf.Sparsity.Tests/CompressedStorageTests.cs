@@ -39,7 +39,6 @@ public class CompressedStorageTests
     [InlineData(1, 37, 19, 0.75, true, SparseKernelMode.Compressed)]      // decode (SpMV)
     [InlineData(70, 37, 19, 0.75, true, SparseKernelMode.Compressed)]
     [InlineData(130, 200, 33, 0.9, false, SparseKernelMode.Compressed)]   // two panels
-    [InlineData(130, 300, 33, 0.92, true, SparseKernelMode.Compressed)]   // SDDMM in two 256-column panels, regrouped into three
     [InlineData(70, 40, 300, 0.75, true, SparseKernelMode.Compressed)]    // Wᵀ in three panels (its padded values gathered from W's)
     [InlineData(65, 24, 40, 0.5, true, SparseKernelMode.MaskedDense)]     // the reference kernel over compressed storage
     [InlineData(9, 16, 16, 0.0, true, SparseKernelMode.Compressed)]

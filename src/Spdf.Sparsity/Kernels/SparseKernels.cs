@@ -203,18 +203,6 @@ public static unsafe class SparseKernels
     }
 
     /// <summary>
-    /// How many times wider than the stored <paramref name="csr"/>'s panels the SDDMM's panels should be, as
-    /// <c>SparseLinear</c> runs it (1 or 2; see
-    /// <see cref="CsrMatrix.Widen"/>). Below a density of 1/8 a 128-column panel's runs hold under 16 entries, and each
-    /// run pays fixed costs (its dY slice's loads, a mispredicted loop exit, up to three padding entries) over few groups:
-    /// at 90% sparsity on 2048×768×3072, 256-column panels took the SDDMM from 10.6–11.9 to 7.6–9.7 ms (fastest runs).
-    /// At 85% the two widths measured even, at 75% 128 columns were faster (their activation rows, 32 KiB, fit the L1),
-    /// and 512 columns were slower than 256 at 90%. The SpMM measured no different, so it keeps the stored panels.
-    /// </summary>
-    public static int SddmmWidening(CsrMatrix csr) =>
-        csr is null ? throw new ArgumentNullException(nameof(csr)) : csr.PanelWidth <= CsrMatrix.DefaultPanelWidth && csr.Nnz * 8L < (long)csr.Rows * csr.Cols ? 2 : 1;
-
-    /// <summary>
     /// Sampled dense-dense product, the weight gradient at kept places only, on token-blocked activations:
     /// <c>dw[e] = Σ_t dy[row(e), t]·x[col(e), t]</c> for every entry e of the CSR of W. Rows are split over threads
     /// (two chunks per core); each token block is walked panel by panel, so the panel's activation rows
