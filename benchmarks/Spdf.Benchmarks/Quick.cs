@@ -15,6 +15,8 @@ namespace Spdf.Benchmarks;
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--storage compressed|dense]
+/// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
+///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
@@ -181,15 +183,21 @@ public static class Quick
         _ = raw;
     }
 
-    /// <summary>Where a dense GPT step's time goes: forward (to the loss), backward, optimizer; medians over steps.</summary>
+    /// <summary>Where a GPT step's time goes (dense, or with --sparsity S): forward (to the loss), backward, optimizer;
+    /// medians over steps; with --profile 1, op by op.</summary>
     private static void GptPhases(Dictionary<string, string> o)
     {
         int steps = Int(o, "steps", 8);
         var (_, _, model, idx, tgt) = GptSetup(o);
+        Sparsify(o, model);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
         var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
+        bool profile = o.TryGetValue("profile", out var pf) && pf != "0";
+        Tensors.Autograd.OpProfiler? profiler = null;
         for (int i = 0; i < steps + 2; i++)
         {
+            if (i == 2 && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
+            profiler?.Mark();
             var sw = System.Diagnostics.Stopwatch.StartNew();
             double t1, t2;
             using (o.TryGetValue("scope", out var sc) && sc == "0" ? null : Tensors.Autograd.TensorScope.Enter())
@@ -206,6 +214,15 @@ public static class Quick
         }
         static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
         Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1) });
+        if (profiler is null) return;
+        profiler.Dispose();
+        foreach (var r in profiler.Results) // per step (means over the profiled steps)
+            Emit(new Dictionary<string, object>
+            {
+                ["op"] = "gpt_op_profile", ["name"] = r.Name, ["region"] = r.IsRegion, ["calls"] = Math.Round((double)r.ForwardCalls / steps, 1),
+                ["forward_ms"] = Math.Round(r.ForwardMs / steps, 2), ["backward_ms"] = Math.Round(r.BackwardMs / steps, 2),
+            });
+        Console.Error.Write(profiler.Format(steps));
     }
 
     /// <summary>The GPT of the gpt benchmarks (--layers --embd --heads --ctx --vocab --batch) and one fixed random batch.</summary>
@@ -220,12 +237,18 @@ public static class Quick
         return (cfg, batch, model, idx, tgt);
     }
 
-    private static void GptOne(Dictionary<string, string> o)
+    /// <summary>Applies --sparsity (default 0: none) with --storage (default compressed) to the benchmark GPT.</summary>
+    private static (double Sparsity, SparseWeightStorage Storage, SparsifiedModel? Handle) Sparsify(Dictionary<string, string> o, Spdf.Gpt.GptModel model)
     {
         double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
-        var (cfg, batch, model, idx, tgt) = GptSetup(o);
         var storage = o.TryGetValue("storage", out var st) ? Enum.Parse<SparseWeightStorage>(st, ignoreCase: true) : SparseWeightStorage.Compressed;
-        SparsifiedModel? handle = sp > 0 ? Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sp, seed: 2).Groups, 2) { Storage = storage }) : null;
+        return (sp, storage, sp > 0 ? Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sp, seed: 2).Groups, 2) { Storage = storage }) : null);
+    }
+
+    private static void GptOne(Dictionary<string, string> o)
+    {
+        var (cfg, batch, model, idx, tgt) = GptSetup(o);
+        var (sp, storage, handle) = Sparsify(o, model);
         long setupPeak = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64;
         bool stepPeak = ResetPeakWorkingSet(); // the step's peak, not the set-up's (a compressed model starts dense)
         if (handle is not null && o.TryGetValue("kernel", out var km))

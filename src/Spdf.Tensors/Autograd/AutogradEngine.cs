@@ -36,6 +36,7 @@ internal static class AutogradEngine
     /// <summary>Wraps a freshly computed result and records it on the tape when any input requires grad.</summary>
     public static Tensor Record(Tensor result, string name, Tensor[] inputs, Func<Tensor, Tensor?[]> backward)
     {
+        OpProfiler.OnForward(name);
         if (!GradMode.IsEnabled) return result;
         foreach (var t in inputs)
         {
@@ -105,6 +106,7 @@ internal static class AutogradEngine
             if (!grads.Remove(t, out var g)) continue;
             if (t.GradFn is null)
             {
+                long leafStart = OpProfiler.BackwardStart();
                 if (t.Grad is null)
                 {
                     t.Grad = owned.Contains(g) ? g : g.CloneDetached();
@@ -115,11 +117,13 @@ internal static class AutogradEngine
                     TensorPrimitives.Add(t.Grad.Storage, g.Storage, t.Grad.Storage);
                     if (owned.Remove(g)) GradientPool.Return(g.Storage); // added into the leaf's gradient: dead now
                 }
+                OpProfiler.OnBackward("(accumulate grad)", leafStart);
                 continue;
             }
             var fn = t.GradFn;
             var bw = fn.BackwardFn ?? throw new InvalidOperationException(
                 $"The graph through '{fn.Name}' was already freed by an earlier Backward(); pass retainGraph: true to backward twice.");
+            long start = OpProfiler.BackwardStart();
             var inputGrads = bw(g);
             for (int k = 0; k < fn.Inputs.Length; k++)
             {
@@ -152,6 +156,7 @@ internal static class AutogradEngine
             if (!retainGraph) fn.Release();
             // g is dead now unless an input's gradient shares its storage (a pass-through) or it was never ours.
             if (owned.Remove(g) && !SharesStorage(g, inputGrads)) GradientPool.Return(g.Storage);
+            OpProfiler.OnBackward(fn.Name, start);
         }
     }
 }

@@ -40,6 +40,7 @@ public sealed class AdamW : Optimizer
     /// <inheritdoc />
     public override void Step()
     {
+        using var region = Autograd.OpProfiler.Region("AdamW.step");
         StepCount++;
         double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
         foreach (var g in Groups)

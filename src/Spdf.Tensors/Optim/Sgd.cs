@@ -35,6 +35,7 @@ public sealed class Sgd : Optimizer
     /// <inheritdoc />
     public override void Step()
     {
+        using var region = Autograd.OpProfiler.Region("Sgd.step");
         StepCount++;
         foreach (var g in Groups)
             foreach (var p in g.Parameters)
