@@ -189,3 +189,32 @@ public class OpGradientTests
         act.Should().Throw<InvalidOperationException>().WithMessage("*already freed*");
     }
 }
+
+/// <summary>The GELU kernels against the tanh formula and its derivative in double precision.</summary>
+public class GeluKernelTests
+{
+    private static double Tanh(double x) => Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x));
+
+    [Theory]
+    [InlineData(37)]       // vector body and a scalar tail
+    [InlineData(100_003)]  // several parallel chunks, the last one partial
+    public void MatchTheTanhFormulaAndItsDerivative(int n)
+    {
+        var g = new Generator(7);
+        var x = Tensor.Randn(new Shape(n), g).ToArray();
+        var dy = Tensor.Randn(new Shape(n), g).ToArray();
+        x[0] = -30f; x[1] = 30f; x[2] = 0f; x[3] = -5.5f; x[4] = 1e-20f; // saturated, zero, tiny
+        for (int i = 5; i < Math.Min(n, 20); i++) x[i] *= 4;
+        var y = new float[n]; var dx = new float[n];
+        Spdf.Tensors.Kernels.Cpu.Activations.GeluForward(y, x);
+        Spdf.Tensors.Kernels.Cpu.Activations.GeluBackward(dx, x, dy);
+        for (int i = 0; i < n; i++)
+        {
+            double v = x[i], t = Tanh(v);
+            double expected = 0.5 * v * (1 + t);
+            double slope = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * Math.Sqrt(2 / Math.PI) * (1 + 3 * 0.044715 * v * v);
+            y[i].Should().BeApproximately((float)expected, 2e-6f * (1 + (float)Math.Abs(expected)), $"gelu({v})");
+            dx[i].Should().BeApproximately((float)(dy[i] * slope), 2e-6f * (1 + Math.Abs(dy[i])), $"gelu'({v})·{dy[i]}");
+        }
+    }
+}

@@ -210,12 +210,12 @@ public partial class Tensor
     /// (<c>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))</c>, <c>torch.nn.functional.gelu(approximate="tanh")</c>).</summary>
     public Tensor Gelu()
     {
-        var y = GradientPool.Rent(Numel, clear: true);
+        var y = GradientPool.Rent(Numel, clear: false); // every element is written
         Kernels.Cpu.Activations.GeluForward(y, Storage);
         var x = this;
         return AutogradEngine.Record(new Tensor(y, Shape), "Gelu", [this], g =>
         {
-            var dx = GradientPool.Rent(x.Numel, clear: true);
+            var dx = GradientPool.Rent(x.Numel, clear: false);
             Kernels.Cpu.Activations.GeluBackward(dx, x.Storage, g.Storage);
             return [new Tensor(dx, x.Shape)];
         });
