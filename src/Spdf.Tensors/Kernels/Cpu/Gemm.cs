@@ -124,7 +124,8 @@ public static unsafe class Gemm
                     fixed (float* pkA0 = packA)
                     {
                         float* pkA = Align64(pkA0);
-                        for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
+                        if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, pkA);
+                        else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
                         for (int jp = jp0; jp < jp1; jp++)
                         {
                             int j = jp * nr;
@@ -207,6 +208,39 @@ public static unsafe class Gemm
             long off = (long)p * csA;
             for (int r = 0; r < rows; r++) dp[r] = rowPtr[r][off];
             for (int r = rows; r < mr; r++) dp[r] = 0;
+        }
+    }
+
+    /// <summary>
+    /// Packs rows [i0, i1) of a transposed A (stored <c>[K, M]</c>: the block's values for one p are contiguous) into its
+    /// MR-row strips in one pass over p: each source line is read once, for every strip it feeds. Strip by strip, each
+    /// strip re-read the lines it shared with the previous one after they had left L1, and when M is a multiple of 2048
+    /// the block's rows (one per p, M floats apart) all fall into the same few cache sets: the weight gradient of a
+    /// 2048-token GPT head with an 8192-word vocabulary (A = dLogits, M = 8192) ran at 66% of the FMA peak.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackATransposedBlock(float* a, int csA, int m, int p0, int kc, int i0, int i1, int mr, float* d)
+    {
+        int strips = (i1 - i0 + mr - 1) / mr;
+        int fullStrips = Math.Min(strips, (Math.Min(i1, m) - i0) / mr);
+        for (int p = 0; p < kc; p++)
+        {
+            float* src = a + i0 + (long)(p0 + p) * csA;
+            float* dp = d + p * mr;
+            int s = 0;
+            if (mr == 12 && Vector128.IsHardwareAccelerated)
+                for (; s < fullStrips; s++)
+                {
+                    float* q = src + s * 12, o = dp + (long)s * kc * 12;
+                    Vector128.Store(Vector128.Load(q), o); Vector128.Store(Vector128.Load(q + 4), o + 4); Vector128.Store(Vector128.Load(q + 8), o + 8);
+                }
+            for (; s < strips; s++)
+            {
+                int rows = Math.Min(mr, m - (i0 + s * mr));
+                float* q = src + s * mr, o = dp + (long)s * kc * mr;
+                for (int r = 0; r < rows; r++) o[r] = q[r];
+                for (int r = Math.Max(rows, 0); r < mr; r++) o[r] = 0;
+            }
         }
     }
 
