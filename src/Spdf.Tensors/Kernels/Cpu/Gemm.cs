@@ -191,14 +191,17 @@ public static unsafe class Gemm
         int pStart = 0;
         if (csA == 1 && rows == mr && mr >= 8 && Avx.IsSupported)
         {
-            // Rows 0–7 of each 8-deep slice by an 8×8 register transpose; the remaining rows element by element.
+            // Rows 0–7 of each 8-deep slice by an 8×8 register transpose; rows 8–11 (MR = 12) by a 4×8 one, others
+            // element by element.
             for (; pStart + 8 <= kc; pStart += 8)
             {
                 Transpose8x8(rowPtr[0] + pStart, rsA, d + pStart * mr, mr);
+                int r = 8;
+                if (mr >= 12) { Transpose4x8(rowPtr[8] + pStart, rsA, d + pStart * mr + 8, mr); r = 12; }
                 for (int q = 0; q < 8; q++)
                 {
                     float* dp = d + (pStart + q) * mr;
-                    for (int r = 8; r < mr; r++) dp[r] = rowPtr[r][pStart + q];
+                    for (int rr = r; rr < mr; rr++) dp[rr] = rowPtr[rr][pStart + q];
                 }
             }
         }
@@ -304,6 +307,21 @@ public static unsafe class Gemm
         Avx.Store(dst + 5L * ldDst, Avx.Permute2x128(s1, s5, 0x31));
         Avx.Store(dst + 6L * ldDst, Avx.Permute2x128(s2, s6, 0x31));
         Avx.Store(dst + 7L * ldDst, Avx.Permute2x128(s3, s7, 0x31));
+    }
+
+    /// <summary>Writes the transpose of the 4×8 block at <paramref name="src"/> (row stride <paramref name="ldSrc"/>) as 8 rows
+    /// of 4 at <paramref name="dst"/> (row stride <paramref name="ldDst"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Transpose4x8(float* src, int ldSrc, float* dst, int ldDst)
+    {
+        var r0 = Avx.LoadVector256(src); var r1 = Avx.LoadVector256(src + ldSrc);
+        var r2 = Avx.LoadVector256(src + 2L * ldSrc); var r3 = Avx.LoadVector256(src + 3L * ldSrc);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE); // columns 0 | 4, 1 | 5
+        var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE); // columns 2 | 6, 3 | 7
+        s0.GetLower().Store(dst); s1.GetLower().Store(dst + ldDst); s2.GetLower().Store(dst + 2L * ldDst); s3.GetLower().Store(dst + 3L * ldDst);
+        s0.GetUpper().Store(dst + 4L * ldDst); s1.GetUpper().Store(dst + 5L * ldDst); s2.GetUpper().Store(dst + 6L * ldDst); s3.GetUpper().Store(dst + 7L * ldDst);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
