@@ -240,11 +240,8 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
-        int b = x.Size(0), t = x.Size(1), ch = x.Size(2), e = ch / _heads;
         var qkv = c_attn.Forward(x);                                           // [B, T, 3C]
-        Tensor Heads(int i) => qkv.Narrow(2, i * ch, ch).Reshape(b, t, _heads, e).Permute(0, 2, 1, 3); // [B, H, T, E]
-        var y = Functional.CausalSelfAttention(Heads(0), Heads(1), Heads(2));  // [B, H, T, E]
-        y = y.Permute(0, 2, 1, 3).Reshape(b, t, ch);                           // [B, T, C]
+        var y = Functional.CausalSelfAttentionPacked(qkv, _heads);             // [B, T, C], heads split and merged inside
         return resid_dropout.Forward(c_proj.Forward(y));
     }
 

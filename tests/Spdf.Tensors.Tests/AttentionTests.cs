@@ -34,6 +34,36 @@ public class AttentionTests
         gk.Should().BeEquivalentTo(k.Grad!.ToArray(), o => o.Using<float>(c => c.Subject.Should().BeApproximately(c.Expectation, 2e-4f)).WhenTypeIs<float>());
         gv.Should().BeEquivalentTo(v.Grad!.ToArray(), o => o.Using<float>(c => c.Subject.Should().BeApproximately(c.Expectation, 2e-4f)).WhenTypeIs<float>());
     }
+
+    [Theory]
+    [InlineData(2, 3, 5, 8)]    // E not a multiple of 16: the reference kernel
+    [InlineData(2, 2, 37, 16)]  // the blocked kernel, a partial block
+    [InlineData(1, 4, 64, 32)]
+    public void PackedMatchesSplitAttentionMerge(int b, int h, int t, int e)
+    {
+        int c = h * e;
+        var g = new Generator(9);
+        var qkv = Tensor.Randn(new Shape(b, t, 3 * c), g); qkv.RequiresGrad = true;
+        var dy = Tensor.Randn(new Shape(b, t, c), g);
+        var packed = Functional.CausalSelfAttentionPacked(qkv, h);
+        packed.Shape.Should().Be(new Shape(b, t, c));
+        packed.Backward(dy);
+        var dPacked = qkv.Grad!.ToArray();
+        qkv.Grad = null;
+        Tensor Heads(int i) => qkv.Narrow(2, i * c, c).Reshape(b, t, h, e).Permute(0, 2, 1, 3);
+        var split = Functional.CausalSelfAttention(Heads(0), Heads(1), Heads(2)).Permute(0, 2, 1, 3).Reshape(b, t, c);
+        split.Backward(dy);
+        packed.ToArray().Should().Equal(split.ToArray(), "the same kernel on the same values");
+        dPacked.Should().Equal(qkv.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void PackedRejectsAShapeThatDoesNotSplitIntoHeads()
+    {
+        var act = () => Functional.CausalSelfAttentionPacked(Tensor.Zeros(1, 4, 30), 4);
+        act.Should().Throw<ArgumentException>().WithMessage("*[B, T, 3C]*4 heads*[1, 4, 30]*");
+        ((Action)(() => Functional.CausalSelfAttentionPacked(Tensor.Zeros(1, 4, 24), 0))).Should().Throw<ArgumentException>().WithMessage("*heads must be positive*");
+    }
 }
 
 public class BlockedAttentionTests

@@ -51,4 +51,72 @@ public static partial class Functional
             return [new Tensor(dq, q.Shape), new Tensor(dk, q.Shape), new Tensor(dv, q.Shape)];
         });
     }
+
+    /// <summary>
+    /// Causal self-attention straight from a packed projection: <paramref name="qkv"/> <c>[B, T, 3C]</c> holds q, k and v
+    /// side by side (each <c>[B, T, C]</c>, C = heads × E, head h in columns <c>[h·E, (h+1)·E)</c>), and the result is
+    /// <c>[B, T, C]</c> with the heads side by side again. It equals splitting qkv into three, viewing each as
+    /// <c>[B, H, T, E]</c>, <see cref="CausalSelfAttention"/>, and merging the heads back (the packed layout of
+    /// FlashAttention's <c>qkvpacked</c> entry point), without the five copies that split and merge cost the tape: each
+    /// (batch, head) task gathers its slices into scratch just before its kernel runs, and the backward writes dq, dk and
+    /// dv straight into one gradient for qkv.
+    /// </summary>
+    /// <exception cref="ArgumentException">qkv is not rank 3, its last dimension is not a multiple of 3·heads, or heads is not positive.</exception>
+    public static Tensor CausalSelfAttentionPacked(Tensor qkv, int heads)
+    {
+        ArgumentNullException.ThrowIfNull(qkv);
+        if (heads <= 0) throw new ArgumentException($"CausalSelfAttentionPacked: heads must be positive; got {heads}.", nameof(heads));
+        if (qkv.Rank != 3 || qkv.Shape[2] % (3 * heads) != 0)
+            throw new ArgumentException($"CausalSelfAttentionPacked: qkv must be [B, T, 3C] with C a multiple of {heads} heads; got {qkv.Shape}.", nameof(qkv));
+        int b = qkv.Shape[0], t = qkv.Shape[1], c = qkv.Shape[2] / 3, e = c / heads, bh = b * heads, se = t * e;
+        float scale = 1f / MathF.Sqrt(e);
+        bool blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
+        int scratchSize = blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
+        var o = GradientPool.Rent(bh * se, clear: false);   // [B, H, T, E]: what the backward reads
+        var lse = GC.AllocateUninitializedArray<float>(bh * t);
+        var y = GradientPool.Rent(b * t * c, clear: false); // [B, T, C]: every element written
+        var src = qkv.Storage;
+        // Copies head h of part (0 q, 1 k, 2 v) of batch bi between the packed rows and a contiguous [T, E] slice.
+        void Gather(float[] from, int rowLength, int column, int bi, Span<float> to)
+        {
+            for (int i = 0; i < t; i++) from.AsSpan((bi * t + i) * rowLength + column, e).CopyTo(to.Slice(i * e, e));
+        }
+        void Scatter(ReadOnlySpan<float> from, float[] to, int rowLength, int column, int bi)
+        {
+            for (int i = 0; i < t; i++) from.Slice(i * e, e).CopyTo(to.AsSpan((bi * t + i) * rowLength + column, e));
+        }
+        Parallel.For(0, bh, () => System.Buffers.ArrayPool<float>.Shared.Rent(scratchSize + 3 * se), (s, _, buf) =>
+        {
+            int bi = s / heads, h = s % heads;
+            var scratch = buf.AsSpan(0, scratchSize);
+            Span<float> qs = buf.AsSpan(scratchSize, se), ks = buf.AsSpan(scratchSize + se, se), vs = buf.AsSpan(scratchSize + 2 * se, se);
+            Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
+            Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
+            if (blocked) Kernels.Cpu.AttentionBlocked.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
+            else Kernels.Cpu.Attention.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
+            Scatter(os, y, c, h * e, bi);
+            return buf;
+        }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
+        return AutogradEngine.Record(new Tensor(y, new Shape(b, t, c)), "CausalSelfAttention", [qkv], g =>
+        {
+            var dqkv = GradientPool.Rent(qkv.Numel, clear: false); // every column belongs to one head's q, k or v
+            var gs = g.Storage;
+            Parallel.For(0, bh, () => System.Buffers.ArrayPool<float>.Shared.Rent(scratchSize + 7 * se), (s, _, buf) =>
+            {
+                int bi = s / heads, h = s % heads;
+                var scratch = buf.AsSpan(0, scratchSize);
+                Span<float> qs = buf.AsSpan(scratchSize, se), ks = buf.AsSpan(scratchSize + se, se), vs = buf.AsSpan(scratchSize + 2 * se, se);
+                Span<float> dos = buf.AsSpan(scratchSize + 3 * se, se);
+                Span<float> dqs = buf.AsSpan(scratchSize + 4 * se, se), dks = buf.AsSpan(scratchSize + 5 * se, se), dvs = buf.AsSpan(scratchSize + 6 * se, se);
+                Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
+                Gather(gs, c, h * e, bi, dos);
+                Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
+                if (blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dqs, dks, dvs, dos, qs, ks, vs, os, ls, t, e, scale, scratch);
+                else Kernels.Cpu.Attention.CausalBackward(dqs, dks, dvs, dos, qs, ks, vs, os, ls, t, e, scale);
+                Scatter(dqs, dqkv, 3 * c, h * e, bi); Scatter(dks, dqkv, 3 * c, c + h * e, bi); Scatter(dvs, dqkv, 3 * c, 2 * c + h * e, bi);
+                return buf;
+            }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
+            return [new Tensor(dqkv, qkv.Shape)];
+        });
+    }
 }
