@@ -218,3 +218,50 @@ public class GeluKernelTests
         }
     }
 }
+
+/// <summary>LayerNorm over many rows (several parallel chunks) against the formulas in double precision.</summary>
+public class LayerNormChunkTests
+{
+    [Fact]
+    public void ManyRowsMatchTheFormulas()
+    {
+        int rows = 3001, c = 24;
+        var g = new Generator(11);
+        var x = Tensor.Randn(new Shape(rows, c), g); x.RequiresGrad = true;
+        var w = Tensor.Randn(new Shape(c), g); w.RequiresGrad = true;
+        var b = Tensor.Randn(new Shape(c), g); b.RequiresGrad = true;
+        var dy = Tensor.Randn(new Shape(rows, c), g);
+        var y = Functional.LayerNorm(x, w, b);
+        y.Backward(dy);
+        var (xs, ws, bs, gs, ys) = (x.ToArray(), w.ToArray(), b.ToArray(), dy.ToArray(), y.ToArray());
+        var (dx, dw, db) = (x.Grad!.ToArray(), w.Grad!.ToArray(), b.Grad!.ToArray());
+        var dwRef = new double[c]; var dbRef = new double[c];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = 0, v = 0;
+            for (int j = 0; j < c; j++) m += xs[r * c + j];
+            m /= c;
+            for (int j = 0; j < c; j++) v += (xs[r * c + j] - m) * (xs[r * c + j] - m);
+            double rs = 1 / Math.Sqrt(v / c + 1e-5);
+            double s1 = 0, s2 = 0;
+            for (int j = 0; j < c; j++)
+            {
+                double xh = (xs[r * c + j] - m) * rs, gj = gs[r * c + j];
+                ys[r * c + j].Should().BeApproximately((float)(xh * ws[j] + bs[j]), 1e-4f);
+                dwRef[j] += gj * xh; dbRef[j] += gj;
+                s1 += gj * ws[j]; s2 += gj * ws[j] * xh;
+            }
+            for (int j = 0; j < c; j++)
+            {
+                double xh = (xs[r * c + j] - m) * rs;
+                double expected = rs * (gs[r * c + j] * ws[j] - s1 / c - xh * s2 / c);
+                dx[r * c + j].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)));
+            }
+        }
+        for (int j = 0; j < c; j++)
+        {
+            dw[j].Should().BeApproximately((float)dwRef[j], 2e-3f * (1 + (float)Math.Abs(dwRef[j])));
+            db[j].Should().BeApproximately((float)dbRef[j], 2e-3f * (1 + (float)Math.Abs(dbRef[j])));
+        }
+    }
+}

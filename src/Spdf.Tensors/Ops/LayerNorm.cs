@@ -8,7 +8,7 @@ public static partial class Functional
     /// <summary>
     /// Layer normalisation over the last dimension (<c>torch.nn.functional.layer_norm</c>):
     /// <c>y = (x − mean) / √(var + eps) · weight + bias</c> with the biased variance. x <c>[..., C]</c>,
-    /// weight and bias <c>[C]</c> or null.
+    /// weight and bias <c>[C]</c> or null. Rows run in parallel chunks.
     /// </summary>
     /// <exception cref="ArgumentException">weight or bias is not <c>[C]</c>.</exception>
     public static Tensor LayerNorm(Tensor x, Tensor? weight, Tensor? bias, float eps = 1e-5f)
@@ -20,23 +20,34 @@ public static partial class Functional
         if (bias is not null && (bias.Rank != 1 || bias.Shape[0] != c))
             throw new ArgumentException($"LayerNorm: bias must have shape [{c}] to match input {x.Shape}; got {bias.Shape}.", nameof(bias));
         int rows = x.Shape.Product(0, x.Rank - 1);
-        var y = GradientPool.Rent(x.Numel, clear: true);
+        var y = GradientPool.Rent(x.Numel, clear: false); // every element is written
         var mean = new float[rows];
         var rstd = new float[rows];
         var xs = x.Storage;
-        for (int r = 0; r < rows; r++)
+        // Rows go in fixed chunks of about 16K elements, in parallel when there are several; the backward sums the
+        // chunks' weight and bias gradients in chunk order, so results do not depend on the thread count.
+        int chunkRows = Math.Max(1, (1 << 14) / Math.Max(c, 1)), chunks = (rows + chunkRows - 1) / chunkRows;
+        void ForChunks(Action<int, int, int> body)
         {
-            var xr = xs.AsSpan(r * c, c);
-            float m = TensorPrimitives.Sum(xr) / c;
-            var yr = y.AsSpan(r * c, c);
-            TensorPrimitives.Subtract(xr, m, yr);
-            float v = TensorPrimitives.Dot(yr, yr) / c;
-            float rs = 1f / MathF.Sqrt(v + eps);
-            TensorPrimitives.Multiply(yr, rs, yr);
-            if (weight is not null) TensorPrimitives.Multiply(yr, weight.Storage, yr);
-            if (bias is not null) TensorPrimitives.Add(yr, bias.Storage, yr);
-            mean[r] = m; rstd[r] = rs;
+            if (chunks <= 1) { if (rows > 0) body(0, 0, rows); return; }
+            Parallel.For(0, chunks, ch => body(ch, ch * chunkRows, Math.Min(rows, (ch + 1) * chunkRows)));
         }
+        ForChunks((_, r0, r1) =>
+        {
+            for (int r = r0; r < r1; r++)
+            {
+                var xr = xs.AsSpan(r * c, c);
+                float m = TensorPrimitives.Sum(xr) / c;
+                var yr = y.AsSpan(r * c, c);
+                TensorPrimitives.Subtract(xr, m, yr);
+                float v = TensorPrimitives.Dot(yr, yr) / c;
+                float rs = 1f / MathF.Sqrt(v + eps);
+                TensorPrimitives.Multiply(yr, rs, yr);
+                if (weight is not null) TensorPrimitives.Multiply(yr, weight.Storage, yr);
+                if (bias is not null) TensorPrimitives.Add(yr, bias.Storage, yr);
+                mean[r] = m; rstd[r] = rs;
+            }
+        });
         Tensor[] inputs = (weight, bias) switch
         {
             (null, null) => [x],
@@ -46,27 +57,43 @@ public static partial class Functional
         };
         return AutogradEngine.Record(new Tensor(y, x.Shape), "LayerNorm", inputs, g =>
         {
-            var dx = x.RequiresGrad ? GradientPool.Rent(x.Numel, clear: true) : null;
+            var dx = x.RequiresGrad ? GradientPool.Rent(x.Numel, clear: false) : null; // every element is written
             var dw = weight is { RequiresGrad: true } ? new float[c] : null;
             var db = bias is { RequiresGrad: true } ? new float[c] : null;
-            var xhat = GradientPool.Rent(c, clear: true);
-            var dxhat = GradientPool.Rent(c, clear: true);
-            for (int r = 0; r < rows; r++)
+            var dwParts = dw is null ? null : new float[chunks * c]; // one partial sum per chunk
+            var dbParts = db is null ? null : new float[chunks * c];
+            var gs = g.Storage;
+            ForChunks((ch, r0, r1) =>
             {
-                var gr = g.Storage.AsSpan(r * c, c);
-                TensorPrimitives.Subtract(xs.AsSpan(r * c, c), mean[r], xhat);
-                TensorPrimitives.Multiply(xhat, rstd[r], xhat);
-                if (dw is not null) TensorPrimitives.MultiplyAdd(gr, xhat, dw, dw);
-                if (db is not null) TensorPrimitives.Add(db, gr, db);
-                if (dx is null) continue;
-                if (weight is not null) TensorPrimitives.Multiply(gr, weight.Storage, dxhat); else gr.CopyTo(dxhat);
-                // dx = rstd · (dxhat − mean(dxhat) − xhat · mean(dxhat ⊙ xhat))
-                float m1 = TensorPrimitives.Sum(dxhat) / c;
-                float m2 = TensorPrimitives.Dot(dxhat, xhat) / c;
-                var dxr = dx.AsSpan(r * c, c);
-                TensorPrimitives.MultiplyAdd(xhat, -m2, dxhat, dxr);
-                TensorPrimitives.Subtract(dxr, m1, dxr);
-                TensorPrimitives.Multiply(dxr, rstd[r], dxr);
+                var xhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);
+                var dxhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);
+                var xh = xhat.AsSpan(0, c); var dxh = dxhat.AsSpan(0, c);
+                var dwp = dwParts is null ? default : dwParts.AsSpan(ch * c, c);
+                var dbp = dbParts is null ? default : dbParts.AsSpan(ch * c, c);
+                for (int r = r0; r < r1; r++)
+                {
+                    var gr = gs.AsSpan(r * c, c);
+                    TensorPrimitives.Subtract(xs.AsSpan(r * c, c), mean[r], xh);
+                    TensorPrimitives.Multiply(xh, rstd[r], xh);
+                    if (dwParts is not null) TensorPrimitives.MultiplyAdd(gr, xh, dwp, dwp);
+                    if (dbParts is not null) TensorPrimitives.Add(dbp, gr, dbp);
+                    if (dx is null) continue;
+                    if (weight is not null) TensorPrimitives.Multiply(gr, weight.Storage, dxh); else gr.CopyTo(dxh);
+                    // dx = rstd · (dxhat − mean(dxhat) − xhat · mean(dxhat ⊙ xhat))
+                    float m1 = TensorPrimitives.Sum(dxh) / c;
+                    float m2 = TensorPrimitives.Dot(dxh, xh) / c;
+                    var dxr = dx.AsSpan(r * c, c);
+                    TensorPrimitives.MultiplyAdd(xh, -m2, dxh, dxr);
+                    TensorPrimitives.Subtract(dxr, m1, dxr);
+                    TensorPrimitives.Multiply(dxr, rstd[r], dxr);
+                }
+                System.Buffers.ArrayPool<float>.Shared.Return(xhat);
+                System.Buffers.ArrayPool<float>.Shared.Return(dxhat);
+            });
+            for (int ch = 0; ch < chunks; ch++)
+            {
+                if (dw is not null) TensorPrimitives.Add(dw, dwParts.AsSpan(ch * c, c), dw);
+                if (db is not null) TensorPrimitives.Add(db, dbParts.AsSpan(ch * c, c), db);
             }
             var grads = new List<Tensor?> { dx is null ? null : new Tensor(dx, x.Shape) };
             if (weight is not null) grads.Add(dw is null ? null : new Tensor(dw, weight.Shape));
