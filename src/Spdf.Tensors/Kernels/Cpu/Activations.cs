@@ -53,6 +53,8 @@ public static unsafe class Activations
         Parallel.For(0, chunks, c => range(c * ParallelChunk, Math.Min(n, (c + 1) * ParallelChunk)));
     }
 
+    // The Vector512 and Vector256 loops below are the same arithmetic at two widths: Vector512<float> does not satisfy
+    // ISimdVector<,> as a generic constraint here, so one generic body cannot serve both.
     private static void GeluForwardRange(float* x, float* y, int n)
     {
         int i = 0;
