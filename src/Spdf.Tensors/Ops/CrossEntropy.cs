@@ -45,12 +45,12 @@ public static partial class Functional
         float loss = count == 0 ? 0f : (float)(total / count);
         return AutogradEngine.Record(Tensor.Scalar(loss), "CrossEntropy", [logits], g =>
         {
-            var dl = GradientPool.Rent(logits.Numel, clear: true);
+            var dl = GradientPool.Rent(logits.Numel, clear: count == 0); // otherwise every row is written below
             if (count == 0) return [new Tensor(dl, logits.Shape)];
             float scale = g.Storage[0] / count;
             Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount }, i =>
             {
-                if (t[i] == ignoreIndex) return;
+                if (t[i] == ignoreIndex) { dl.AsSpan(i * v, v).Clear(); return; }
                 var row = logits.Storage.AsSpan(i * v, v);
                 var drow = dl.AsSpan(i * v, v);
                 TensorPrimitives.Subtract(row, lse[i], drow);
