@@ -23,7 +23,7 @@ public static partial class Functional
         TensorPrimitives.Multiply(x.Storage, mask, y);
         return AutogradEngine.Record(new Tensor(y, x.Shape), "Dropout", [x], g =>
         {
-            var dx = GradientPool.Rent(x.Numel, clear: true);
+            var dx = GradientPool.Rent(x.Numel, clear: false);
             TensorPrimitives.Multiply(g.Storage, mask, dx);
             return [new Tensor(dx, x.Shape)];
         });

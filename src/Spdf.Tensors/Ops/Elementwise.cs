@@ -40,7 +40,7 @@ public partial class Tensor
     /// <summary>Element-wise binary op with broadcasting; fast paths for equal shapes, a scalar right side and a row (bias-like) right side.</summary>
     private static float[] BinaryForward(BinaryOp op, Tensor a, Tensor b, Shape outShape)
     {
-        var d = GradientPool.Rent(outShape.Numel, clear: true);
+        var d = GradientPool.Rent(outShape.Numel, clear: false); // every path below writes every element
         if (a.Shape == outShape && b.Shape == outShape) { BinaryKernel(op, a.Storage, b.Storage, d); return d; }
         if (a.Shape == outShape && b.Numel == 1) { BinaryKernel(op, a.Storage, b.Storage[0], d); return d; }
         if (a.Shape == outShape && Broadcast.IsSuffix(b.Shape, outShape) && b.Numel > 0)
@@ -95,7 +95,7 @@ public partial class Tensor
 
     private static float[] Negated(ReadOnlySpan<float> x)
     {
-        var d = GradientPool.Rent(x.Length, clear: true);
+        var d = GradientPool.Rent(x.Length, clear: false);
         TensorPrimitives.Negate(x, d);
         return d;
     }
@@ -133,7 +133,7 @@ public partial class Tensor
     /// <summary><c>x + s</c> for every element.</summary>
     public Tensor AddScalar(float s)
     {
-        var d = GradientPool.Rent(Numel, clear: true);
+        var d = GradientPool.Rent(Numel, clear: false);
         TensorPrimitives.Add(Storage, s, d);
         return AutogradEngine.Record(new Tensor(d, Shape), "AddScalar", [this], g => [g]);
     }
@@ -141,11 +141,11 @@ public partial class Tensor
     /// <summary><c>x * s</c> for every element.</summary>
     public Tensor MulScalar(float s)
     {
-        var d = GradientPool.Rent(Numel, clear: true);
+        var d = GradientPool.Rent(Numel, clear: false);
         TensorPrimitives.Multiply(Storage, s, d);
         return AutogradEngine.Record(new Tensor(d, Shape), "MulScalar", [this], g =>
         {
-            var gd = GradientPool.Rent(g.Numel, clear: true);
+            var gd = GradientPool.Rent(g.Numel, clear: false);
             TensorPrimitives.Multiply(g.Storage, s, gd);
             return [new Tensor(gd, Shape)];
         });

@@ -17,7 +17,7 @@ public static partial class Functional
         if (weight.Rank != 2) throw new ArgumentException($"Embedding: weight must be 2-D [vocab, channels]; got {weight.Shape}.", nameof(weight));
         int v = weight.Shape[0], c = weight.Shape[1];
         var ids = indices.Data;
-        var y = GradientPool.Rent(ids.Length * c, clear: true);
+        var y = GradientPool.Rent(ids.Length * c, clear: false); // every row is copied in (or the call throws)
         for (int i = 0; i < ids.Length; i++)
         {
             int id = ids[i];
