@@ -56,6 +56,33 @@ public class TrainerTests
         r.Trainer.GlobalStep.Should().Be(35);
     }
 
+    private sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
+    {
+        public List<string> Lines { get; } = [];
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            lock (Lines) Lines.Add(formatter(state, exception));
+        }
+    }
+
+    [Fact]
+    public void ProfileStepsLogsWhereTheStepsSpentTheirTime()
+    {
+        var model = new GptModel(Cfg, new Generator(5));
+        var sparsity = Sparsifier.Apply(model, SparsityConfig.Default(0.75));
+        foreach (var l in sparsity.Layers) l.Layer.KernelMode = SparseKernelMode.Compressed;
+        var log = new ListLogger();
+        var trainer = new Trainer(model, new TrainerOptions { ProfileSteps = 3 }, sparsity, log);
+        trainer.Run(new TrainingStage { Name = "pretrain", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 6, LearningRate = 1e-3 });
+        var profile = log.Lines.Where(l => l.Contains("where 3 training steps spent their time", StringComparison.Ordinal)).ToList();
+        profile.Should().ContainSingle("three steps after the warm-up, logged once");
+        profile[0].Should().Contain("SparseLinear").And.Contain("CausalSelfAttention").And.Contain("[AdamW.step]");
+        using (var probe = Spdf.Tensors.Autograd.OpProfiler.TryStart()) probe.Should().NotBeNull("the trainer left no profiler running");
+        ((Action)(() => new TrainerOptions { ProfileSteps = -1 }.Validate())).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*ProfileSteps*");
+    }
+
     [Fact]
     public void WeightDecayAppliesToMatricesOnly()
     {

@@ -49,7 +49,8 @@ public class OpProfilerTests
         try
         {
             
-((Action)(() => OpProfiler.Start())).Should().Throw<InvalidOperationException>().WithMessage("*already running*");
+            ((Action)(() => OpProfiler.Start())).Should().Throw<InvalidOperationException>().WithMessage("*already running*");
+            OpProfiler.TryStart().Should().BeNull();
             ((Action)(() => profiler.Format(0))).Should().Throw<ArgumentOutOfRangeException>();
             // Another thread's ops are not this profiler's.
             var other = new Thread(() => Tensor.Ones(3, 3).MatMul(Tensor.Ones(3, 3)));

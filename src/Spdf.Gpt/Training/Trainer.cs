@@ -138,84 +138,99 @@ public sealed partial class Trainer
         var parameters = Model.Parameters().ToList();
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
-        while (step < stage.Steps)
+        OpProfiler? profiler = null;
+        int stepsRun = 0, profiled = 0;
+        try
         {
-            if (cancellationToken.IsCancellationRequested)
+            while (step < stage.Steps)
             {
-                if (Options.CheckpointDirectory is not null) SaveCheckpoint(stage, step);
-                cancellationToken.ThrowIfCancellationRequested();
-            }
-            double lr = stage.LearningRateAt(step);
-            Optimizer.SetLearningRate(lr);
-            Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
-            double lossSum = 0;
-            bool sparseNow = Sparsity is not null && Sparsity.Phase != SparsityPhase.DenseFinetune;
-            bool captureDense = sparseNow && algorithm is not null && algorithm.NeedsDenseGradient(step + 1);
-            if (captureDense)
-                foreach (var l in Sparsity!.Layers) { l.Layer.ClearDenseGradient(); l.Layer.CaptureDenseGradient = true; }
-            for (int micro = 0; micro < stage.GradientAccumulation; micro++)
-            {
-                var (x, y) = stage.Data.Next();
-                using (TensorScope.Enter()) // activations go back to the pool after the backward pass
+                if (Options.ProfileSteps > 0 && stepsRun == 1) profiler = OpProfiler.TryStart(); // after a warm-up step
+                profiler?.Mark();
+                if (cancellationToken.IsCancellationRequested)
                 {
-                    Tensor loss;
-                    if (stage.Distillation is { } d)
-                    {
-                        var (logits, hidden) = Model.ForwardWithHidden(x);
-                        var task = Functional.CrossEntropy(logits.Reshape(-1, Model.Config.VocabSize), y);
-                        IReadOnlyList<Tensor> teacherHidden;
-                        using (GradMode.NoGrad()) teacherHidden = d.Teacher.ForwardWithHidden(x).Hidden;
-                        lossSum += task.Item();
-                        loss = task + SquareHead.Loss(hidden, teacherHidden, d.Epsilon) * (float)d.Gain;
-                    }
-                    else
-                    {
-                        loss = Model.Loss(x, y);
-                        lossSum += loss.Item();
-                    }
-                    (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
+                    if (Options.CheckpointDirectory is not null) SaveCheckpoint(stage, step);
+                    cancellationToken.ThrowIfCancellationRequested();
                 }
-                tokens += y.Data.Count(t => t != -100);
-            }
-            if (captureDense)
-                foreach (var l in Sparsity!.Layers) l.Layer.CaptureDenseGradient = false;
-            double meanLoss = lossSum / stage.GradientAccumulation;
-            double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradClip.GradNorm(parameters);
-            step++;
-            GlobalStep++;
-            if (!double.IsFinite(meanLoss) || !double.IsFinite(norm))
-            {
-                if (Options.OnNonFinite == NonFinitePolicy.Throw)
-                    throw new TrainingDivergedException(stage.Name, step, meanLoss, norm);
-                _skipped++;
-                LogSkipped(_log, stage.Name, step, meanLoss, norm);
-                Optimizer.ZeroGrad();
-            }
-            else
-            {
-                Optimizer.Step();
-                _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
-                if (sparseNow && algorithm is not null)
+                double lr = stage.LearningRateAt(step);
+                Optimizer.SetLearningRate(lr);
+                Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
+                double lossSum = 0;
+                bool sparseNow = Sparsity is not null && Sparsity.Phase != SparsityPhase.DenseFinetune;
+                bool captureDense = sparseNow && algorithm is not null && algorithm.NeedsDenseGradient(step + 1);
+                if (captureDense)
+                    foreach (var l in Sparsity!.Layers) { l.Layer.ClearDenseGradient(); l.Layer.CaptureDenseGradient = true; }
+                for (int micro = 0; micro < stage.GradientAccumulation; micro++)
                 {
-                    int changed = algorithm.Update(Sparsity!, step);
-                    if (changed > 0) LogMaskUpdate(_log, algorithm.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
+                    var (x, y) = stage.Data.Next();
+                    using (TensorScope.Enter()) // activations go back to the pool after the backward pass
+                    {
+                        Tensor loss;
+                        if (stage.Distillation is { } d)
+                        {
+                            var (logits, hidden) = Model.ForwardWithHidden(x);
+                            var task = Functional.CrossEntropy(logits.Reshape(-1, Model.Config.VocabSize), y);
+                            IReadOnlyList<Tensor> teacherHidden;
+                            using (GradMode.NoGrad()) teacherHidden = d.Teacher.ForwardWithHidden(x).Hidden;
+                            lossSum += task.Item();
+                            loss = task + SquareHead.Loss(hidden, teacherHidden, d.Epsilon) * (float)d.Gain;
+                        }
+                        else
+                        {
+                            loss = Model.Loss(x, y);
+                            lossSum += loss.Item();
+                        }
+                        (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
+                    }
+                    tokens += y.Data.Count(t => t != -100);
                 }
+                if (captureDense)
+                    foreach (var l in Sparsity!.Layers) l.Layer.CaptureDenseGradient = false;
+                double meanLoss = lossSum / stage.GradientAccumulation;
+                double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradClip.GradNorm(parameters);
+                step++;
+                GlobalStep++;
+                if (!double.IsFinite(meanLoss) || !double.IsFinite(norm))
+                {
+                    if (Options.OnNonFinite == NonFinitePolicy.Throw)
+                        throw new TrainingDivergedException(stage.Name, step, meanLoss, norm);
+                    _skipped++;
+                    LogSkipped(_log, stage.Name, step, meanLoss, norm);
+                    Optimizer.ZeroGrad();
+                }
+                else
+                {
+                    Optimizer.Step();
+                    _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
+                    if (sparseNow && algorithm is not null)
+                    {
+                        int changed = algorithm.Update(Sparsity!, step);
+                        if (changed > 0) LogMaskUpdate(_log, algorithm.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
+                    }
+                }
+                bool last = step == stage.Steps;
+                if (stage.Validation is not null && (last || (stage.EvalInterval > 0 && step % stage.EvalInterval == 0)))
+                {
+                    lastVal = Evaluation.Perplexity.Loss(Model, stage.Validation());
+                    _val.Add(new LossPoint(stage.Name, step, GlobalStep, lastVal.Value));
+                    LogValidation(_log, stage.Name, step, lastVal.Value, Math.Exp(lastVal.Value));
+                }
+                double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
+                if (step % Options.LogInterval == 0 || last)
+                    LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
+                Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
+                stepsRun++;
+                if (profiler is not null && (++profiled == Options.ProfileSteps || step == stage.Steps))
+                {
+                    profiler.Dispose();
+                    LogProfile(_log, stage.Name, profiled, profiler.Format(profiled));
+                    profiler = null;
+                }
+                if (last) _completed.Add(stage.Name);
+                if (Options.CheckpointDirectory is not null && (last || (stage.CheckpointInterval > 0 && step % stage.CheckpointInterval == 0)))
+                    SaveCheckpoint(stage, step);
             }
-            bool last = step == stage.Steps;
-            if (stage.Validation is not null && (last || (stage.EvalInterval > 0 && step % stage.EvalInterval == 0)))
-            {
-                lastVal = Evaluation.Perplexity.Loss(Model, stage.Validation());
-                _val.Add(new LossPoint(stage.Name, step, GlobalStep, lastVal.Value));
-                LogValidation(_log, stage.Name, step, lastVal.Value, Math.Exp(lastVal.Value));
-            }
-            double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
-            if (step % Options.LogInterval == 0 || last)
-                LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
-            Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
-            if (last) _completed.Add(stage.Name);
-            if (Options.CheckpointDirectory is not null && (last || (stage.CheckpointInterval > 0 && step % stage.CheckpointInterval == 0)))
-                SaveCheckpoint(stage, step);
         }
+        finally { profiler?.Dispose(); } // a failed or cancelled step leaves no profiler running
         if (stage.Steps == 0) _completed.Add(stage.Name);
         return Result(stage.Name, clock.Elapsed.TotalSeconds, tokens);
     }
@@ -449,6 +464,9 @@ public sealed partial class Trainer
 
     [LoggerMessage(EventId = 9, Level = LogLevel.Information, Message = "{Algorithm} updated {Layers} masks at {Stage} step {Step}; sparse layers now {Sparsity:P1} sparse")]
     private static partial void LogMaskUpdate(ILogger logger, string algorithm, string stage, long step, int layers, double sparsity);
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "{Stage}: where {Steps} training steps spent their time (per step)\n{Table}")]
+    private static partial void LogProfile(ILogger logger, string stage, int steps, string table);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
     private static partial void LogPhase(ILogger logger, string transition, int layers, long step);

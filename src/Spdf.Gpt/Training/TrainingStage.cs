@@ -121,6 +121,13 @@ public sealed record TrainerOptions
     /// <summary>What to do on a non-finite loss or gradient.</summary>
     public NonFinitePolicy OnNonFinite { get; init; } = NonFinitePolicy.Throw;
 
+    /// <summary>
+    /// Times this many training steps of each stage op by op, after the stage's first step (a warm-up), and logs where
+    /// they spent their time (<see cref="Spdf.Tensors.Autograd.OpProfiler"/>; validation run during those steps counts
+    /// too). 0 (default) profiles nothing; nothing is profiled while another profiler runs.
+    /// </summary>
+    public int ProfileSteps { get; init; }
+
     /// <summary>Throws when a setting is out of range.</summary>
     public void Validate()
     {
@@ -129,6 +136,7 @@ public sealed record TrainerOptions
         if (!(Beta1 >= 0 && Beta1 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, "Expected a value in [0, 1).");
         if (!(Beta2 >= 0 && Beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "Expected a value in [0, 1).");
         if (!(Eps > 0)) throw new ArgumentOutOfRangeException(nameof(Eps), Eps, "Expected > 0.");
+        if (ProfileSteps < 0) throw new ArgumentOutOfRangeException(nameof(ProfileSteps), ProfileSteps, "Expected ≥ 0.");
     }
 }
 

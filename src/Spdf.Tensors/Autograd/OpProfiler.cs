@@ -47,6 +47,13 @@ public sealed class OpProfiler : IDisposable
         return profiler;
     }
 
+    /// <summary>Starts profiling on the calling thread, or returns null when another profiler is running.</summary>
+    public static OpProfiler? TryStart()
+    {
+        var profiler = new OpProfiler();
+        return Interlocked.CompareExchange(ref s_active, profiler, null) is null ? profiler : null;
+    }
+
     /// <summary>
     /// Forgets the time since the last op ended, so that it is not counted towards the next op (call it where a step
     /// begins: data loading and logging between steps are then not charged to the first op).
