@@ -310,6 +310,30 @@ public class PaddedPanelsTests
         ((Action)(() => layout.GatherValues(csr, values, new float[15]))).Should().Throw<ArgumentException>().WithMessage("*16 padded slots*");
     }
 
+    [Theory]
+    [InlineData(300, 700, 0.75)]   // six panels, rows in several parallel chunks
+    [InlineData(3000, 300, 0.99)]  // many empty runs
+    [InlineData(5, 1000, 0.0)]
+    public void SpMVMatchesTheDenseProductOverManyPanels(int rows, int cols, double sparsity)
+    {
+        var g = new Generator(17);
+        var w = Tensor.Randn(new Shape(rows, cols), g);
+        var mask = MaskInitializers.Random.Create(w, sparsity, g);
+        for (int c = 0; c < cols; c++) mask.Values[1, c] = 0; // an empty row
+        var csr = CsrMatrix.FromMask(mask);
+        csr.Gather(w.AsReadOnlySpan());
+        var x = Tensor.Randn(new Shape(cols), g).ToArray();
+        var y = Enumerable.Repeat(float.NaN, rows).ToArray(); // overwritten, not accumulated into
+        SparseKernels.SpMV(csr, x, y);
+        var ws = w.AsReadOnlySpan().ToArray();
+        for (int r = 0; r < rows; r++)
+        {
+            double expected = 0;
+            for (int c = 0; c < cols; c++) if (mask.IsKept(r * cols + c)) expected += (double)ws[r * cols + c] * x[c];
+            y[r].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"row {r}");
+        }
+    }
+
     [Fact]
     public void PanelsWiderThan16BitsAreSplit()
     {

@@ -404,6 +404,12 @@ public static unsafe class SparseKernels
         }
     }
 
+    /// <summary>
+    /// Rows <c>[m0, m1)</c> of the SpMV, panel by panel: within a panel the rows' entries (values, and columns in the
+    /// padded layout) lie one after another, so each panel of the chunk is read as two sequential streams. Row by row
+    /// across panels, every row jumped between the panels' distant regions (twelve short streams at GPT-2 Small's width),
+    /// and decoding read memory about two thirds as fast as the dense GEMV does.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SpMVRows(CsrMatrix csr, float* x, float* y, int m0, int m1)
     {
@@ -414,23 +420,25 @@ public static unsafe class SparseKernels
         fixed (int* rp = csr.RowPointers)
         fixed (int* gp = layout.GroupPointers)
         {
-            for (int m = m0; m < m1; m++)
+            for (int m = m0; m < m1; m++) y[m] = 0f;
+            for (int p = 0; p < panels; p++)
             {
-                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                for (int p = 0; p < panels; p++)
+                float* xp = x + (nint)p * width;
+                int* prp = rp + p * (rows + 1), pgp = gp + p * (rows + 1);
+                for (int m = m0; m < m1; m++)
                 {
-                    int run = p * (rows + 1) + m;
-                    nint e = rp[run], e1 = rp[run + 1];
-                    ushort* c = pcol + (nint)gp[run] * PaddedPanels.GroupSize - e; // c[e]: entry e's panel-relative column
-                    float* xp = x + (nint)p * width;
+                    nint e = prp[m], e1 = prp[m + 1];
+                    if (e == e1) continue;
+                    ushort* c = pcol + (nint)pgp[m] * PaddedPanels.GroupSize - e; // c[e]: entry e's panel-relative column
+                    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
                     for (; e + 4 <= e1; e += 4)
                     {
                         s0 += pv[e] * xp[c[e]]; s1 += pv[e + 1] * xp[c[e + 1]];
                         s2 += pv[e + 2] * xp[c[e + 2]]; s3 += pv[e + 3] * xp[c[e + 3]];
                     }
                     for (; e < e1; e++) s0 += pv[e] * xp[c[e]];
+                    y[m] += (s0 + s1) + (s2 + s3);
                 }
-                y[m] = (s0 + s1) + (s2 + s3);
             }
         }
     }
