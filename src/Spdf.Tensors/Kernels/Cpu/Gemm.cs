@@ -168,23 +168,12 @@ public static unsafe class Gemm
     /// <summary>The first 64-byte boundary at or after <paramref name="p"/>.</summary>
     private static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
-    /// <summary>Packs rows [i0, i0+MR) of A(:, p0..p0+kc) into an MR-interleaved strip (p-major), zero-padded past M.</summary>
+    /// <summary>Packs rows [i0, i0+MR) of A(:, p0..p0+kc) into an MR-interleaved strip (p-major), zero-padded past M.
+    /// For A with rows more than one element apart (a transposed A, rsA = 1, goes through <see cref="PackATransposedBlock"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA(float* a, int rsA, int csA, int m, int p0, int kc, int i0, int mr, float* d)
     {
         int rows = Math.Min(mr, m - i0);
-        if (rsA == 1)
-        {
-            // A stored transposed: the MR values of one p are contiguous.
-            for (int p = 0; p < kc; p++)
-            {
-                float* src = a + i0 + (long)(p0 + p) * csA;
-                float* dp = d + p * mr;
-                for (int r = 0; r < rows; r++) dp[r] = src[r];
-                for (int r = rows; r < mr; r++) dp[r] = 0;
-            }
-            return;
-        }
         // Row-major A: walk p outermost so that writes are contiguous and each row is read as a sequential stream.
         float** rowPtr = stackalloc float*[16];
         for (int r = 0; r < rows; r++) rowPtr[r] = a + (long)(i0 + r) * rsA + (long)p0 * csA;
