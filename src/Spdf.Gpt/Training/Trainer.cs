@@ -139,12 +139,12 @@ public sealed partial class Trainer
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
         OpProfiler? profiler = null;
-        int stepsRun = 0, profiled = 0;
+        long firstStep = step; // profiling starts after one warm-up step of this call
         try
         {
             while (step < stage.Steps)
             {
-                if (Options.ProfileSteps > 0 && stepsRun == 1) profiler = OpProfiler.TryStart(); // after a warm-up step
+                if (Options.ProfileSteps > 0 && step == firstStep + 1) profiler = OpProfiler.TryStart();
                 profiler?.Mark();
                 if (cancellationToken.IsCancellationRequested)
                 {
@@ -218,8 +218,8 @@ public sealed partial class Trainer
                 if (step % Options.LogInterval == 0 || last)
                     LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
                 Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
-                stepsRun++;
-                if (profiler is not null && (++profiled == Options.ProfileSteps || step == stage.Steps))
+                int profiled = (int)(step - firstStep - 1);
+                if (profiler is not null && (profiled == Options.ProfileSteps || last))
                 {
                     profiler.Dispose();
                     LogProfile(_log, stage.Name, profiled, profiler.Format(profiled));

@@ -27,7 +27,6 @@ public sealed class OpProfiler : IDisposable
     private readonly Dictionary<(string Name, bool Region), Entry> _entries = [];
     private readonly int _thread = Environment.CurrentManagedThreadId;
     private long _mark = Stopwatch.GetTimestamp();
-    private bool _stopped;
 
     private sealed class Entry
     {
@@ -39,13 +38,8 @@ public sealed class OpProfiler : IDisposable
 
     /// <summary>Starts profiling on the calling thread.</summary>
     /// <exception cref="InvalidOperationException">Another profiler is running.</exception>
-    public static OpProfiler Start()
-    {
-        var profiler = new OpProfiler();
-        if (Interlocked.CompareExchange(ref s_active, profiler, null) is not null)
-            throw new InvalidOperationException("An OpProfiler is already running; dispose it before starting another.");
-        return profiler;
-    }
+    public static OpProfiler Start() =>
+        TryStart() ?? throw new InvalidOperationException("An OpProfiler is already running; dispose it before starting another.");
 
     /// <summary>Starts profiling on the calling thread, or returns null when another profiler is running.</summary>
     public static OpProfiler? TryStart()
@@ -64,8 +58,7 @@ public sealed class OpProfiler : IDisposable
     public static IDisposable Region(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        var p = s_active;
-        return p is null || p._thread != Environment.CurrentManagedThreadId ? NoRegion.Instance : new RegionScope(p, name);
+        return Current is { } p ? new RegionScope(p, name) : NoRegion.Instance;
     }
 
     private sealed class NoRegion : IDisposable
@@ -84,7 +77,7 @@ public sealed class OpProfiler : IDisposable
             if (_done) return;
             _done = true;
             long now = Stopwatch.GetTimestamp();
-            if (profiler._stopped) return;
+            if (!ReferenceEquals(s_active, profiler)) return; // stopped meanwhile
             var e = profiler.Get(name, region: true);
             e.ForwardCalls++; e.ForwardTicks += now - _start;
             profiler._mark = now;
@@ -146,13 +139,14 @@ public sealed class OpProfiler : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
         var results = Results;
-        double opsTotal = results.Where(r => !r.IsRegion).Sum(r => r.TotalMs);
+        var ops = results.Where(r => !r.IsRegion).ToList();
+        double opsTotal = ops.Sum(r => r.TotalMs);
         var sb = new StringBuilder();
         var ci = CultureInfo.InvariantCulture;
         sb.AppendLine(string.Create(ci, $"{"op",-24} {"calls",7} {"forward ms",11} {"backward ms",12} {"total ms",10} {"share",6}"));
-        foreach (var r in results.Where(r => !r.IsRegion))
+        foreach (var r in ops)
             sb.AppendLine(string.Create(ci, $"{r.Name,-24} {(double)r.ForwardCalls / steps,7:0.#} {r.ForwardMs / steps,11:F1} {r.BackwardMs / steps,12:F1} {r.TotalMs / steps,10:F1} {(opsTotal > 0 ? r.TotalMs / opsTotal : 0),6:P0}"));
-        sb.AppendLine(string.Create(ci, $"{"(all ops)",-24} {"",7} {results.Where(r => !r.IsRegion).Sum(r => r.ForwardMs) / steps,11:F1} {results.Where(r => !r.IsRegion).Sum(r => r.BackwardMs) / steps,12:F1} {opsTotal / steps,10:F1}"));
+        sb.AppendLine(string.Create(ci, $"{"(all ops)",-24} {"",7} {ops.Sum(r => r.ForwardMs) / steps,11:F1} {ops.Sum(r => r.BackwardMs) / steps,12:F1} {opsTotal / steps,10:F1}"));
         foreach (var r in results.Where(r => r.IsRegion))
             sb.AppendLine(string.Create(ci, $"[{r.Name}]{new string(' ', Math.Max(0, 22 - r.Name.Length))} {(double)r.ForwardCalls / steps,7:0.#} {"",11} {"",12} {r.TotalMs / steps,10:F1}"));
         return sb.ToString();
@@ -161,7 +155,6 @@ public sealed class OpProfiler : IDisposable
     /// <summary>Stops the profiler (its results stay readable).</summary>
     public void Dispose()
     {
-        _stopped = true;
         Interlocked.CompareExchange(ref s_active, null, this);
     }
 }
