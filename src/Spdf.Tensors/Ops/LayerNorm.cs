@@ -26,13 +26,8 @@ public static partial class Functional
         var xs = x.Storage;
         // Rows go in fixed chunks of about 16K elements, in parallel when there are several; the backward sums the
         // chunks' weight and bias gradients in chunk order, so results do not depend on the thread count.
-        int chunkRows = Math.Max(1, (1 << 14) / Math.Max(c, 1)), chunks = (rows + chunkRows - 1) / chunkRows;
-        void ForChunks(Action<int, int, int> body)
-        {
-            if (chunks <= 1) { if (rows > 0) body(0, 0, rows); return; }
-            Parallel.For(0, chunks, ch => body(ch, ch * chunkRows, Math.Min(rows, (ch + 1) * chunkRows)));
-        }
-        ForChunks((_, r0, r1) =>
+        int chunkRows = Math.Max(1, (1 << 14) / Math.Max(c, 1)), chunks = Kernels.Cpu.ParallelChunks.Count(rows, chunkRows);
+        Kernels.Cpu.ParallelChunks.For(rows, chunkRows, (_, r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
             {
@@ -63,7 +58,7 @@ public static partial class Functional
             var dwParts = dw is null ? null : new float[chunks * c]; // one partial sum per chunk
             var dbParts = db is null ? null : new float[chunks * c];
             var gs = g.Storage;
-            ForChunks((ch, r0, r1) =>
+            Kernels.Cpu.ParallelChunks.For(rows, chunkRows, (ch, r0, r1) =>
             {
                 var xhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);
                 var dxhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);

@@ -24,7 +24,7 @@ public static unsafe class Activations
         fixed (float* px = input, py = output)
         {
             nint ax = (nint)px, ay = (nint)py;
-            Chunked(input.Length, (from, to) => GeluForwardRange((float*)ax + from, (float*)ay + from, to - from));
+            ParallelChunks.For(input.Length, ParallelChunk, (_, from, to) => GeluForwardRange((float*)ax + from, (float*)ay + from, to - from));
         }
     }
 
@@ -41,16 +41,8 @@ public static unsafe class Activations
         fixed (float* px = input, pg = doutput, pd = dinput)
         {
             nint ax = (nint)px, ag = (nint)pg, ad = (nint)pd;
-            Chunked(input.Length, (from, to) => GeluBackwardRange((float*)ax + from, (float*)ag + from, (float*)ad + from, to - from));
+            ParallelChunks.For(input.Length, ParallelChunk, (_, from, to) => GeluBackwardRange((float*)ax + from, (float*)ag + from, (float*)ad + from, to - from));
         }
-    }
-
-    /// <summary>Runs <paramref name="range"/> over [0, n) in tasks of <see cref="ParallelChunk"/> elements (on this thread when small).</summary>
-    private static void Chunked(int n, Action<int, int> range)
-    {
-        int chunks = (n + ParallelChunk - 1) / ParallelChunk;
-        if (chunks <= 1) { if (n > 0) range(0, n); return; }
-        Parallel.For(0, chunks, c => range(c * ParallelChunk, Math.Min(n, (c + 1) * ParallelChunk)));
     }
 
     // The Vector512 and Vector256 loops below are the same arithmetic at two widths: Vector512<float> does not satisfy
