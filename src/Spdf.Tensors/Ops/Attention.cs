@@ -20,32 +20,24 @@ public static partial class Functional
         if (q.Rank != 4 || q.Shape != k.Shape || q.Shape != v.Shape)
             throw new ArgumentException($"CausalSelfAttention: q, k, v must share a [B, H, T, E] shape; got {q.Shape}, {k.Shape}, {v.Shape}.");
         int bh = q.Shape[0] * q.Shape[1], t = q.Shape[2], e = q.Shape[3];
-        float scale = 1f / MathF.Sqrt(e);
+        var kernel = new SliceAttention(t, e);
         // Both kernels write every element of o and lse (and of dq, dk, dv below): no zeroing needed.
         var o = GradientPool.Rent(q.Numel, clear: false);
         var lse = GC.AllocateUninitializedArray<float>(bh * t);
         int se = t * e;
-        bool blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
-        int scratchSize = blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
-        Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
+        Parallel.For(0, bh, () => new float[kernel.ScratchSize], (s, _, scratch) =>
         {
-            Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
-            Span<float> qs = q.Storage.AsSpan(s * se, se), ks = k.Storage.AsSpan(s * se, se), vs = v.Storage.AsSpan(s * se, se);
-            if (blocked) Kernels.Cpu.AttentionBlocked.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
-            else Kernels.Cpu.Attention.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
+            kernel.Forward(o.AsSpan(s * se, se), lse.AsSpan(s * t, t), q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), scratch);
             return scratch;
         }, _ => { });
         var result = new Tensor(o, q.Shape);
         return AutogradEngine.Record(result, "CausalSelfAttention", [q, k, v], g =>
         {
             var dq = GradientPool.Rent(q.Numel, clear: false); var dk = GradientPool.Rent(q.Numel, clear: false); var dv = GradientPool.Rent(q.Numel, clear: false);
-            Parallel.For(0, bh, () => new float[scratchSize], (s, _, scratch) =>
+            Parallel.For(0, bh, () => new float[kernel.ScratchSize], (s, _, scratch) =>
             {
-                Span<float> dqs = dq.AsSpan(s * se, se), dks = dk.AsSpan(s * se, se), dvs = dv.AsSpan(s * se, se);
-                Span<float> gs = g.Storage.AsSpan(s * se, se), qs = q.Storage.AsSpan(s * se, se), ks = k.Storage.AsSpan(s * se, se), vs = v.Storage.AsSpan(s * se, se);
-                Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
-                if (blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dqs, dks, dvs, gs, qs, ks, vs, os, ls, t, e, scale, scratch);
-                else Kernels.Cpu.Attention.CausalBackward(dqs, dks, dvs, gs, qs, ks, vs, os, ls, t, e, scale);
+                kernel.Backward(dq.AsSpan(s * se, se), dk.AsSpan(s * se, se), dv.AsSpan(s * se, se), g.Storage.AsSpan(s * se, se),
+                    q.Storage.AsSpan(s * se, se), k.Storage.AsSpan(s * se, se), v.Storage.AsSpan(s * se, se), o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
                 return scratch;
             }, _ => { });
             return [new Tensor(dq, q.Shape), new Tensor(dk, q.Shape), new Tensor(dv, q.Shape)];
@@ -69,9 +61,8 @@ public static partial class Functional
         if (qkv.Rank != 3 || qkv.Shape[2] % (3 * heads) != 0)
             throw new ArgumentException($"CausalSelfAttentionPacked: qkv must be [B, T, 3C] with C a multiple of {heads} heads; got {qkv.Shape}.", nameof(qkv));
         int b = qkv.Shape[0], t = qkv.Shape[1], c = qkv.Shape[2] / 3, e = c / heads, bh = b * heads, se = t * e;
-        float scale = 1f / MathF.Sqrt(e);
-        bool blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
-        int scratchSize = blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
+        var kernel = new SliceAttention(t, e);
+        int scratchSize = kernel.ScratchSize;
         var o = GradientPool.Rent(bh * se, clear: false);   // [B, H, T, E]: what the backward reads
         var lse = GC.AllocateUninitializedArray<float>(bh * t);
         var y = GradientPool.Rent(b * t * c, clear: false); // [B, T, C]: every element written
@@ -91,9 +82,8 @@ public static partial class Functional
             var scratch = buf.AsSpan(0, scratchSize);
             Span<float> qs = buf.AsSpan(scratchSize, se), ks = buf.AsSpan(scratchSize + se, se), vs = buf.AsSpan(scratchSize + 2 * se, se);
             Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
-            Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
-            if (blocked) Kernels.Cpu.AttentionBlocked.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
-            else Kernels.Cpu.Attention.CausalForward(os, ls, qs, ks, vs, t, e, scale, scratch);
+            var os = o.AsSpan(s * se, se);
+            kernel.Forward(os, lse.AsSpan(s * t, t), qs, ks, vs, scratch);
             Scatter(os, y, c, h * e, bi);
             return buf;
         }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
@@ -110,13 +100,37 @@ public static partial class Functional
                 Span<float> dqs = buf.AsSpan(scratchSize + 4 * se, se), dks = buf.AsSpan(scratchSize + 5 * se, se), dvs = buf.AsSpan(scratchSize + 6 * se, se);
                 Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
                 Gather(gs, c, h * e, bi, dos);
-                Span<float> os = o.AsSpan(s * se, se), ls = lse.AsSpan(s * t, t);
-                if (blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dqs, dks, dvs, dos, qs, ks, vs, os, ls, t, e, scale, scratch);
-                else Kernels.Cpu.Attention.CausalBackward(dqs, dks, dvs, dos, qs, ks, vs, os, ls, t, e, scale);
+                kernel.Backward(dqs, dks, dvs, dos, qs, ks, vs, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
                 Scatter(dqs, dqkv, 3 * c, h * e, bi); Scatter(dks, dqkv, 3 * c, c + h * e, bi); Scatter(dvs, dqkv, 3 * c, 2 * c + h * e, bi);
                 return buf;
             }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
             return [new Tensor(dqkv, qkv.Shape)];
         });
+    }
+
+    /// <summary>
+    /// The attention kernels for one (batch, head) slice of T tokens and head size E: the blocked ones where they apply
+    /// (<see cref="Kernels.Cpu.AttentionBlocked.Supports"/>), otherwise the row-by-row reference.
+    /// </summary>
+    private readonly struct SliceAttention(int t, int e)
+    {
+        private readonly bool _blocked = Kernels.Cpu.AttentionBlocked.Supports(e);
+        private readonly float _scale = 1f / MathF.Sqrt(e);
+
+        /// <summary>Scratch floats one slice needs.</summary>
+        public int ScratchSize => _blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
+
+        public void Forward(Span<float> o, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> scratch)
+        {
+            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalForward(o, lse, q, k, v, t, e, _scale, scratch);
+            else Kernels.Cpu.Attention.CausalForward(o, lse, q, k, v, t, e, _scale, scratch);
+        }
+
+        public void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
+                             ReadOnlySpan<float> v, ReadOnlySpan<float> o, ReadOnlySpan<float> lse, Span<float> scratch)
+        {
+            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale, scratch);
+            else Kernels.Cpu.Attention.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale);
+        }
     }
 }
