@@ -25,21 +25,17 @@ public static partial class Functional
         for (int i = 0; i < n; i++)
             if (t[i] != ignoreIndex && (uint)t[i] >= (uint)v)
                 throw new ArgumentException($"CrossEntropy: target {t[i]} at row {i} is outside [0, {v}) and is not the ignore index {ignoreIndex}.", nameof(targets));
-        // Per row: log-sum-exp with the max subtracted (vectorised); rows in parallel, each into its own slot.
+        // Per row: log-sum-exp with the max subtracted, in two vectorised passes; rows in parallel, each into its own slot.
         var lse = new float[n];
         var rowLoss = new double[n];
-        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount },
-            () => new float[v], (i, _, buf) =>
-            {
-                if (t[i] == ignoreIndex) return buf;
-                var row = logits.Storage.AsSpan(i * v, v);
-                float max = TensorPrimitives.Max(row);
-                TensorPrimitives.Subtract(row, max, buf);
-                TensorPrimitives.Exp(buf, buf);
-                lse[i] = max + MathF.Log(TensorPrimitives.Sum(buf));
-                rowLoss[i] = lse[i] - row[t[i]];
-                return buf;
-            }, _ => { });
+        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * (long)v < 1 << 16 ? 1 : Environment.ProcessorCount }, i =>
+        {
+            if (t[i] == ignoreIndex) return;
+            var row = logits.Storage.AsSpan(i * v, v);
+            float max = TensorPrimitives.Max(row);
+            lse[i] = max + MathF.Log(Kernels.Cpu.VectorMath.SumExp(row, max));
+            rowLoss[i] = lse[i] - row[t[i]];
+        });
         double total = 0; int count = 0;
         for (int i = 0; i < n; i++) if (t[i] != ignoreIndex) { total += rowLoss[i]; count++; }
         float loss = count == 0 ? 0f : (float)(total / count);
@@ -53,10 +49,8 @@ public static partial class Functional
                 if (t[i] == ignoreIndex) { dl.AsSpan(i * v, v).Clear(); return; }
                 var row = logits.Storage.AsSpan(i * v, v);
                 var drow = dl.AsSpan(i * v, v);
-                TensorPrimitives.Subtract(row, lse[i], drow);
-                TensorPrimitives.Exp(drow, drow);
-                drow[t[i]] -= 1f;
-                TensorPrimitives.Multiply(drow, scale, drow);
+                Kernels.Cpu.VectorMath.ScaledExp(row, lse[i], scale, drow); // softmax · scale, one pass
+                drow[t[i]] -= scale;                                        // − onehot · scale
             });
             return [new Tensor(dl, logits.Shape)];
         });

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -33,5 +34,57 @@ internal static class VectorMath
         var y = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512<float>.One;
         var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
         return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(MinArg)), Vector512<float>.Zero, y * scale);
+    }
+
+    /// <summary><c>Σ_j e^(x[j] − shift)</c> in one pass, without writing the exponentials anywhere.</summary>
+    public static unsafe float SumExp(ReadOnlySpan<float> x, float shift)
+    {
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            var buf = System.Buffers.ArrayPool<float>.Shared.Rent(x.Length);
+            try
+            {
+                var b = buf.AsSpan(0, x.Length);
+                TensorPrimitives.Subtract(x, shift, b);
+                TensorPrimitives.Exp(b, b);
+                return TensorPrimitives.Sum(b);
+            }
+            finally { System.Buffers.ArrayPool<float>.Shared.Return(buf); }
+        }
+        fixed (float* p = x)
+        {
+            var vs = Vector512.Create(shift);
+            Vector512<float> s0 = default, s1 = default;
+            int j = 0, n = x.Length;
+            for (; j + 32 <= n; j += 32)
+            {
+                s0 += Exp(Vector512.Load(p + j) - vs);
+                s1 += Exp(Vector512.Load(p + j + 16) - vs);
+            }
+            float sum = Vector512.Sum(s0 + s1);
+            for (; j < n; j++) sum += MathF.Exp(p[j] - shift);
+            return sum;
+        }
+    }
+
+    /// <summary><c>y[j] = scale · e^(x[j] − shift)</c> in one pass (<paramref name="y"/> may be <paramref name="x"/>).</summary>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    public static unsafe void ScaledExp(ReadOnlySpan<float> x, float shift, float scale, Span<float> y)
+    {
+        if (x.Length != y.Length) throw new ArgumentException($"ScaledExp: input length {x.Length} differs from output length {y.Length}.");
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            TensorPrimitives.Subtract(x, shift, y);
+            TensorPrimitives.Exp(y, y);
+            TensorPrimitives.Multiply(y, scale, y);
+            return;
+        }
+        fixed (float* px = x, py = y)
+        {
+            var vs = Vector512.Create(shift); var vc = Vector512.Create(scale);
+            int j = 0, n = x.Length;
+            for (; j + 16 <= n; j += 16) (Exp(Vector512.Load(px + j) - vs) * vc).Store(py + j);
+            for (; j < n; j++) py[j] = scale * MathF.Exp(px[j] - shift);
+        }
     }
 }
