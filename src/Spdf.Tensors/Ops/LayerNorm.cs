@@ -30,18 +30,7 @@ public static partial class Functional
         Kernels.Cpu.ParallelChunks.For(rows, chunkRows, (_, r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
-            {
-                var xr = xs.AsSpan(r * c, c);
-                float m = TensorPrimitives.Sum(xr) / c;
-                var yr = y.AsSpan(r * c, c);
-                TensorPrimitives.Subtract(xr, m, yr);
-                float v = TensorPrimitives.Dot(yr, yr) / c;
-                float rs = 1f / MathF.Sqrt(v + eps);
-                TensorPrimitives.Multiply(yr, rs, yr);
-                if (weight is not null) TensorPrimitives.Multiply(yr, weight.Storage, yr);
-                if (bias is not null) TensorPrimitives.Add(yr, bias.Storage, yr);
-                mean[r] = m; rstd[r] = rs;
-            }
+                (mean[r], rstd[r]) = Kernels.Cpu.Normalization.LayerNormRow(xs.AsSpan(r * c, c), weight?.Storage, bias?.Storage, eps, y.AsSpan(r * c, c));
         });
         Tensor[] inputs = (weight, bias) switch
         {
@@ -60,30 +49,11 @@ public static partial class Functional
             var gs = g.Storage;
             Kernels.Cpu.ParallelChunks.For(rows, chunkRows, (ch, r0, r1) =>
             {
-                var xhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);
-                var dxhat = System.Buffers.ArrayPool<float>.Shared.Rent(c);
-                var xh = xhat.AsSpan(0, c); var dxh = dxhat.AsSpan(0, c);
                 var dwp = dwParts is null ? default : dwParts.AsSpan(ch * c, c);
                 var dbp = dbParts is null ? default : dbParts.AsSpan(ch * c, c);
                 for (int r = r0; r < r1; r++)
-                {
-                    var gr = gs.AsSpan(r * c, c);
-                    TensorPrimitives.Subtract(xs.AsSpan(r * c, c), mean[r], xh);
-                    TensorPrimitives.Multiply(xh, rstd[r], xh);
-                    if (dwParts is not null) TensorPrimitives.MultiplyAdd(gr, xh, dwp, dwp);
-                    if (dbParts is not null) TensorPrimitives.Add(dbp, gr, dbp);
-                    if (dx is null) continue;
-                    if (weight is not null) TensorPrimitives.Multiply(gr, weight.Storage, dxh); else gr.CopyTo(dxh);
-                    // dx = rstd · (dxhat − mean(dxhat) − xhat · mean(dxhat ⊙ xhat))
-                    float m1 = TensorPrimitives.Sum(dxh) / c;
-                    float m2 = TensorPrimitives.Dot(dxh, xh) / c;
-                    var dxr = dx.AsSpan(r * c, c);
-                    TensorPrimitives.MultiplyAdd(xh, -m2, dxh, dxr);
-                    TensorPrimitives.Subtract(dxr, m1, dxr);
-                    TensorPrimitives.Multiply(dxr, rstd[r], dxr);
-                }
-                System.Buffers.ArrayPool<float>.Shared.Return(xhat);
-                System.Buffers.ArrayPool<float>.Shared.Return(dxhat);
+                    Kernels.Cpu.Normalization.LayerNormBackwardRow(xs.AsSpan(r * c, c), gs.AsSpan(r * c, c), weight?.Storage, mean[r], rstd[r],
+                        dx is null ? default : dx.AsSpan(r * c, c), dwp, dbp);
             });
             for (int ch = 0; ch < chunks; ch++)
             {
