@@ -17,7 +17,7 @@ internal static unsafe class Normalization
     public static (float Mean, float Rstd) LayerNormRow(ReadOnlySpan<float> x, float[]? weight, float[]? bias, float eps, Span<float> y)
     {
         int c = x.Length;
-        if (!Vector512.IsHardwareAccelerated || c < 16)
+        if (!Vector512.IsHardwareAccelerated)
         {
             float m0 = TensorPrimitives.Sum(x) / c;
             TensorPrimitives.Subtract(x, m0, y);
@@ -69,9 +69,14 @@ internal static unsafe class Normalization
                                             Span<float> dx, Span<float> dw, Span<float> db)
     {
         int c = x.Length;
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            PortableBackwardRow(x, g, weight, mean, rstd, dx, dw, db);
+            return;
+        }
         fixed (float* px = x, pg = g, pw = weight, pdx = dx, pdw = dw, pdb = db)
         {
-            int full = Vector512.IsHardwareAccelerated ? c & ~15 : 0;
+            int full = c & ~15;
             var vm = Vector512.Create(mean); var vr = Vector512.Create(rstd);
             var s1 = Vector512<float>.Zero; var s2 = Vector512<float>.Zero;
             for (int j = 0; j < full; j += 16)
@@ -110,5 +115,27 @@ internal static unsafe class Normalization
                 pdx[j] = (gh - m1 - h * m2) * rstd;
             }
         }
+    }
+
+    /// <summary><see cref="LayerNormBackwardRow"/> through TensorPrimitives (vectorised at the widths the machine has).</summary>
+    private static void PortableBackwardRow(ReadOnlySpan<float> x, ReadOnlySpan<float> g, float[]? weight, float mean, float rstd,
+                                            Span<float> dx, Span<float> dw, Span<float> db)
+    {
+        int c = x.Length;
+        var buf = System.Buffers.ArrayPool<float>.Shared.Rent(2 * c);
+        var xh = buf.AsSpan(0, c); var gh = buf.AsSpan(c, c);
+        TensorPrimitives.Subtract(x, mean, xh);
+        TensorPrimitives.Multiply(xh, rstd, xh);
+        if (!dw.IsEmpty) TensorPrimitives.MultiplyAdd(g, xh, dw, dw);
+        if (!db.IsEmpty) TensorPrimitives.Add(db, g, db);
+        if (!dx.IsEmpty)
+        {
+            if (weight is not null) TensorPrimitives.Multiply(g, weight, gh); else g.CopyTo(gh);
+            float m1 = TensorPrimitives.Sum(gh) / c, m2 = TensorPrimitives.Dot(gh, xh) / c;
+            TensorPrimitives.MultiplyAdd(xh, -m2, gh, dx);
+            TensorPrimitives.Subtract(dx, m1, dx);
+            TensorPrimitives.Multiply(dx, rstd, dx);
+        }
+        System.Buffers.ArrayPool<float>.Shared.Return(buf);
     }
 }
