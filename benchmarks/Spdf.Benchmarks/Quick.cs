@@ -1,3 +1,4 @@
+using Spdf.Sparsity.Kernels;
 using System.Globalization;
 using System.Text.Json;
 using Spdf.Sparsity;
@@ -99,7 +100,7 @@ public static class Quick
             Linear layer = new(k, m, generator: new Generator(2));
             if (sp > 0)
             {
-                var sparse = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new Generator(3)), storage);
+                var sparse = SparseLinear.FromLinear(layer, MaskInitializers.Random.Create(layer.Weight, sp, new SparsityRandom(3)), storage);
                 sparse.KernelMode = kernelMode;
                 layer = sparse;
             }
@@ -309,7 +310,7 @@ public static class Quick
         double secs = Seconds(o);
         var g = new Generator(1);
         var w = Tensor.Randn(new Shape(m, k), g);
-        var mask = MaskInitializers.Random.Create(w, sp, g);
+        var mask = MaskInitializers.Random.Create(w, sp, new SparsityRandom(g.NextUInt64()));
         var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask, panelWidth: Int(o, "panel", Sparsity.Kernels.CsrMatrix.DefaultPanelWidth));
         csr.Gather(w.AsReadOnlySpan());
         var x = Tensor.Randn(new Shape(n, k), g).ToArray();
@@ -327,7 +328,7 @@ public static class Quick
         if (only?.FirstOrDefault(name => !kernels.Contains(name)) is { } unknown)
             throw new ArgumentException($"--ops {ops}: '{unknown}' is not a kernel; expected a comma-separated list of {string.Join(", ", kernels)}.");
         // Inputs filled once, whichever kernels are timed: the SDDMM's dY is the SpMM's output.
-        Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k));
+        BlockTranspose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k));
         Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n);
         void Time(string name, Action a)
         {
@@ -336,9 +337,9 @@ public static class Quick
             timed[name + "_ms"] = Math.Round(median, 3);
             timed[name + "_min_ms"] = Math.Round(min, 3);
         }
-        Time("to_blocks", () => Transpose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k)));
+        Time("to_blocks", () => BlockTranspose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k)));
         Time("spmm", () => Sparsity.Kernels.SparseKernels.SpMM(csr, xb.Span, yb.Span, n));
-        Time("from_blocks", () => Transpose.FromBlocks(yb.Span, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)));
+        Time("from_blocks", () => BlockTranspose.FromBlocks(yb.Span, n, m, tb, y, Sparsity.Kernels.SparseKernels.BlockStride(m)));
         Time("sddmm", () => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb.Span, xb.Span, dw, n));
         Time("dense_gemm", () => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k));
         Emit(timed);
@@ -365,7 +366,7 @@ public static class Quick
                     Linear lin = new(i, outF, true, g);
                     if (sp > 0)
                     {
-                        var sparse = SparseLinear.FromLinear(lin, MaskInitializers.Random.Create(lin.Weight, sp, g));
+                        var sparse = SparseLinear.FromLinear(lin, MaskInitializers.Random.Create(lin.Weight, sp, new SparsityRandom(g.NextUInt64())));
                         sparse.KernelMode = SparseKernelMode.Compressed;
                         lin = sparse;
                     }

@@ -120,7 +120,7 @@ public class LinearBenchmarks : IFlopCount
     {
         var g = new Generator(1);
         _layer = new Linear(768, 3072, generator: g);
-        if (Sparsity > 0) _layer = SparseLinear.FromLinear(_layer, MaskInitializers.Random.Create(_layer.Weight, Sparsity, g));
+        if (Sparsity > 0) _layer = SparseLinear.FromLinear(_layer, MaskInitializers.Random.Create(_layer.Weight, Sparsity, new SparsityRandom(g.NextUInt64())));
         _x = Tensor.Randn(new Shape(2048, 768), g); _x.RequiresGrad = true;
         _dy = Tensor.Randn(new Shape(2048, 3072), g);
     }

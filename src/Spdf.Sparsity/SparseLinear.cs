@@ -5,38 +5,9 @@ using Spdf.Sparsity.Kernels;
 using Spdf.Sparsity.Masks;
 using Spdf.Tensors;
 using Spdf.Tensors.Autograd;
-using Spdf.Tensors.Kernels.Cpu;
 using Spdf.Tensors.Nn;
 
 namespace Spdf.Sparsity;
-
-/// <summary>How a <see cref="SparseLinear"/> computes.</summary>
-public enum SparseKernelMode
-{
-    /// <summary>Measure both kernels at first use and keep the faster.</summary>
-    Auto,
-    /// <summary>The reference: a dense GEMM over the masked weight; gains no time.</summary>
-    MaskedDense,
-    /// <summary>CSR kernels that do work only for kept weights (SpMM, SDDMM, SpMV).</summary>
-    Compressed,
-}
-
-/// <summary>Where a <see cref="SparseLinear"/> keeps its weight.</summary>
-public enum SparseWeightStorage
-{
-    /// <summary>
-    /// A dense <c>[out, in]</c> parameter <c>weight</c>, exactly 0 where the mask drops it, with its dense gradient. The
-    /// mask may change (magnitude pruning, SET, RigL); optimizers keep moments only for kept weights.
-    /// </summary>
-    Dense,
-    /// <summary>
-    /// Only the kept weights: the parameter <c>weight_values</c> <c>[kept]</c> (in the CSR entry order of the mask, see
-    /// <see cref="SparseLinear.KeptPositions"/>) is the master copy the kernels read directly, and its gradient and
-    /// optimizer moments are <c>[kept]</c> too, so the layer's training memory falls with density. The mask is fixed;
-    /// <see cref="Transitions.Densify"/> turns the layer back into a dense one.
-    /// </summary>
-    Compressed,
-}
 
 /// <summary>
 /// A linear layer <c>y = x·(W ⊙ M)ᵀ + b</c> whose weight is held at zero outside its <see cref="Mask"/>: x
@@ -55,7 +26,8 @@ public sealed class SparseLinear : Linear
     private CsrMatrix? _masterT;     // compressed storage: the structure of Wᵀ; values are gathered from _master through
     private int[]? _masterTMap;      // _masterTMap (per padded slot of Wᵀ) into a pooled buffer for each backward pass
     private readonly Tensor? _maskBits; // compressed storage: the mask, 16 positions per float (no dense mask is kept)
-    private readonly SparsityMask? _mask; // dense storage: the mask
+    private readonly SparsityMask? _mask; // dense storage: the mask; _maskTensor (the buffer weight_mask) wraps its values
+    private readonly Tensor? _maskTensor;
     private SparseKernelMode _chosen;
 
     /// <summary>Makes a sparse layer that shares <paramref name="weight"/> and <paramref name="bias"/> and zeroes the dropped weights.</summary>
@@ -63,16 +35,18 @@ public sealed class SparseLinear : Linear
     public SparseLinear(Parameter weight, Parameter? bias, SparsityMask mask) : base(weight, bias)
     {
         ArgumentNullException.ThrowIfNull(mask);
-        mask.CheckShape(weight.Shape, nameof(mask));
+        mask.CheckShape(weight.Shape[0], weight.Shape[1], nameof(mask));
         _mask = mask;
-        RegisterBuffer("weight_mask", mask.Values);
+        _maskTensor = new Tensor(mask.Values, weight.Shape); // the mask's own array: a loaded checkpoint is seen at once
+        RegisterBuffer("weight_mask", _maskTensor);
         ApplyMask();
         UpdateSupport();
     }
 
-    private SparseLinear(Parameter? bias, SparsityMask mask, Parameter weight) : base(mask.Shape[1], mask.Shape[0], bias)
+    private SparseLinear(Parameter? bias, SparsityMask mask, Parameter weight) : base(mask.Cols, mask.Rows, bias)
     {
-        _maskBits = mask.ToPackedBits();
+        var bits = mask.ToPackedBits();
+        _maskBits = new Tensor(bits, new Shape(bits.Length));
         RegisterBuffer("weight_mask_bits", _maskBits);
         KeptCount = mask.KeptCount;
         _master = CsrMatrix.FromMask(mask);
@@ -92,7 +66,7 @@ public sealed class SparseLinear : Linear
         ArgumentNullException.ThrowIfNull(weight);
         ArgumentNullException.ThrowIfNull(mask);
         if (weight.Rank != 2) throw new ArgumentException($"SparseLinear weight must be [out, in]; got {weight.Shape}.", nameof(weight));
-        mask.CheckShape(weight.Shape, nameof(mask));
+        mask.CheckShape(weight.Shape[0], weight.Shape[1], nameof(mask));
         return new SparseLinear(bias, mask, weight);
     }
 
@@ -159,7 +133,7 @@ public sealed class SparseLinear : Linear
     /// (16 positions per float, the buffer <c>weight_mask_bits</c>) and this is a fresh dense copy on each call: use
     /// <see cref="KeptCount"/> and <see cref="Sparsity"/> for counts.
     /// </summary>
-    public SparsityMask Mask => _mask ?? SparsityMask.FromPackedBits(_maskBits!, new Shape(OutFeatures, InFeatures));
+    public SparsityMask Mask => _mask ?? SparsityMask.FromPackedBits(_maskBits!.AsReadOnlySpan(), OutFeatures, InFeatures);
 
     /// <summary>The number of kept weights.</summary>
     public int KeptCount
@@ -199,9 +173,10 @@ public sealed class SparseLinear : Linear
         ArgumentNullException.ThrowIfNull(mask);
         if (_master is not null)
             throw new NotSupportedException($"SetMask: {this} stores only its kept weights (compressed storage), so its mask is fixed. Dynamic sparsity (magnitude pruning, SET, RigL) needs SparseWeightStorage.Dense.");
-        mask.CheckShape(Weight.Shape, nameof(mask));
+        mask.CheckShape(OutFeatures, InFeatures, nameof(mask));
         int before = _mask!.KeptCount;
-        _mask.Values.CopyFrom(mask.Values);
+        mask.Values.CopyTo(_mask.Values, 0);
+        _maskTensor!.MarkModified();
         if (_mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again
         ApplyMask();
         if (Weight.Grad is { } grad) _mask.Apply(grad.AsSpan());         // a pending gradient keeps the invariant too
@@ -418,7 +393,7 @@ public sealed class SparseLinear : Linear
                 using (paddedT) SparseKernels.SpMMFused(csrT, paddedT is null ? default : paddedT.Span, g.AsReadOnlySpan(), dyt.Span, dxt.Span, d, n);
                 dx = new Tensor(d, input.Shape);
             }
-            else Transpose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
+            else BlockTranspose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
             var biasGrad = Bias is { RequiresGrad: true } ? new float[m] : null;
             if (weight.RequiresGrad)
             {
@@ -447,7 +422,7 @@ public sealed class SparseLinear : Linear
     private static AlignedBuffer RentBlocks(ReadOnlySpan<float> rowsByFeatures, int n, int features)
     {
         var blocks = AlignedBuffer.Rent(SparseKernels.BlockedLength(features, n));
-        Transpose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks.Span, SparseKernels.BlockStride(features));
+        BlockTranspose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks.Span, SparseKernels.BlockStride(features));
         return blocks;
     }
 

@@ -45,18 +45,18 @@ public static class Sparsifier
             foreach (var grp in chosen.Select(c => c.Group).Distinct())
             {
                 var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
-                var per = dist.Distribute(idx.Select(i => chosen[i].Layer.Weight.Shape).ToList(), grp.Sparsity);
+                var per = dist.Distribute(idx.Select(i => (chosen[i].Layer.OutFeatures, chosen[i].Layer.InFeatures)).ToList(), grp.Sparsity);
                 for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
             }
         }
         if (config.Storage == SparseWeightStorage.Compressed && config.Algorithm is { } algorithm)
             throw new ArgumentException($"Sparsity algorithm '{algorithm.Name}' changes masks, but storage Compressed keeps only the kept weights under a fixed mask; use SparseWeightStorage.Dense with it.", nameof(config));
-        var generator = new Generator(config.Seed);
+        var generator = new SparsityRandom(config.Seed);
         var layers = new List<SparseLayerInfo>();
         for (int i = 0; i < chosen.Count; i++)
         {
             var (name, layer, group) = chosen[i];
-            var mask = group.Initializer.Create(layer.Weight, sparsities[i], generator);
+            var mask = group.Initializer.Create(layer.Weight.AsReadOnlySpan(), layer.OutFeatures, layer.InFeatures, sparsities[i], generator);
             var sparse = layer as SparseLinear;
             if (sparse is null)
             {
@@ -75,7 +75,30 @@ public static class Sparsifier
 /// <param name="Layer">The layer.</param>
 /// <param name="Initializer">The mask initialiser's name.</param>
 /// <param name="TargetSparsity">The sparsity asked for.</param>
-public sealed record SparseLayerInfo(string Name, SparseLinear Layer, string Initializer, double TargetSparsity);
+public sealed record SparseLayerInfo(string Name, SparseLinear Layer, string Initializer, double TargetSparsity) : ISparseWeight
+{
+    int ISparseWeight.Rows => Layer.OutFeatures;
+    int ISparseWeight.Cols => Layer.InFeatures;
+    int ISparseWeight.KeptCount => Layer.KeptCount;
+    SparsityMask ISparseWeight.Mask => Layer.Mask;
+    SparseWeightStorage ISparseWeight.Storage => Layer.Storage;
+    string ISparseWeight.Kernel => Layer.Kernel;
+
+    ReadOnlySpan<float> ISparseWeight.Weight => Layer.Storage == SparseWeightStorage.Dense ? Layer.Weight.AsReadOnlySpan()
+        : throw new NotSupportedException($"Layer '{Name}' keeps only its kept weights (SparseWeightStorage.Compressed); it has no dense weight to read.");
+
+    bool ISparseWeight.CaptureDenseGradient
+    {
+        get => Layer.CaptureDenseGradient;
+        set => Layer.CaptureDenseGradient = value;
+    }
+
+    ReadOnlySpan<float> ISparseWeight.DenseGradient => Layer.DenseGradient is { } g ? g.AsReadOnlySpan() : default;
+
+    void ISparseWeight.ClearDenseGradient() => Layer.ClearDenseGradient();
+
+    void ISparseWeight.SetMask(SparsityMask mask) => Layer.SetMask(mask);
+}
 
 /// <summary>Finds and replaces modules by dotted name.</summary>
 internal static class ModuleTree

@@ -1,3 +1,5 @@
+using Spdf.Shared;
+
 namespace Spdf.Tensors;
 
 /// <summary>
@@ -7,7 +9,7 @@ namespace Spdf.Tensors;
 /// </summary>
 public sealed class Generator
 {
-    private ulong _s0, _s1, _s2, _s3;
+    private Xoshiro256 _state;
     private float? _spareNormal;
 
     /// <summary>Creates a generator from a seed.</summary>
@@ -19,13 +21,16 @@ public sealed class Generator
     /// <summary>Re-seeds the generator; the stream restarts.</summary>
     public void ManualSeed(ulong seed)
     {
-        ulong x = seed;
-        _s0 = SplitMix(ref x); _s1 = SplitMix(ref x); _s2 = SplitMix(ref x); _s3 = SplitMix(ref x);
+        _state.Seed(seed);
         _spareNormal = null;
     }
 
     /// <summary>Captures the full state so that a run can be resumed exactly.</summary>
-    public ulong[] GetState() => [_s0, _s1, _s2, _s3, _spareNormal is float f ? 1UL << 32 | BitConverter.SingleToUInt32Bits(f) : 0UL];
+    public ulong[] GetState()
+    {
+        var (s0, s1, s2, s3) = _state.State;
+        return [s0, s1, s2, s3, _spareNormal is float f ? 1UL << 32 | BitConverter.SingleToUInt32Bits(f) : 0UL];
+    }
 
     /// <summary>Restores a state captured by <see cref="GetState"/>.</summary>
     /// <exception cref="ArgumentException">The state does not have 5 words.</exception>
@@ -33,41 +38,22 @@ public sealed class Generator
     {
         ArgumentNullException.ThrowIfNull(state);
         if (state.Length != 5) throw new ArgumentException($"Generator state has {state.Length} words; expected 5.", nameof(state));
-        (_s0, _s1, _s2, _s3) = (state[0], state[1], state[2], state[3]);
+        _state.SetState(state[0], state[1], state[2], state[3]);
         _spareNormal = (state[4] >> 32) != 0 ? BitConverter.UInt32BitsToSingle((uint)state[4]) : null;
     }
 
-    private static ulong SplitMix(ref ulong x)
-    {
-        ulong z = x += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
-
     /// <summary>The next 64 uniformly distributed bits.</summary>
-    public ulong NextUInt64()
-    {
-        ulong result = ulong.RotateLeft(_s1 * 5, 7) * 9;
-        ulong t = _s1 << 17;
-        _s2 ^= _s0; _s3 ^= _s1; _s1 ^= _s2; _s0 ^= _s3; _s2 ^= t;
-        _s3 = ulong.RotateLeft(_s3, 45);
-        return result;
-    }
+    public ulong NextUInt64() => _state.NextUInt64();
 
     /// <summary>A uniform float in [0, 1).</summary>
     public float NextFloat() => (NextUInt64() >> 40) * (1.0f / (1 << 24));
 
     /// <summary>A uniform double in [0, 1).</summary>
-    public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
+    public double NextDouble() => _state.NextDouble();
 
     /// <summary>A uniform integer in [0, <paramref name="maxExclusive"/>), without modulo bias.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxExclusive"/> is not positive.</exception>
-    public int NextInt(int maxExclusive)
-    {
-        if (maxExclusive <= 0) throw new ArgumentOutOfRangeException(nameof(maxExclusive), maxExclusive, "Expected a positive bound.");
-        return (int)(((NextUInt64() >> 32) * (ulong)maxExclusive) >> 32);
-    }
+    public int NextInt(int maxExclusive) => _state.NextInt(maxExclusive);
 
     /// <summary>A standard normal sample (Box–Muller; pairs are cached).</summary>
     public float NextNormal()

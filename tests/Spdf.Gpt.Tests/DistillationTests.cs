@@ -115,7 +115,7 @@ public class DistillationTests
         var model = new GptModel(Cfg, new Generator(5));
         var handle = Sparsifier.Apply(model, SparsityConfig.Default(0.75, seed: 1));
         var kept = handle.Layers.Select(l => l.Layer.Mask.KeptCount).ToList();
-        var before = handle.Layers[0].Layer.Mask.Values.AsReadOnlySpan().ToArray();
+        var before = handle.Layers[0].Layer.Mask.Values.AsSpan().ToArray();
         var trainer = new Trainer(model, sparsity: handle);
         var r = trainer.Run(new TrainingStage
         {
@@ -123,7 +123,7 @@ public class DistillationTests
             SparsityAlgorithm = new RigL(0.3, every: 5, endStep: 25),
         });
         handle.Layers.Select(l => l.Layer.Mask.KeptCount).Should().Equal(kept);
-        handle.Layers[0].Layer.Mask.Values.AsReadOnlySpan().ToArray().Should().NotEqual(before, "RigL moved the mask");
+        handle.Layers[0].Layer.Mask.Values.AsSpan().ToArray().Should().NotEqual(before, "RigL moved the mask");
         r.TrainLoss[^1].Loss.Should().BeLessThan(r.TrainLoss[0].Loss);
         trainer.Densify();
         handle.Phase.Should().Be(SparsityPhase.DenseFinetune);
@@ -140,10 +140,10 @@ public class DistillationTests
         var handle = Sparsifier.Apply(model, config);
         handle.Algorithm.Should().BeSameAs(config.Algorithm);
         var kept = handle.Layers.Select(l => l.Layer.Mask.KeptCount).ToList();
-        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).ToList();
+        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsSpan().ToArray()).ToList();
         new Trainer(model, sparsity: handle).Run(new TrainingStage { Name = "set", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 12 });
         handle.Layers.Select(l => l.Layer.Mask.KeptCount).Should().Equal(kept);
-        handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).Zip(before).Should().OnlyContain(p => !p.First.SequenceEqual(p.Second));
+        handle.Layers.Select(l => l.Layer.Mask.Values.AsSpan().ToArray()).Zip(before).Should().OnlyContain(p => !p.First.SequenceEqual(p.Second));
     }
 
     [Fact]
@@ -157,9 +157,9 @@ public class DistillationTests
         var handle = Sparsifier.Apply(model, config);
         var trainer = new Trainer(model, sparsity: handle);
         trainer.FreezeMask();
-        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).ToList();
+        var before = handle.Layers.Select(l => l.Layer.Mask.Values.AsSpan().ToArray()).ToList();
         trainer.Run(new TrainingStage { Name = "sparse-ft", Data = new WindowSampler(Stream(), 4, 16, 1), Steps = 3 });
-        handle.Layers.Select(l => l.Layer.Mask.Values.AsReadOnlySpan().ToArray()).Zip(before).Should().OnlyContain(p => p.First.SequenceEqual(p.Second));
+        handle.Layers.Select(l => l.Layer.Mask.Values.AsSpan().ToArray()).Zip(before).Should().OnlyContain(p => p.First.SequenceEqual(p.Second));
 
         var wrongTeacher = new GptModel(Cfg with { Layers = 3 });
         FluentActions.Invoking(() => trainer.Run(new TrainingStage

@@ -27,7 +27,7 @@ public class ErrorMessageTests
     {
         var values = Tensor.Full(new Shape(2, 2), 1f);
         values.AsSpan()[3] = 0.5f;
-        FluentActions.Invoking(() => new SparsityMask(values)).Should().Throw<ArgumentException>().WithMessage("Mask element 3 is 0.5*");
+        FluentActions.Invoking(() => (values).ToMask()).Should().Throw<ArgumentException>().WithMessage("Mask element 3 is 0.5*");
         FluentActions.Invoking(() => new SparsityGroup("re:(", 0.5)).Should().Throw<ArgumentException>().WithMessage("*'re:(' is not a valid regular expression*");
         FluentActions.Invoking(() => new SparsityGroup("x", 1.0)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*1*");
         var model = new GptModel(new GptConfig(1, 16, 2, 8, 20));

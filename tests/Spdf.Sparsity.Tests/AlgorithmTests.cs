@@ -35,7 +35,7 @@ public class AlgorithmTests
         foreach (var l in handle.Layers)
         {
             var w = l.Layer.Weight.AsReadOnlySpan();
-            var m = l.Layer.Mask.Values.AsReadOnlySpan();
+            var m = l.Layer.Mask.Values.AsSpan();
             for (int i = 0; i < w.Length; i++) if (m[i] == 0) w[i].Should().Be(0f, $"{l.Name}[{i}] is dropped");
             if (l.Layer.Weight.Grad is { } gr)
                 for (int i = 0; i < w.Length; i++) if (m[i] == 0) gr.AsReadOnlySpan()[i].Should().Be(0f);
@@ -92,7 +92,7 @@ public class AlgorithmTests
         foreach (var l in handle.Layers)
         {
             var w = l.Layer.Weight.AsReadOnlySpan();
-            var m = l.Layer.Mask.Values.AsReadOnlySpan();
+            var m = l.Layer.Mask.Values.AsSpan();
             for (int i = 0; i < w.Length; i++)
                 if (m[i] != 0) MathF.Abs(w[i]).Should().BeGreaterThanOrEqualTo(threshold);
         }
@@ -104,7 +104,7 @@ public class AlgorithmTests
         var (model, handle, opt) = Make(0.75);
         var counts = handle.Layers.Select(l => l.Layer.Mask.KeptCount).ToList();
         var set = new SparseEvolutionaryTraining(SparsitySchedules.Constant(0.3), new UpdateSchedule(2, 2, 100), seed: 5);
-        var before = handle.Layers[0].Layer.Mask.Values.AsReadOnlySpan().ToArray();
+        var before = handle.Layers[0].Layer.Mask.Values.AsSpan().ToArray();
         for (int step = 1; step <= 6; step++)
         {
             Step(model, handle, opt, step);
@@ -113,14 +113,14 @@ public class AlgorithmTests
             handle.Layers.Select(l => l.Layer.Mask.KeptCount).Should().Equal(counts, $"SET keeps counts (step {step})");
             AssertInvariants(handle, opt);
         }
-        handle.Layers[0].Layer.Mask.Values.AsReadOnlySpan().ToArray().Should().NotEqual(before);
+        handle.Layers[0].Layer.Mask.Values.AsSpan().ToArray().Should().NotEqual(before);
         // Newly grown weights start at 0 and with zero moments (they are at 0 right after an update, before the next step).
         Step(model, handle, opt, 7);
         var layer = handle.Layers[0].Layer;
-        var old = layer.Mask.Values.AsReadOnlySpan().ToArray();
+        var old = layer.Mask.Values.AsSpan().ToArray();
         set.Update(handle, 8);
         var w = layer.Weight.AsReadOnlySpan();
-        var m = layer.Mask.Values.AsReadOnlySpan();
+        var m = layer.Mask.Values.AsSpan();
         int grown = 0;
         for (int i = 0; i < w.Length; i++) if (m[i] != 0 && old[i] == 0) { w[i].Should().Be(0f); grown++; }
         grown.Should().BePositive();
@@ -139,7 +139,7 @@ public class AlgorithmTests
         var holder = new Holder(lin);
         var handle = Sparsifier.Apply(holder, new SparsityConfig([new SparsityGroup("fc.weight", 0.5, MaskInitializers.FromZeros)]));
         var layer = handle.Layers[0].Layer;
-        layer.Mask.Values.AsReadOnlySpan().ToArray().Should().Equal(1, 1, 1, 1, 0, 0, 0, 0);
+        layer.Mask.Values.AsSpan().ToArray().Should().Equal(1, 1, 1, 1, 0, 0, 0, 0);
         var rigl = new RigL(dropFraction: 0.5, every: 1, endStep: 1000);
         rigl.NeedsDenseGradient(1).Should().BeTrue();
         // Dense gradient of the weight for y = x·Wᵀ with loss sum(y ⊙ c): dW[o, i] = c[o]·Σx[i]; choose x, c so that |dW| is largest at 6 then 5.
@@ -151,7 +151,7 @@ public class AlgorithmTests
         layer.DenseGradient!.AsReadOnlySpan().ToArray().Should().Equal(0f, 0.1f, 0.3f, 0.05f, 0f, 1f, 3f, 0.5f);
         rigl.DropFractionAt(1).Should().BeApproximately(0.5, 1e-4);
         rigl.Update(handle, 1).Should().Be(1);
-        layer.Mask.Values.AsReadOnlySpan().ToArray().Should().Equal(0, 0, 1, 1, 0, 1, 1, 0);
+        layer.Mask.Values.AsSpan().ToArray().Should().Equal(0, 0, 1, 1, 0, 1, 1, 0);
         layer.Weight.AsReadOnlySpan().ToArray().Should().Equal(0, 0, 3, 4, 0, 0, 0, 0);
         layer.Mask.KeptCount.Should().Be(4);
     }

@@ -28,7 +28,7 @@ public class CompressedKernelTests
     {
         var g = new Generator(seed);
         var dense = new Linear(inF, outF, bias, g);
-        mask ??= MaskInitializers.Random.Create(dense.Weight, sparsity, g);
+        mask ??= MaskInitializers.Random.Create(dense.Weight, sparsity, new SparsityRandom(g.NextUInt64()));
         var layer = SparseLinear.FromLinear(dense, mask);
         var x = Tensor.Randn(new Shape(tokens, inF), g); x.RequiresGrad = true;
         var dy = Tensor.Randn(new Shape(tokens, outF), g);
@@ -71,7 +71,7 @@ public class CompressedKernelTests
         // The input needs no gradient: dYᵀ's blocks are not filled by the input-gradient SpMM on the way, but on their own.
         var g = new Generator(17);
         var dense = new Linear(150, 140, true, g);
-        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, g));
+        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, new SparsityRandom(g.NextUInt64())));
         var x = Tensor.Randn(new Shape(70, 150), g);
         var dy = Tensor.Randn(new Shape(70, 140), g);
         float[] Dw(SparseKernelMode mode)
@@ -89,7 +89,7 @@ public class CompressedKernelTests
         // The weight needs no gradient: the bias gradient is not summed inside the SDDMM, but on its own.
         var g = new Generator(18);
         var dense = new Linear(90, 70, true, g);
-        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, g));
+        var layer = SparseLinear.FromLinear(dense, MaskInitializers.Random.Create(dense.Weight, 0.7, new SparsityRandom(g.NextUInt64())));
         layer.Weight.RequiresGrad = false;
         var x = Tensor.Randn(new Shape(300, 90), g);
         var dy = Tensor.Randn(new Shape(300, 70), g);
@@ -121,22 +121,22 @@ public class CompressedKernelTests
         for (int r = 0; r < 12; r++)
             for (int c = 0; c < 20; c++)
                 m[r * 20 + c] = r % 3 == 0 || c % 4 == 1 ? 0f : (g.NextFloat() < 0.5f ? 1f : 0f); // rows 0,3,6,9 and columns 1,5,… empty
-        Compare(67, 20, 12, new SparsityMask(new Tensor(m, new Shape(12, 20))), 0, true, 5);
+        Compare(67, 20, 12, (new Tensor(m, new Shape(12, 20))).ToMask(), 0, true, 5);
     }
 
     [Fact]
     public void StaysCorrectAfterMaskUpdatesAndCheckpointLoads()
     {
         var g = new Generator(6);
-        var layer = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.7, g));
+        var layer = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.7, new SparsityRandom(g.NextUInt64())));
         layer.KernelMode = SparseKernelMode.Compressed;
         var x = Tensor.Randn(new Shape(80, 48), g);
         layer.Forward(x); // builds the CSR
-        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.5, new Generator(7)));
+        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.5, new SparsityRandom(7)));
         Init.Normal(layer.Weight, 0, 1, g); layer.ApplyMask();
         var expected = ReferenceForward(layer, x);
         Same(layer.Forward(x).ToArray(), expected, "after SetMask");
-        var other = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.9, g));
+        var other = SparseLinear.FromLinear(new Linear(48, 40, true, g), MaskInitializers.Random.Create(Tensor.Zeros(40, 48), 0.9, new SparsityRandom(g.NextUInt64())));
         other.KernelMode = SparseKernelMode.Compressed;
         other.Forward(x);
         other.LoadStateDict(layer.StateDict());
@@ -156,7 +156,7 @@ public class CompressedKernelTests
     [Fact]
     public void AutoModePicksAKernelAndReportsIt()
     {
-        var layer = SparseLinear.FromLinear(new Linear(64, 64), MaskInitializers.Random.Create(Tensor.Zeros(64, 64), 0.9, new Generator(1)));
+        var layer = SparseLinear.FromLinear(new Linear(64, 64), MaskInitializers.Random.Create(Tensor.Zeros(64, 64), 0.9, new SparsityRandom(1)));
         layer.Kernel.Should().Be("auto");
         layer.Forward(Tensor.Ones(32, 64));
         layer.Kernel.Should().BeOneOf("csr", "masked-dense");
@@ -165,7 +165,7 @@ public class CompressedKernelTests
     [Fact]
     public void CsrStructureAndBytes()
     {
-        var mask = new SparsityMask(Tensor.From([1f, 0f, 1f, 0f, 0f, 0f, 0f, 1f, 1f], 3, 3));
+        var mask = (Tensor.From([1f, 0f, 1f, 0f, 0f, 0f, 0f, 1f, 1f], 3, 3)).ToMask();
         var csr = CsrMatrix.FromMask(mask, panelWidth: 3);
         csr.RowPointers.Should().Equal(0, 2, 2, 4);
         Enumerable.Range(0, csr.Nnz).Select(csr.Column).Should().Equal(0, 2, 1, 2);
@@ -197,7 +197,7 @@ public class TransposeStructureTests
     public void MatchesTheTransposeBuiltFromTheMask(int rows, int cols, double sparsity, int panel, int panelT)
     {
         var g = new Generator(21);
-        var mask = MaskInitializers.Random.Create(Tensor.Zeros(rows, cols), sparsity, g);
+        var mask = MaskInitializers.Random.Create(Tensor.Zeros(rows, cols), sparsity, new SparsityRandom(g.NextUInt64()));
         var csr = CsrMatrix.FromMask(mask, panelWidth: panel);
         var expected = CsrMatrix.FromMask(mask, transpose: true, panelWidth: panelT);
         var built = csr.TransposeStructure(out var map, panelT);
@@ -215,7 +215,7 @@ public class CompressedCacheTests
     public void OptimizerStepsRefreshTheCompressedValues()
     {
         var g = new Generator(8);
-        var layer = SparseLinear.FromLinear(new Linear(40, 24, true, g), MaskInitializers.Random.Create(Tensor.Zeros(24, 40), 0.75, g));
+        var layer = SparseLinear.FromLinear(new Linear(40, 24, true, g), MaskInitializers.Random.Create(Tensor.Zeros(24, 40), 0.75, new SparsityRandom(g.NextUInt64())));
         layer.KernelMode = SparseKernelMode.Compressed;
         var opt = new Tensors.Optim.AdamW(layer.Parameters(), 0.05);
         var x = Tensor.Randn(new Shape(70, 40), g);
@@ -288,7 +288,7 @@ public class PaddedPanelsTests
         // Row 0 keeps columns 0, 2, 3, 4, 5 (panel 0: 0, 2, 3; panel 1: 4, 5); row 1 keeps none; row 2 keeps 1 and 5.
         var m = new float[3 * 6];
         foreach (var (r, c) in new[] { (0, 0), (0, 2), (0, 3), (0, 4), (0, 5), (2, 1), (2, 5) }) m[r * 6 + c] = 1;
-        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(m, 3, 6)), panelWidth: 4);
+        var csr = CsrMatrix.FromMask((Tensor.From(m, 3, 6)).ToMask(), panelWidth: 4);
         var layout = csr.Padded;
         layout.GroupPointers.Should().Equal(0, 1, 1, 2, /* panel 1 */ 2, 3, 3, 4);
         layout.Groups.Should().Be(4);
@@ -318,8 +318,8 @@ public class PaddedPanelsTests
     {
         var g = new Generator(17);
         var w = Tensor.Randn(new Shape(rows, cols), g);
-        var mask = MaskInitializers.Random.Create(w, sparsity, g);
-        for (int c = 0; c < cols; c++) mask.Values[1, c] = 0; // an empty row
+        var mask = MaskInitializers.Random.Create(w, sparsity, new SparsityRandom(g.NextUInt64()));
+        for (int c = 0; c < cols; c++) mask.Values[cols + c] = 0; // an empty row
         var csr = CsrMatrix.FromMask(mask);
         csr.Gather(w.AsReadOnlySpan());
         var x = Tensor.Randn(new Shape(cols), g).ToArray();
@@ -341,7 +341,7 @@ public class PaddedPanelsTests
         var m = new float[2 * 70_000];
         int[] kept = [3, 65_535, 65_536, 69_999, 70_000 + 12, 70_000 + 66_000];
         foreach (int i in kept) m[i] = 1;
-        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(m, 2, 70_000)), panelWidth: int.MaxValue);
+        var csr = CsrMatrix.FromMask((Tensor.From(m, 2, 70_000)).ToMask(), panelWidth: int.MaxValue);
         csr.PanelWidth.Should().Be(CsrMatrix.MaxPanelWidth);
         csr.Panels.Should().Be(2);
         csr.DenseIndices().Order().Should().Equal(kept);
@@ -361,13 +361,13 @@ public class PaddedPanelsTests
     {
         var g = new Generator(5);
         var w = Tensor.Randn(new Shape(rows, cols), g);
-        var mask = MaskInitializers.Random.Create(w, sparsity, g);
+        var mask = MaskInitializers.Random.Create(w, sparsity, new SparsityRandom(g.NextUInt64()));
         var csr = CsrMatrix.FromMask(mask);
         csr.Gather(w.AsReadOnlySpan());
         var t = csr.TransposeStructure(out var entryMap);
         var x = Tensor.Randn(new Shape(tokens, rows), g).ToArray();
         var xb = new float[SparseKernels.BlockedLength(rows, tokens)];
-        Transpose.ToBlocks(x, tokens, rows, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(rows));
+        BlockTranspose.ToBlocks(x, tokens, rows, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(rows));
         var expected = new float[SparseKernels.BlockedLength(cols, tokens)];
         SparseKernels.SpMM(t.WithValues(entryMap.Select(e => csr.Values[e]).ToArray()), xb, expected, tokens);
         var padded = new float[t.Padded.Groups * PaddedPanels.GroupSize];
@@ -395,14 +395,14 @@ public class PaddedPanelsTests
                 bool emptyHere = r is >= 10 and < 20 && c / CsrMatrix.DefaultPanelWidth == 1;
                 if (!emptyHere && inPanel % 3 == 0 && inPanel / 3 < r % 10) keep[r * cols + c] = 1; // columns 0, 3, 6, …
             }
-        var csr = CsrMatrix.FromMask(new SparsityMask(Tensor.From(keep, rows, cols)));
+        var csr = CsrMatrix.FromMask((Tensor.From(keep, rows, cols)).ToMask());
         var g = new Generator(9);
         var dy = Tensor.Randn(new Shape(tokens, rows), g).ToArray();
         var x = Tensor.Randn(new Shape(tokens, cols), g).ToArray();
         var dyb = new float[SparseKernels.BlockedLength(rows, tokens)];
         var xb = new float[SparseKernels.BlockedLength(cols, tokens)];
-        Transpose.ToBlocks(dy, tokens, rows, SparseKernels.TokenBlock, dyb, SparseKernels.BlockStride(rows));
-        Transpose.ToBlocks(x, tokens, cols, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(cols));
+        BlockTranspose.ToBlocks(dy, tokens, rows, SparseKernels.TokenBlock, dyb, SparseKernels.BlockStride(rows));
+        BlockTranspose.ToBlocks(x, tokens, cols, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(cols));
         var dw = Enumerable.Repeat(float.NaN, csr.Nnz + 3).ToArray(); // NaN: written, not added to; the 3 past the end stay
         var sums = Enumerable.Repeat(float.NaN, rows).ToArray();
         SparseKernels.Sddmm(csr, dyb, xb, dw, tokens, sums);

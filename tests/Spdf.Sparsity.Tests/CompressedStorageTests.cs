@@ -15,8 +15,8 @@ public class CompressedStorageTests
     {
         var g = new Generator(seed);
         var linear = new Linear(inF, outF, bias, g);
-        var mask = MaskInitializers.Random.Create(linear.Weight, sparsity, g);
-        var compressed = SparseLinear.FromLinear(linear, new SparsityMask(Copy(mask.Values)), SparseWeightStorage.Compressed);
+        var mask = MaskInitializers.Random.Create(linear.Weight, sparsity, new SparsityRandom(g.NextUInt64()));
+        var compressed = SparseLinear.FromLinear(linear, new SparsityMask((float[])mask.Values.Clone(), mask.Rows, mask.Cols), SparseWeightStorage.Compressed);
         var dense = SparseLinear.FromLinear(Linear.FromParameters(new Parameter(Copy(linear.Weight)), bias ? new Parameter(Copy(linear.Bias!)) : null), mask);
         return (dense, compressed);
     }

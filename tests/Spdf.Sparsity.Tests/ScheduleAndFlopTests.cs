@@ -68,7 +68,7 @@ public class ScheduleAndFlopTests
     {
         var model = new TinyLm();
         var handle = Sparsifier.Apply(model, SparsityConfig.Default(0.5, initializer: MaskInitializers.Magnitude));
-        var r = FlopCounter.ForModule(model);
+        var r = ModelFlops.ForModule(model);
         r.Layers.Should().HaveCount(9);
         r.Layers.Single(l => l.Name == "h.0.mlp.c_fc").ForwardSparse.Should().Be(2.0 * 8 * 32 * 0.5);
         r.Layers.Single(l => l.Name == "lm_head").Density.Should().Be(1);

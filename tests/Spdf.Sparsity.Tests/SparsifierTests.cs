@@ -78,7 +78,7 @@ public class SparsifierTests
     public void NaNGradientAtAMaskedPlaceDoesNotLeak()
     {
         var dense = new Linear(4, 3);
-        var mask = new SparsityMask(Tensor.From([1f, 0f, 1f, 0f, 0f, 1f, 1f, 0f, 1f, 1f, 0f, 0f], 3, 4));
+        var mask = (Tensor.From([1f, 0f, 1f, 0f, 0f, 1f, 1f, 0f, 1f, 1f, 0f, 0f], 3, 4)).ToMask();
         var sparse = SparseLinear.FromLinear(dense, mask);
         sparse.Weight[0, 1] = float.NaN; // corrupt a dropped weight: the masked forward must ignore it
         var y = sparse.Forward(Tensor.Ones(2, 4));
@@ -93,7 +93,7 @@ public class SparsifierTests
     {
         var dense = new Linear(7, 5, generator: new Generator(4));
         var x = Tensor.Randn(new Shape(3, 7), new Generator(5));
-        var mask = MaskInitializers.Random.Create(dense.Weight, 0.6, new Generator(6));
+        var mask = MaskInitializers.Random.Create(dense.Weight, 0.6, new SparsityRandom(6));
         var reference = dense.Weight.ToArray();
         mask.Apply(reference);
         var expected = Functional.Linear(x, new Tensor(reference, dense.Weight.Shape), dense.Bias);
@@ -180,7 +180,7 @@ public class CompressedOptimizerStateTests
     public void MomentsFollowTheMaskSurvivorsKeepTheirsNewcomersStartAtZero()
     {
         var g = new Generator(12);
-        var layer = SparseLinear.FromLinear(new Linear(16, 8, true, g), MaskInitializers.Random.Create(Tensor.Zeros(8, 16), 0.5, g));
+        var layer = SparseLinear.FromLinear(new Linear(16, 8, true, g), MaskInitializers.Random.Create(Tensor.Zeros(8, 16), 0.5, new SparsityRandom(g.NextUInt64())));
         var opt = new AdamW(layer.Parameters(), 1e-2);
         var x = Tensor.Randn(new Shape(5, 16), g);
         void Step() { opt.ZeroGrad(); layer.Forward(x).Pow(2f).Sum().Backward(); opt.Step(); }
@@ -188,7 +188,7 @@ public class CompressedOptimizerStateTests
         var oldSupport = layer.Weight.SparseSupport!;
         var oldM = opt.State(layer.Weight)["exp_avg"].ToArray();
         oldM.Length.Should().Be(64);
-        var newMask = MaskInitializers.Random.Create(layer.Weight, 0.5, new Generator(99));
+        var newMask = MaskInitializers.Random.Create(layer.Weight, 0.5, new SparsityRandom(99));
         layer.SetMask(newMask);
         var newSupport = layer.Weight.SparseSupport!;
         opt.ZeroGrad();
@@ -214,7 +214,7 @@ public class CompressedOptimizerStateTests
     public void CompressedStateRoundTripsThroughAStateDict()
     {
         var g = new Generator(13);
-        var layer = SparseLinear.FromLinear(new Linear(12, 6, true, g), MaskInitializers.Random.Create(Tensor.Zeros(6, 12), 0.75, g));
+        var layer = SparseLinear.FromLinear(new Linear(12, 6, true, g), MaskInitializers.Random.Create(Tensor.Zeros(6, 12), 0.75, new SparsityRandom(g.NextUInt64())));
         var opt = new AdamW(layer.Parameters(), 1e-2);
         opt.ZeroGrad(); layer.Forward(Tensor.Ones(3, 12)).Sum().Backward(); opt.Step();
         var sd = opt.StateDict();

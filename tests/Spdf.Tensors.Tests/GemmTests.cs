@@ -122,25 +122,3 @@ public class TransposeTests
             for (int c = 0; c < cols; c++) dst[c * rows + r].Should().Be(src[r * cols + c]);
     }
 }
-
-public class BlockedTransposeTests
-{
-    [Theory]
-    [InlineData(1, 3, 8)]
-    [InlineData(64, 16, 64)]
-    [InlineData(70, 13, 64)]
-    [InlineData(130, 24, 32)]
-    public void RoundTripsAndMatchesTheIndexDefinition(int rows, int cols, int width)
-    {
-        var src = Enumerable.Range(0, rows * cols).Select(i => (float)i + 1).ToArray();
-        int blocks = (rows + width - 1) / width;
-        var blocked = Enumerable.Repeat(float.NaN, blocks * cols * width).ToArray();
-        Kernels.Cpu.Transpose.ToBlocks(src, rows, cols, width, blocked);
-        for (int t = 0; t < blocks * width; t++)
-            for (int c = 0; c < cols; c++)
-                blocked[(t / width * cols + c) * width + t % width].Should().Be(t < rows ? src[t * cols + c] : 0f);
-        var back = new float[rows * cols];
-        Kernels.Cpu.Transpose.FromBlocks(blocked, rows, cols, width, back);
-        back.Should().Equal(src);
-    }
-}

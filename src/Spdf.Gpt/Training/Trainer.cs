@@ -61,7 +61,14 @@ public sealed partial class Trainer
         _decay = new ParameterGroup(ps.Where(Decays), weightDecay: 0.1);
         _noDecay = new ParameterGroup(ps.Where(p => !Decays(p)), weightDecay: 0);
         Optimizer = new AdamW([_decay, _noDecay], 6e-4, Options.Beta1, Options.Beta2, Options.Eps);
+        if (sparsity is not null)
+        {
+            sparsity.Optimizer = Optimizer;
+            _controller = new SparsityController(sparsity);
+        }
     }
+
+    private readonly SparsityController? _controller; // mask updates around each optimizer step
 
     /// <summary>The model.</summary>
     public GptModel Model { get; }
@@ -112,8 +119,10 @@ public sealed partial class Trainer
             throw new ArgumentException($"Stage '{stage.Name}': the teacher's config {teacherCheck.Teacher.Config} does not match the student's {cfg}; SquareHead compares hidden states layer by layer.", nameof(stage));
         if (stage.SparsityAlgorithm is not null && Sparsity is null)
             throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
-        // The config's algorithm drives sparse pre-training; a frozen mask (FreezeMask) stays frozen unless the stage names one.
-        var algorithm = stage.SparsityAlgorithm ?? (Sparsity?.Phase == SparsityPhase.SparsePretrain ? Sparsity.Algorithm : null);
+        // The config's algorithm drives sparse pre-training; a frozen mask (FreezeMask) stays frozen unless the stage names
+        // one. The controller decides which is in force (SparsityController.ActiveAlgorithm).
+        if (_controller is not null) _controller.Algorithm = stage.SparsityAlgorithm;
+        var algorithm = _controller?.ActiveAlgorithm;
         if (algorithm is not null && Sparsity!.Layers.FirstOrDefault(l => l.Layer.Storage == SparseWeightStorage.Compressed) is { } fixedMask)
             throw new ArgumentException($"Stage '{stage.Name}': sparsity algorithm '{algorithm.Name}' changes masks, but layer '{fixedMask.Name}' stores only its kept weights (SparseWeightStorage.Compressed, a fixed mask); sparsify with SparseWeightStorage.Dense for dynamic sparsity.", nameof(stage));
         if (_completed.Contains(stage.Name))
@@ -155,10 +164,7 @@ public sealed partial class Trainer
                 Optimizer.SetLearningRate(lr);
                 Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
                 double lossSum = 0;
-                bool sparseNow = Sparsity is not null && Sparsity.Phase != SparsityPhase.DenseFinetune;
-                bool captureDense = sparseNow && algorithm is not null && algorithm.NeedsDenseGradient(step + 1);
-                if (captureDense)
-                    foreach (var l in Sparsity!.Layers) { l.Layer.ClearDenseGradient(); l.Layer.CaptureDenseGradient = true; }
+                _controller?.BeginStep(step + 1);
                 for (int micro = 0; micro < stage.GradientAccumulation; micro++)
                 {
                     var (x, y) = stage.Data.Next();
@@ -183,8 +189,7 @@ public sealed partial class Trainer
                     }
                     tokens += y.Data.Count(t => t != -100);
                 }
-                if (captureDense)
-                    foreach (var l in Sparsity!.Layers) l.Layer.CaptureDenseGradient = false;
+                _controller?.BeforeOptimizerStep(step + 1);
                 double meanLoss = lossSum / stage.GradientAccumulation;
                 double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradClip.GradNorm(parameters);
                 step++;
@@ -201,10 +206,11 @@ public sealed partial class Trainer
                 {
                     Optimizer.Step();
                     _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
-                    if (sparseNow && algorithm is not null)
+                    if (_controller is not null)
                     {
-                        int changed = algorithm.Update(Sparsity!, step);
-                        if (changed > 0) LogMaskUpdate(_log, algorithm.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
+                        var active = _controller.ActiveAlgorithm;
+                        int changed = _controller.AfterOptimizerStep(step).MasksChanged;
+                        if (changed > 0) LogMaskUpdate(_log, active!.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
                     }
                 }
                 bool last = step == stage.Steps;

@@ -3,15 +3,6 @@ using Spdf.Tensors.Optim;
 
 namespace Spdf.Sparsity;
 
-/// <summary>What happens to optimizer state when a model is densified.</summary>
-public enum OptimizerStateOnDensify
-{
-    /// <summary>Moments are kept; those of the newly trainable weights are 0 already (they never had a gradient).</summary>
-    Keep,
-    /// <summary>Moments of the densified layers restart from zero.</summary>
-    Reset,
-}
-
 /// <summary>
 /// The transitions between phases of an SPDF run (Thangarasa et al. 2023, §3): sparse pre-training →
 /// <see cref="Densify"/> → dense fine-tuning, or <see cref="FreezeMask"/> to fine-tune with the mask kept, and

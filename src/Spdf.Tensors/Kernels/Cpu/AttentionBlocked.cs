@@ -1,3 +1,4 @@
+using Spdf.Shared;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -191,7 +192,7 @@ public static unsafe class AttentionBlocked
     {
         int t8 = t & ~7;
         for (int j = 0; j < t8; j += 8)
-            for (int c = 0; c < e; c += 8) Gemm.Transpose8x8(src + (long)j * e + c, e, dst + (long)c * ld + j, ld);
+            for (int c = 0; c < e; c += 8) Block8x8.Transpose(src + (long)j * e + c, e, dst + (long)c * ld + j, ld);
         for (int j = t8; j < t; j++)
             for (int c = 0; c < e; c++) dst[(long)c * ld + j] = src[(long)j * e + c];
         for (int c = 0; c < e; c++)

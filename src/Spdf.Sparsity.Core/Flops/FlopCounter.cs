@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using Spdf.Tensors.Nn;
 
 namespace Spdf.Sparsity.Flops;
 
@@ -91,23 +90,32 @@ public static class FlopCounter
     }
 
     /// <summary>
-    /// FLOPs of the <c>Linear</c> layers of any module, each at its own density (a <see cref="SparseLinear"/>'s mask, 1 for a
-    /// dense layer). Operations that are not linear layers (attention products, a tied head) are not seen here; use
-    /// <see cref="ForTransformer"/> for a GPT.
+    /// FLOPs of linear layers, each at its own density (1 for a dense layer); the report's sparsity is over the sparse
+    /// ones. Operations that are not linear layers (attention products, a tied head) are not seen here; use
+    /// <see cref="ForTransformer"/> for a GPT. Each engine binding lists a model's layers for it (<c>ForModule</c>).
     /// </summary>
-    public static FlopReport ForModule(Module model)
+    /// <exception cref="ArgumentException">A layer has a non-positive size or a density outside [0, 1].</exception>
+    public static FlopReport ForLinearLayers(IEnumerable<LinearLayerFlops> layers)
     {
-        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(layers);
         var rows = new List<LayerFlops>();
         double kept = 0, total = 0;
-        foreach (var (name, m) in model.NamedModules())
+        foreach (var l in layers)
         {
-            if (m is not Linear lin) continue;
-            double density = lin is SparseLinear s ? 1 - s.Sparsity : 1;
-            double f = 2.0 * lin.InFeatures * lin.OutFeatures;
-            rows.Add(new LayerFlops(name, 1, density, f, f * density));
-            if (lin is SparseLinear) { kept += (double)lin.InFeatures * lin.OutFeatures * density; total += (double)lin.InFeatures * lin.OutFeatures; }
+            if (l.InFeatures <= 0 || l.OutFeatures <= 0) throw new ArgumentException($"Linear layer '{l.Name}' has size {l.InFeatures}→{l.OutFeatures}; expected positive sizes.", nameof(layers));
+            double density = l.Density ?? 1;
+            if (!(density >= 0 && density <= 1)) throw new ArgumentException($"Linear layer '{l.Name}' has density {density}; expected a value in [0, 1].", nameof(layers));
+            double f = 2.0 * l.InFeatures * l.OutFeatures;
+            rows.Add(new LayerFlops(l.Name, 1, density, f, f * density));
+            if (l.Density is not null) { kept += (double)l.InFeatures * l.OutFeatures * density; total += (double)l.InFeatures * l.OutFeatures; }
         }
         return new FlopReport(rows, total == 0 ? 0 : 1 - kept / total);
     }
 }
+
+/// <summary>One linear layer for <see cref="FlopCounter.ForLinearLayers"/>.</summary>
+/// <param name="Name">Module name.</param>
+/// <param name="InFeatures">Input features.</param>
+/// <param name="OutFeatures">Output features.</param>
+/// <param name="Density">Kept fraction for a sparse layer; null for a dense one.</param>
+public sealed record LinearLayerFlops(string Name, int InFeatures, int OutFeatures, double? Density);

@@ -6,8 +6,8 @@ public interface ISparsityDistribution
     /// <summary>A short name for reports.</summary>
     string Name { get; }
 
-    /// <summary>Per-layer sparsities for weights of the given shapes <c>[out, in]</c> at a global sparsity.</summary>
-    double[] Distribute(IReadOnlyList<Tensors.Shape> shapes, double globalSparsity);
+    /// <summary>Per-layer sparsities for weights of the given shapes <c>[out, in]</c> (rows, cols) at a global sparsity.</summary>
+    double[] Distribute(IReadOnlyList<(int Rows, int Cols)> shapes, double globalSparsity);
 }
 
 /// <summary>Sparsity distributions: uniform (the SPDF paper's choice) and Erdős–Rényi-Kernel (Evci et al. 2020).</summary>
@@ -27,7 +27,7 @@ public static class SparsityDistributions
     {
         public string Name => "uniform";
 
-        public double[] Distribute(IReadOnlyList<Tensors.Shape> shapes, double globalSparsity)
+        public double[] Distribute(IReadOnlyList<(int Rows, int Cols)> shapes, double globalSparsity)
         {
             ArgumentNullException.ThrowIfNull(shapes);
             SparsityGuard.Sparsity(globalSparsity, nameof(globalSparsity));
@@ -39,13 +39,13 @@ public static class SparsityDistributions
     {
         public string Name => "erk";
 
-        public double[] Distribute(IReadOnlyList<Tensors.Shape> shapes, double globalSparsity)
+        public double[] Distribute(IReadOnlyList<(int Rows, int Cols)> shapes, double globalSparsity)
         {
             ArgumentNullException.ThrowIfNull(shapes);
             SparsityGuard.Sparsity(globalSparsity, nameof(globalSparsity));
             int L = shapes.Count;
-            var n = shapes.Select(s => (double)s.Numel).ToArray();
-            var raw = shapes.Select(s => s.Dims.ToArray().Sum(d => (double)d) / s.Numel).ToArray();
+            var n = shapes.Select(s => (double)s.Rows * s.Cols).ToArray();
+            var raw = shapes.Select(s => ((double)s.Rows + s.Cols) / Math.Max(1.0, (double)s.Rows * s.Cols)).ToArray();
             var dense = new bool[L];
             double total = n.Sum();
             double keep = (1 - globalSparsity) * total;

@@ -50,7 +50,7 @@ public sealed record SparsityGroup
 
 /// <summary>
 /// Which weights of a model are sparse and how: an ordered list of <see cref="SparsityGroup"/>s; the first group that
-/// matches a parameter name wins. Only weights of <see cref="Tensors.Nn.Linear"/> layers are eligible.
+/// matches a parameter name wins. Only 2-D weights of linear layers are eligible (each engine binding says which modules are).
 /// </summary>
 public sealed class SparsityConfig
 {
@@ -89,7 +89,7 @@ public sealed class SparsityConfig
 
     /// <summary>
     /// How masks change during training (gradual magnitude pruning, SET, RigL), or null for static masks (SPDF). The
-    /// <c>Trainer</c> calls it after every optimizer step while the model is sparse.
+    /// <see cref="SparsityController"/> calls it after every optimizer step of sparse pre-training.
     /// </summary>
     public Algorithms.ISparsityAlgorithm? Algorithm { get; init; }
 

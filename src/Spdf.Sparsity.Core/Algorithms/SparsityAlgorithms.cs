@@ -1,13 +1,12 @@
 using Spdf.Sparsity.Masks;
 using Spdf.Sparsity.Schedules;
-using Spdf.Tensors;
 
 namespace Spdf.Sparsity.Algorithms;
 
 /// <summary>
-/// A rule that changes masks during training. The trainer asks <see cref="NeedsDenseGradient"/> before a step and
-/// calls <see cref="Update"/> after the optimizer step. Updates go through <see cref="SparseLinear.SetMask"/>, which
-/// keeps the invariants: dropped weights are set to 0, gradients stay 0 outside the mask, and optimizers keep moments
+/// A rule that changes masks during training, engine-free. The <see cref="SparsityController"/> asks
+/// <see cref="NeedsDenseGradient"/> before a step and calls <see cref="Update"/> after the optimizer step. Updates go
+/// through <see cref="ISparseWeight.SetMask"/>, whose engine binding keeps the invariants: dropped weights are set to 0, gradients stay 0 outside the mask, and optimizers keep moments
 /// for surviving weights while newly grown weights (already 0) start with zero moments; the compressed kernels'
 /// structure is rebuilt.
 /// </summary>
@@ -20,18 +19,18 @@ public interface ISparsityAlgorithm
     bool NeedsDenseGradient(long step);
 
     /// <summary>Updates masks after step <paramref name="step"/>; returns the number of layers whose mask changed.</summary>
-    int Update(SparsifiedModel model, long step);
+    int Update(SparseModelHandle model, long step);
 }
 
 /// <summary>Helpers shared by the algorithms.</summary>
 internal static class MaskOps
 {
     /// <summary>Indices of kept weights ordered by |w| ascending (ties by index).</summary>
-    public static int[] KeptByMagnitude(SparseLinear layer)
+    public static int[] KeptByMagnitude(ISparseWeight layer)
     {
-        var w = layer.Weight.AsReadOnlySpan();
-        var m = layer.Mask.Values.AsReadOnlySpan();
-        var kept = new List<int>(layer.Mask.KeptCount);
+        var w = layer.Weight;
+        var m = layer.Mask.Values;
+        var kept = new List<int>(layer.KeptCount);
         for (int i = 0; i < m.Length; i++) if (m[i] != 0) kept.Add(i);
         var keys = new float[kept.Count];
         for (int j = 0; j < keys.Length; j++) keys[j] = MathF.Abs(w[kept[j]]);
@@ -48,11 +47,13 @@ internal static class MaskOps
         return idx;
     }
 
-    public static void Apply(SparseLinear layer, IEnumerable<int> keep)
+    public static void Apply(ISparseWeight layer, IEnumerable<int> keep) => layer.SetMask(SparsityMask.FromKept(keep, layer.Rows, layer.Cols));
+
+    /// <summary>Refuses a layer whose mask is fixed (compressed storage), naming it and the algorithm.</summary>
+    public static void CheckChangeable(ISparseWeight layer, string algorithm)
     {
-        var values = new float[layer.Weight.Numel];
-        foreach (int i in keep) values[i] = 1f;
-        layer.SetMask(new SparsityMask(new Tensor(values, layer.Weight.Shape)));
+        if (layer.Storage == SparseWeightStorage.Compressed)
+            throw new NotSupportedException($"Sparsity algorithm '{algorithm}' changes masks, but layer '{layer.Name}' stores only its kept weights (SparseWeightStorage.Compressed, a fixed mask); use SparseWeightStorage.Dense for dynamic sparsity.");
     }
 }
 
@@ -80,7 +81,7 @@ public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSc
     public bool NeedsDenseGradient(long step) => false;
 
     /// <inheritdoc />
-    public int Update(SparsifiedModel model, long step)
+    public int Update(SparseModelHandle model, long step)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (!Updates.IsUpdateStep(step)) return 0;
@@ -89,25 +90,27 @@ public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSc
         int changed = 0;
         if (!global)
         {
-            foreach (var l in model.Layers)
+            foreach (var l in model.Weights)
             {
-                int keep = MaskInitializers.KeptCount(l.Layer.Weight.Numel, target);
-                if (keep >= l.Layer.Mask.KeptCount) continue; // never regrow
-                var order = MaskOps.KeptByMagnitude(l.Layer);
-                MaskOps.Apply(l.Layer, order.Skip(order.Length - keep));
+                int keep = MaskInitializers.KeptCount(l.Rows * l.Cols, target);
+                if (keep >= l.KeptCount) continue; // never regrow
+                MaskOps.CheckChangeable(l, Name);
+                var order = MaskOps.KeptByMagnitude(l);
+                MaskOps.Apply(l, order.Skip(order.Length - keep));
                 changed++;
             }
             return changed;
         }
-        long total = model.Layers.Sum(l => (long)l.Layer.Weight.Numel);
+        foreach (var l in model.Weights) MaskOps.CheckChangeable(l, Name);
+        long total = model.Weights.Sum(l => (long)l.Rows * l.Cols);
         long keepTotal = (long)Math.Round((1 - target) * total);
-        var all = model.Layers.SelectMany((l, li) => MaskOps.KeptByMagnitude(l.Layer).Select(i => (Layer: li, Index: i, Mag: MathF.Abs(l.Layer.Weight.AsReadOnlySpan()[i])))).ToList();
+        var all = model.Weights.SelectMany((l, li) => { var w = l.Weight.ToArray(); return MaskOps.KeptByMagnitude(l).Select(i => (Layer: li, Index: i, Mag: MathF.Abs(w[i]))); }).ToList();
         if (keepTotal >= all.Count) return 0;
         var kept = all.OrderByDescending(x => x.Mag).ThenBy(x => x.Layer).ThenBy(x => x.Index).Take((int)keepTotal).ToLookup(x => x.Layer, x => x.Index);
-        for (int li = 0; li < model.Layers.Count; li++)
+        for (int li = 0; li < model.Weights.Count; li++)
         {
-            var layer = model.Layers[li].Layer;
-            if (kept[li].Count() == layer.Mask.KeptCount) continue;
+            var layer = model.Weights[li];
+            if (kept[li].Count() == layer.KeptCount) continue;
             MaskOps.Apply(layer, kept[li]);
             changed++;
         }
@@ -135,23 +138,23 @@ public sealed class SparseEvolutionaryTraining(ISparsitySchedule dropFraction, U
     public bool NeedsDenseGradient(long step) => false;
 
     /// <inheritdoc />
-    public int Update(SparsifiedModel model, long step)
+    public int Update(SparseModelHandle model, long step)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (!Updates.IsUpdateStep(step)) return 0;
         double frac = DropFraction.ValueAt(step);
         if (!(frac >= 0 && frac <= 1)) throw new InvalidOperationException($"SET: drop fraction {frac} at step {step}; expected a value in [0, 1].");
         int changed = 0;
-        for (int li = 0; li < model.Layers.Count; li++)
+        for (int li = 0; li < model.Weights.Count; li++)
         {
-            var layer = model.Layers[li].Layer;
-            var g = new Generator(seed ^ (ulong)step * 0x9E3779B97F4A7C15UL ^ (ulong)li * 0xC2B2AE3D27D4EB4FUL);
+            var layer = model.Weights[li];
+            var g = new SparsityRandom(seed ^ (ulong)step * 0x9E3779B97F4A7C15UL ^ (ulong)li * 0xC2B2AE3D27D4EB4FUL);
             if (DropAndGrow.Run(layer, frac, candidates => Shuffle(candidates, g))) changed++;
         }
         return changed;
     }
 
-    private static IEnumerable<int> Shuffle(List<int> xs, Generator g)
+    private static IEnumerable<int> Shuffle(List<int> xs, SparsityRandom g)
     {
         for (int i = xs.Count - 1; i > 0; i--)
         {
@@ -166,7 +169,7 @@ public sealed class SparseEvolutionaryTraining(ISparsitySchedule dropFraction, U
 /// RigL (Evci et al. 2020): every ΔT steps until <c>T_end</c>, drop the fraction α_t = α/2·(1 + cos(π·t/T_end)) of
 /// each layer's kept weights with the smallest magnitude and grow as many where the dense gradient's magnitude is
 /// largest (not the ones just dropped). The dense gradient is computed only on update steps
-/// (<see cref="SparseLinear.CaptureDenseGradient"/>). Kept counts stay constant.
+/// (<see cref="ISparseWeight.CaptureDenseGradient"/>, set by the <see cref="SparsityController"/>). Kept counts stay constant.
 /// </summary>
 public sealed class RigL : ISparsityAlgorithm
 {
@@ -199,18 +202,17 @@ public sealed class RigL : ISparsityAlgorithm
     public bool NeedsDenseGradient(long step) => Updates.IsUpdateStep(step);
 
     /// <inheritdoc />
-    public int Update(SparsifiedModel model, long step)
+    public int Update(SparseModelHandle model, long step)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (!Updates.IsUpdateStep(step)) return 0;
         double frac = DropFractionAt(step);
         int changed = 0;
-        foreach (var l in model.Layers)
+        foreach (var layer in model.Weights)
         {
-            var layer = l.Layer;
-            var grad = layer.DenseGradient ?? throw new InvalidOperationException(
-                $"RigL: layer '{l.Name}' has no dense gradient at update step {step}; set CaptureDenseGradient before the step (the Trainer does).");
-            var gs = grad.AsReadOnlySpan().ToArray();
+            if (layer.DenseGradient.IsEmpty) throw new InvalidOperationException(
+                $"RigL: layer '{layer.Name}' has no dense gradient at update step {step}; set CaptureDenseGradient before the step (the SparsityController does).");
+            var gs = layer.DenseGradient.ToArray();
             bool did = DropAndGrow.Run(layer, frac, candidates =>
                 candidates.OrderByDescending(i => MathF.Abs(gs[i])).ThenBy(i => i));
             layer.ClearDenseGradient();
@@ -223,13 +225,14 @@ public sealed class RigL : ISparsityAlgorithm
 internal static class DropAndGrow
 {
     /// <summary>Drops round(frac·kept) smallest-magnitude kept weights and grows as many from the ordered candidates (positions not kept before).</summary>
-    public static bool Run(SparseLinear layer, double frac, Func<List<int>, IEnumerable<int>> orderCandidates)
+    public static bool Run(ISparseWeight layer, double frac, Func<List<int>, IEnumerable<int>> orderCandidates)
     {
-        int kept = layer.Mask.KeptCount;
+        int kept = layer.KeptCount;
         int k = (int)Math.Round(frac * kept);
         if (k == 0) return false;
+        MaskOps.CheckChangeable(layer, "drop-and-grow");
         var byMag = MaskOps.KeptByMagnitude(layer);
-        var m = layer.Mask.Values.AsReadOnlySpan();
+        var m = layer.Mask.Values;
         var candidates = new List<int>();
         for (int i = 0; i < m.Length; i++) if (m[i] == 0) candidates.Add(i);
         k = Math.Min(k, candidates.Count); // a nearly dense layer has few places to grow into

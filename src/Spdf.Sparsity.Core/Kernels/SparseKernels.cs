@@ -1,14 +1,13 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Spdf.Tensors.Kernels.Cpu;
 
 namespace Spdf.Sparsity.Kernels;
 
 /// <summary>
 /// Kernels that do work only for kept weights. Glossary: N = tokens, K = input features, M = output features;
 /// W is <c>(M, K)</c> in CSR. Activations are transposed into token blocks (<see cref="TokenBlock"/> tokens;
-/// <c>Transpose.ToBlocks</c>): block b is a contiguous <c>(features, TokenBlock)</c> panel, so every kernel is
+/// <see cref="BlockTranspose.ToBlocks"/>): block b is a contiguous <c>(features, TokenBlock)</c> panel, so every kernel is
 /// vectorised along tokens (unstructured masks give no structure along features) without cache-set conflicts.
 /// </summary>
 public static unsafe class SparseKernels
@@ -79,10 +78,10 @@ public static unsafe class SparseKernels
                 void Block(int b)
                 {
                     float* xb = (float*)ax + (long)b * BlockStride(cols), yb = (float*)ay + (long)b * BlockStride(rows);
-                    if (axr != 0) Transpose.ToBlock((float*)axr, n, cols, TokenBlock, xb, b);
+                    if (axr != 0) BlockTranspose.ToBlock((float*)axr, n, cols, TokenBlock, xb, b);
                     if (simd) SpMMPaddedBlock((ulong*)ac, (float*)av, (int*)ag, rows, panels, width, xb, yb, (float*)ab);
                     else SpMMPaddedPortable(csr, (float*)av, xb, yb, (float*)ab);
-                    if (ayr != 0) Transpose.FromBlock(yb, n, rows, TokenBlock, (float*)ayr, b);
+                    if (ayr != 0) BlockTranspose.FromBlock(yb, n, rows, TokenBlock, (float*)ayr, b);
                 }
                 if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
                 else Parallel.For(0, blocks, Block);

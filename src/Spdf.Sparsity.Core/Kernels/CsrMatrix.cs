@@ -36,13 +36,12 @@ public sealed class CsrMatrix
     internal static CsrMatrix FromMask(SparsityMask mask, bool transpose, int panelWidth, float[]? values)
     {
         ArgumentNullException.ThrowIfNull(mask);
-        if (mask.Shape.Rank != 2) throw new ArgumentException($"A CSR matrix needs a 2-D mask; got shape {mask.Shape}.", nameof(mask));
         if (panelWidth <= 0) throw new ArgumentException($"Panel width {panelWidth} must be positive.", nameof(panelWidth));
-        int r0 = mask.Shape[0], c0 = mask.Shape[1];
+        int r0 = mask.Rows, c0 = mask.Cols;
         int rows = transpose ? c0 : r0, cols = transpose ? r0 : c0;
         int pw = Math.Min(Math.Min(panelWidth, MaxPanelWidth), Math.Max(cols, 1));
         int panels = Math.Max(1, (cols + pw - 1) / pw);
-        var m = mask.Values.AsReadOnlySpan();
+        ReadOnlySpan<float> m = mask.Values;
         int Flat(int r, int c) => transpose ? c * c0 + r : r * c0 + c;
         var ptr = new int[panels * (rows + 1)];
         int at = 0;

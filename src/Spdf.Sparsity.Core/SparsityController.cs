@@ -1,0 +1,86 @@
+using Spdf.Sparsity.Algorithms;
+
+namespace Spdf.Sparsity;
+
+/// <summary>What <see cref="SparsityController.AfterOptimizerStep"/> did.</summary>
+/// <param name="MasksChanged">Layers whose mask the algorithm changed this step.</param>
+/// <param name="Transition">A scheduled transition taken this step ("densify", "freeze-mask"), or null.</param>
+public readonly record struct SparsityStepResult(int MasksChanged, string? Transition);
+
+/// <summary>
+/// The one per-step driver of mask updates and phase transitions, engine-free: any training loop, in any engine, calls
+/// it around its optimizer step.
+/// <code>
+/// controller.BeginStep(step);            // before forward: RigL's update steps record dense gradients
+/// loss = model(x); loss.backward();
+/// controller.BeforeOptimizerStep(step);  // dropped gradients exactly 0 (engines without masked layers)
+/// optimizer.step();
+/// controller.AfterOptimizerStep(step);   // dropped weights and moments 0; GMP / SET / RigL; Densify or FreezeMask at a step
+/// </code>
+/// Steps are 1-based and counted by the caller (the Spdf.Gpt trainer counts them per stage). The algorithm in force is
+/// <see cref="Algorithm"/> when set, otherwise the config's while the model is in sparse pre-training; none once the
+/// model was densified or its mask frozen (unless set explicitly for sparse fine-tuning).
+/// </summary>
+public sealed class SparsityController
+{
+    /// <summary>Creates a controller over a sparsified model's handle.</summary>
+    public SparsityController(SparseModelHandle model) => Model = model ?? throw new ArgumentNullException(nameof(model));
+
+    /// <summary>The model's sparsity handle.</summary>
+    public SparseModelHandle Model { get; }
+
+    /// <summary>An algorithm that overrides the config's (e.g. GMP for one stage), or null.</summary>
+    public ISparsityAlgorithm? Algorithm { get; set; }
+
+    /// <summary>When set, the model is densified after the optimizer step of this step.</summary>
+    public long? DensifyAtStep { get; set; }
+
+    /// <summary>Keep or reset optimizer state at a scheduled Densify.</summary>
+    public OptimizerStateOnDensify DensifyState { get; set; } = OptimizerStateOnDensify.Keep;
+
+    /// <summary>When set, the masks are frozen (sparse fine-tuning) after the optimizer step of this step.</summary>
+    public long? FreezeMaskAtStep { get; set; }
+
+    /// <summary>The algorithm that updates masks now, or null.</summary>
+    public ISparsityAlgorithm? ActiveAlgorithm => Model.Phase == SparsityPhase.DenseFinetune ? null
+        : Algorithm ?? (Model.Phase == SparsityPhase.SparsePretrain ? Model.Algorithm : null);
+
+    /// <summary>Whether step <paramref name="step"/> records the weights' dense gradients (RigL's update steps).</summary>
+    public bool NeedsDenseGradient(long step) => ActiveAlgorithm?.NeedsDenseGradient(step) == true;
+
+    /// <summary>Before the forward pass of step <paramref name="step"/>: asks the layers to record dense gradients where the algorithm needs them.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The step is not positive.</exception>
+    public void BeginStep(long step)
+    {
+        CheckStep(step);
+        if (!NeedsDenseGradient(step)) return;
+        foreach (var w in Model.Weights) { w.ClearDenseGradient(); w.CaptureDenseGradient = true; }
+    }
+
+    /// <summary>After backward, before the optimizer step: gradients at dropped places become exactly 0.</summary>
+    public void BeforeOptimizerStep(long step)
+    {
+        CheckStep(step);
+        if (Model.Phase == SparsityPhase.DenseFinetune) return;
+        foreach (var w in Model.Weights) w.CaptureDenseGradient = false;
+        Model.BeforeOptimizerStep();
+    }
+
+    /// <summary>After the optimizer step: the masks' invariants, the algorithm's mask update, and a scheduled transition.</summary>
+    public SparsityStepResult AfterOptimizerStep(long step)
+    {
+        CheckStep(step);
+        if (Model.Phase == SparsityPhase.DenseFinetune) return default;
+        Model.AfterOptimizerStep();
+        int changed = ActiveAlgorithm?.Update(Model, step) ?? 0;
+        string? transition = null;
+        if (DensifyAtStep == step) { Model.Densify(DensifyState, step); transition = "densify"; }
+        else if (FreezeMaskAtStep == step && Model.Phase == SparsityPhase.SparsePretrain) { Model.FreezeMask(step); transition = "freeze-mask"; }
+        return new SparsityStepResult(changed, transition);
+    }
+
+    private static void CheckStep(long step)
+    {
+        if (step <= 0) throw new ArgumentOutOfRangeException(nameof(step), step, "Steps are counted from 1.");
+    }
+}
