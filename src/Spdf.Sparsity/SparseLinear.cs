@@ -361,69 +361,34 @@ public sealed class SparseLinear : Linear
         var csr = Csr;
         var outDims = input.Shape.ToArray(); outDims[^1] = m;
         var y = CustomOp.RentStorage(n * m, clear: false);
-        if (n == 1)
-        {
-            SparseKernels.SpMV(csr, input.AsReadOnlySpan(), y);                 // decode: one token
-            if (Bias is { } b1) TensorPrimitives.Add(y, b1.AsReadOnlySpan(), y);
-        }
-        else
-        {
-            // Xᵀ in token blocks. Temporaries that never leave this method come from a pool of cache-line-aligned
-            // buffers: fresh large arrays cost a page fault per 4 KiB, and unaligned blocks make every vector load span
-            // two cache lines (AlignedBuffer). Xᵀ is not kept for backward (the input is, by autograd): transposing it
-            // again there costs ~1% of the step and saves a copy of every sparse layer's input for the whole step.
-            // Yᵀ = W·Xᵀ + b over kept weights; each token block of Xᵀ is transposed in just before it is used, and each
-            // block of Yᵀ out as soon as it is done (SpMMFused).
-            using var xt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
-            using var yt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n));
-            SparseKernels.SpMMFused(csr, default, input.AsReadOnlySpan(), xt.Span, yt.Span, y, n, Bias is { } b ? b.AsReadOnlySpan() : default);
-        }
+        SparseLinearKernels.Forward(csr, input.AsReadOnlySpan(), y, n, Bias is { } b ? b.AsReadOnlySpan() : default);
         var weight = TrainedWeight;
         Tensor[] inputs = Bias is null ? [input, weight] : [input, weight, Bias];
         return CustomOp.Record(new Tensor(y, new Shape(outDims)), "SparseLinear", inputs, g =>
         {
-            using var dyt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n)); // dYᵀ in token blocks
             Tensor? dx = null, dw = null, db = null;
-            if (input.RequiresGrad)
-            {
-                // dXᵀ = Wᵀ·dYᵀ over kept weights; dYᵀ's blocks are filled on the way (SDDMM and the bias use them next).
-                var csrT = RentCsrT(out var paddedT);
-                using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
-                var d = CustomOp.RentStorage(n * k, clear: false);
-                using (paddedT) SparseKernels.SpMMFused(csrT, paddedT is null ? default : paddedT.Span, g.AsReadOnlySpan(), dyt.Span, dxt.Span, d, n);
-                dx = new Tensor(d, input.Shape);
-            }
-            else BlockTranspose.ToBlocks(g.AsReadOnlySpan(), n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
+            float[]? d = input.RequiresGrad ? CustomOp.RentStorage(n * k, clear: false) : null;
+            var vals = weight.RequiresGrad ? CustomOp.RentStorage(csr.Nnz, clear: false) : null; // dW only at kept places
             var biasGrad = Bias is { RequiresGrad: true } ? new float[m] : null;
-            if (weight.RequiresGrad)
+            AlignedBuffer? paddedT = null;
+            var csrT = d is null ? null : RentCsrT(out paddedT);
+            using (paddedT)
+                SparseLinearKernels.Backward(csr, csrT, paddedT is null ? default : paddedT.Span, g.AsReadOnlySpan(), input.AsReadOnlySpan(), n, d, vals, biasGrad);
+            if (d is not null) dx = new Tensor(d, input.Shape);
+            if (vals is not null)
             {
-                using var xtt = RentBlocks(input.AsReadOnlySpan(), n, k);       // Xᵀ again
-                var vals = CustomOp.RentStorage(csr.Nnz, clear: false);        // dW only at kept places
-                SparseKernels.Sddmm(csr, dyt.Span, xtt.Span, vals, n, biasGrad); // the bias gradient on the way
                 if (_master is not null) dw = new Tensor(vals, weight.Shape);   // compressed storage: that is the gradient
                 else
                 {
-                    var d = CustomOp.RentStorage(m * k, clear: true);           // exactly 0 at dropped places
-                    csr.Scatter(vals, d);
+                    var dd = CustomOp.RentStorage(m * k, clear: true);          // exactly 0 at dropped places
+                    csr.Scatter(vals, dd);
                     CustomOp.ReturnStorage(vals);
-                    dw = new Tensor(d, weight.Shape);
+                    dw = new Tensor(dd, weight.Shape);
                 }
             }
-            if (biasGrad is not null)
-            {
-                if (!weight.RequiresGrad) SparseKernels.RowSums(dyt.Span, m, n, biasGrad);
-                db = new Tensor(biasGrad, Bias!.Shape);
-            }
+            if (biasGrad is not null) db = new Tensor(biasGrad, Bias!.Shape);
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
-    }
-
-    /// <summary>A pooled, aligned token-blocked transpose of <c>(n, features)</c> rows; dispose it to give it back.</summary>
-    private static AlignedBuffer RentBlocks(ReadOnlySpan<float> rowsByFeatures, int n, int features)
-    {
-        var blocks = AlignedBuffer.Rent(SparseKernels.BlockedLength(features, n));
-        BlockTranspose.ToBlocks(rowsByFeatures, n, features, SparseKernels.TokenBlock, blocks.Span, SparseKernels.BlockStride(features));
-        return blocks;
     }
 
     /// <inheritdoc />
