@@ -62,8 +62,8 @@ public sealed class SparsityController
     {
         CheckStep(step);
         if (Model.Phase == SparsityPhase.DenseFinetune) return;
+        Model.BeforeOptimizerStep(); // an engine that masks gradients here records the dense ones first
         foreach (var w in Model.Weights) w.CaptureDenseGradient = false;
-        Model.BeforeOptimizerStep();
     }
 
     /// <summary>After the optimizer step: the masks' invariants, the algorithm's mask update, and a scheduled transition.</summary>

@@ -1,0 +1,173 @@
+using System.Diagnostics;
+using Spdf.Sparsity.Kernels;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Spdf.Sparsity.TorchSharp;
+
+/// <summary>
+/// The compressed replacement of a TorchSharp <c>Linear</c> <c>y = x·(W ⊙ M)ᵀ + b</c> (x <c>[..., in]</c>, W and M
+/// <c>[out, in]</c>, y <c>[..., out]</c>): it adopts the user's own <see cref="Parameter"/> objects (so the optimizer keeps
+/// training them) and the mask buffer, and computes with Spdf's CPU kernels through TorchSharp's custom autograd: the
+/// forward pass and the input gradient are sparse-dense products over kept weights, the weight gradient is computed only
+/// at kept positions (<see cref="SparseLinearKernels"/>). Its state dict has the original layer's names
+/// (<c>weight</c>, <c>bias</c>, <c>weight_mask</c>). <see cref="TorchSparsifier"/> puts it where the model's field,
+/// <c>Sequential</c> or <c>ModuleList</c> allows; <see cref="TorchSparseModel.Densify"/> puts the original back.
+/// </summary>
+public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
+{
+    private readonly TorchSparseWeight _w;
+    private CsrMatrix? _csr, _csrT;
+    private SparseKernelMode _mode = SparseKernelMode.Auto, _chosen = SparseKernelMode.Auto;
+
+    internal TorchSparseLinear(TorchSparseWeight weight, nn.Module original) : base("SpdfSparseLinear")
+    {
+        _w = weight;
+        Original = original;
+        register_parameter("weight", weight.Weight);
+        if (weight.Bias is { } b) register_parameter("bias", b);
+        register_buffer("weight_mask", weight.MaskTensor);
+    }
+
+    /// <summary>The layer it replaced (kept, never disposed: it shares the parameters).</summary>
+    public nn.Module Original { get; }
+
+    /// <summary>Input features.</summary>
+    public int InFeatures => _w.Cols;
+
+    /// <summary>Output features.</summary>
+    public int OutFeatures => _w.Rows;
+
+    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) times both at first use and keeps the faster.</summary>
+    public SparseKernelMode KernelMode
+    {
+        get => _mode;
+        set { _mode = value; _chosen = SparseKernelMode.Auto; }
+    }
+
+    private SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
+
+    /// <summary>The kernel in use: "csr", "masked-dense", or "auto" before the first forward pass.</summary>
+    public string Kernel => Resolved switch
+    {
+        SparseKernelMode.Compressed => "csr",
+        SparseKernelMode.MaskedDense => "masked-dense",
+        _ => "auto",
+    };
+
+    /// <summary>The mask changed: the CSR structures are rebuilt at the next pass, and Auto measures again.</summary>
+    internal void Invalidate()
+    {
+        _csr = null;
+        _csrT = null;
+        _chosen = SparseKernelMode.Auto;
+    }
+
+    /// <summary>W in CSR with the weight's current values.</summary>
+    internal CsrMatrix Csr()
+    {
+        _csr ??= CsrMatrix.FromMask(_w.Mask);
+        _csr.Gather(TorchTensors.Floats(_w.Weight));
+        return _csr;
+    }
+
+    /// <summary>Wᵀ in CSR with the weight's current values.</summary>
+    internal CsrMatrix CsrT()
+    {
+        _csrT ??= CsrMatrix.FromMask(_w.Mask, transpose: true);
+        _csrT.Gather(TorchTensors.Floats(_w.Weight));
+        return _csrT;
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        TorchTensors.CheckCpuFloat32(input, "The input of sparse layer '" + _w.Name + "'", nameof(input));
+        if (input.dim() < 1 || input.shape[^1] != InFeatures)
+            throw new ArgumentException($"Sparse layer '{_w.Name}': the input's last dimension {(input.dim() == 0 ? 0 : input.shape[^1])} (shape [{string.Join(", ", input.shape)}]) differs from the layer's input size {InFeatures}.", nameof(input));
+        // RigL's update steps need the dense gradient: the masked-dense path gives it (dropped weights are 0 already).
+        if (_w.CaptureDenseGradient && _w.Weight.requires_grad && is_grad_enabled()) return MaskedDense(input);
+        if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
+        return Resolved == SparseKernelMode.Compressed ? Compressed(input) : MaskedDense(input);
+    }
+
+    private Tensor MaskedDense(Tensor input) => nn.functional.linear(input, _w.Weight, _w.Bias);
+
+    private Tensor Compressed(Tensor input) => _w.Bias is { } b
+        ? SparseLinearFunction.apply(input, _w.Weight, b, this)
+        : SparseLinearFunction.apply(input, _w.Weight, this);
+
+    /// <summary>Times forward passes of both kernels on this input (gradients off, best of three after a warm-up) and returns the faster.</summary>
+    private SparseKernelMode Measure(Tensor input)
+    {
+        using var _ = no_grad();
+        double Time(Func<Tensor, Tensor> f)
+        {
+            f(input).Dispose();
+            double best = double.MaxValue;
+            for (int i = 0; i < 3; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                f(input).Dispose();
+                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+            }
+            return best;
+        }
+        double dense = Time(MaskedDense), sparse = Time(Compressed);
+        return sparse < dense ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"TorchSparseLinear(in={InFeatures}, out={OutFeatures}, kept={_w.KeptCount}, kernel={Kernel})";
+
+    /// <summary>The custom autograd function: arguments (input, weight, [bias,] layer).</summary>
+    private sealed class SparseLinearFunction : autograd.SingleTensorFunction<SparseLinearFunction>
+    {
+        public override string Name => "SpdfSparseLinear";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var input = (Tensor)vars[0];
+            var layer = (TorchSparseLinear)vars[^1];
+            var bias = vars.Length == 4 ? (Tensor)vars[2] : null;
+            var x = TorchTensors.Contiguous(input);
+            int k = layer.InFeatures, m = layer.OutFeatures;
+            int n = (int)(x.numel() / k);
+            var outShape = input.shape.ToArray();
+            outShape[^1] = m;
+            var y = empty(outShape, ScalarType.Float32);
+            SparseLinearKernels.Forward(layer.Csr(), TorchTensors.Floats(x), TorchTensors.Floats(y), n, bias is null ? default : TorchTensors.Floats(bias));
+            ctx.save_for_backward([x]);
+            ctx.save_data("layer", layer);
+            ctx.save_data("needs_x", input.requires_grad);
+            return y;
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            var x = ctx.get_saved_variables()[0];
+            var layer = (TorchSparseLinear)ctx.get_data("layer");
+            bool needsX = (bool)ctx.get_data("needs_x");
+            var w = layer._w;
+            int k = layer.InFeatures, m = layer.OutFeatures;
+            int n = (int)(x.numel() / k);
+            var dy = TorchTensors.Contiguous(grad);
+            var csr = layer.Csr();
+            Tensor? dx = needsX ? empty(x.shape, ScalarType.Float32) : null;
+            bool needsW = w.Weight.requires_grad, needsB = w.Bias is { requires_grad: true };
+            var values = needsW ? new float[csr.Nnz] : null;
+            Tensor? db = needsB ? empty([m], ScalarType.Float32) : null;
+            SparseLinearKernels.Backward(csr, needsX ? layer.CsrT() : null, default, TorchTensors.Floats(dy), TorchTensors.Floats(x), n,
+                dx is null ? default : TorchTensors.Floats(dx), values, db is null ? default : TorchTensors.Floats(db));
+            Tensor? dw = null;
+            if (values is not null)
+            {
+                dw = zeros([m, k], ScalarType.Float32); // exactly 0 at dropped places
+                csr.Scatter(values, TorchTensors.Floats(dw));
+            }
+            return w.Bias is null ? [dx!, dw!, null!] : [dx!, dw!, db!, null!];
+        }
+    }
+}

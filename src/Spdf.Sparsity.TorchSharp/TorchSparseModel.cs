@@ -1,0 +1,117 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Spdf.Sparsity.TorchSharp;
+
+/// <summary>
+/// The handle <see cref="TorchSparsifier.Apply"/> returns for a TorchSharp model: its sparse weights, the report (which
+/// layers run the compressed kernels and why the others do not), the phase and transitions of the run, and the engine
+/// hooks a <see cref="SparsityController"/> calls around each optimizer step. Any training loop:
+/// <code>
+/// var sparse = TorchSparsifier.Apply(model, SparsityConfig.Default(0.75), optimizer);
+/// var controller = new SparsityController(sparse);
+/// for (long step = 1; ...; step++)
+/// {
+///     controller.BeginStep(step);
+///     optimizer.zero_grad(); loss(model.call(x), y).backward();
+///     controller.BeforeOptimizerStep(step);   // dropped gradients exactly 0
+///     optimizer.step();
+///     controller.AfterOptimizerStep(step);    // dropped weights and moments exactly 0; GMP / SET / RigL
+/// }
+/// sparse.Densify();                            // SPDF: dropped weights start at 0.0 and learn again
+/// </code>
+/// </summary>
+public sealed class TorchSparseModel : SparseModelHandle
+{
+    private List<TorchSparseWeight> _weights;
+
+    internal TorchSparseModel(nn.Module model, List<TorchSparseWeight> weights, string distribution) : base(distribution)
+    {
+        Model = model;
+        _weights = weights;
+        foreach (var w in weights) w.Handle = this;
+    }
+
+    /// <summary>The model (modified in place).</summary>
+    public nn.Module Model { get; }
+
+    /// <summary>The sparse weights, in model order; empty after <see cref="Densify"/>.</summary>
+    public IReadOnlyList<TorchSparseWeight> Layers => _weights;
+
+    /// <inheritdoc />
+    public override IReadOnlyList<ISparseWeight> Weights => _weights;
+
+    /// <summary>The optimizer that trains the model: its moments are kept at 0 for dropped weights after each step, and
+    /// <see cref="Densify"/> keeps or resets its state. Null: only weights and gradients are masked.</summary>
+    public optim.Optimizer? Optimizer { get; set; }
+
+    /// <inheritdoc />
+    protected override long ModelParameterCount() => Model.parameters().Sum(p => p.numel());
+
+    /// <inheritdoc />
+    public override void BeforeOptimizerStep()
+    {
+        foreach (var w in _weights) w.MaskGradient();
+    }
+
+    /// <inheritdoc />
+    public override void AfterOptimizerStep()
+    {
+        foreach (var w in _weights)
+        {
+            w.ApplyMask();
+            if (Optimizer is { } opt) w.MaskState(opt);
+        }
+    }
+
+    /// <summary>After loading a state dict into the model (masks included): keeps the invariants for the loaded masks.</summary>
+    public void OnStateLoaded()
+    {
+        foreach (var w in _weights) w.MaskChanged();
+    }
+
+    /// <summary>
+    /// The SPDF transition: every swapped layer gives its place back to the user's original <c>Linear</c>, the mask
+    /// buffers go, and the dropped weights (exactly 0.0) are trainable from the next step. With
+    /// <see cref="OptimizerStateOnDensify.Reset"/> the optimizer's state of those weights and biases restarts (moments and
+    /// the step count of bias correction, as a new PyTorch optimizer's would).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model is already dense.</exception>
+    public override int Densify(OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0)
+    {
+        if (Phase == SparsityPhase.DenseFinetune) throw new InvalidOperationException("Densify: the model is already dense (phase DenseFinetune).");
+        foreach (var w in _weights)
+        {
+            w.ApplyMask();
+            if (w.Layer is { } layer)
+            {
+                var (parent, key) = TorchSparsifier.Parent(Model, w.Name);
+                string? why = ModuleSurgery.TrySwap(parent, key, layer, layer.Original);
+                if (why is not null) throw new InvalidOperationException($"Densify: could not put layer '{w.Name}' back: {why}.");
+                w.Layer = null;
+                w.Owner = layer.Original;
+            }
+            ModuleSurgery.RemoveBuffer(w.Owner, "weight_mask");
+            if (Optimizer is { } opt && state == OptimizerStateOnDensify.Reset)
+            {
+                OptimizerStates.Reset(opt, w.Weight);
+                if (w.Bias is { } b) OptimizerStates.Reset(opt, b);
+            }
+        }
+        int n = _weights.Count;
+        _weights = [];
+        Phase = SparsityPhase.DenseFinetune;
+        AddTransition($"densify({(state == OptimizerStateOnDensify.Keep ? "keep" : "reset")}-optimizer-state) at step {step}");
+        return n;
+    }
+
+    /// <summary>Sparse fine-tuning: the masks stay and are frozen.</summary>
+    /// <exception cref="InvalidOperationException">The model was densified.</exception>
+    public override void FreezeMask(long step = 0)
+    {
+        if (Phase == SparsityPhase.DenseFinetune) throw new InvalidOperationException("FreezeMask: the model was densified; sparsify it again to fine-tune sparsely.");
+        foreach (var w in _weights) w.ApplyMask();
+        Phase = SparsityPhase.SparseFinetune;
+        AddTransition($"freeze-mask at step {step}");
+    }
+}

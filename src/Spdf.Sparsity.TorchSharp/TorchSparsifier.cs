@@ -1,0 +1,113 @@
+using Spdf.Sparsity.Masks;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Spdf.Sparsity.TorchSharp;
+
+/// <summary>
+/// Applies a <see cref="SparsityConfig"/> (the same config type as the Spdf.Tensors path) to any TorchSharp
+/// <c>torch.nn.Module</c> tree: each <c>Linear</c> whose weight name matches a group gets a mask drawn by the group's
+/// initialiser (uniform random by default, the SPDF paper's choice), registered on the layer as the buffer
+/// <c>weight_mask</c>; its dropped weights are set to 0. Where the model lets the layer be swapped (a field typed
+/// <c>Module&lt;Tensor, Tensor&gt;</c> or <c>Module</c>, a <c>Sequential</c>, a <c>ModuleList</c>), a
+/// <see cref="TorchSparseLinear"/> that adopts the same <see cref="Parameter"/> objects takes its place and runs the
+/// compressed kernels; elsewhere (a field typed <c>Linear</c>, which is sealed) the layer keeps its dense product over
+/// the masked weight. Either way a <see cref="SparsityController"/> keeps dropped weights, their gradients and the
+/// optimizer's moments at exactly 0.
+/// </summary>
+public static class TorchSparsifier
+{
+    /// <summary>Sparsifies <paramref name="model"/> in place and returns its handle.</summary>
+    /// <param name="model">Any module tree; its linear weights must be float32 on the CPU.</param>
+    /// <param name="config">Which weights, how sparse, which masks.</param>
+    /// <param name="optimizer">The optimizer that trains (or will train) the model: its state at dropped places is zeroed now
+    /// (a dense model pruned mid-training) and after every step. May be set later on the handle.</param>
+    /// <param name="compressedKernels">Swap layers for <see cref="TorchSparseLinear"/> where possible (default); false keeps
+    /// every layer on its masked dense product.</param>
+    /// <exception cref="ArgumentException">A group matches no linear weight, a weight is already sparse, not float32, or not on
+    /// the CPU, or the config asks for compressed storage.</exception>
+    public static TorchSparseModel Apply(nn.Module model, SparsityConfig config, optim.Optimizer? optimizer = null, bool compressedKernels = true)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.Storage == SparseWeightStorage.Compressed)
+            throw new ArgumentException("SparseWeightStorage.Compressed (kept weights only) is not available for TorchSharp models: their layers keep the user's dense weight parameters, and the compressed kernels read the kept weights from them. Use SparseWeightStorage.Dense.", nameof(config));
+        var linears = model.named_modules().Where(m => m.module is Linear || m.module is TorchSparseLinear).ToList();
+        var chosen = new List<(string Name, nn.Module Layer, SparsityGroup Group)>();
+        var used = new HashSet<SparsityGroup>();
+        foreach (var (name, module) in linears)
+        {
+            string weightName = name.Length == 0 ? "weight" : name + ".weight";
+            var group = config.Groups.FirstOrDefault(g => g.Matches(weightName));
+            if (group is null) continue;
+            if (module is TorchSparseLinear || module.has_buffer("weight_mask"))
+                throw new ArgumentException($"Layer '{name}' is already sparse (it has a weight_mask); densify the model before sparsifying it again.", nameof(model));
+            used.Add(group);
+            chosen.Add((name, module, group));
+        }
+        if (config.RequireEveryGroupToMatch)
+        {
+            var unused = config.Groups.Where(g => !used.Contains(g)).ToList();
+            if (unused.Count > 0)
+            {
+                var names = linears.Select(l => l.name.Length == 0 ? "weight" : l.name + ".weight").Take(12);
+                throw new ArgumentException(
+                    $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {(linears.Count == 0 ? "none" : string.Join(", ", names))}{(linears.Count > 12 ? ", …" : "")}.",
+                    nameof(config));
+            }
+        }
+        foreach (var (name, layer, _) in chosen)
+        {
+            var w = ((Linear)layer).weight!;
+            TorchTensors.CheckCpuFloat32(w, $"The weight of layer '{name}'", nameof(model));
+            if (!w.is_contiguous()) throw new ArgumentException($"The weight of layer '{name}' is not contiguous; Spdf's masks and kernels read weights in row-major order.", nameof(model));
+        }
+        var sparsities = chosen.Select(c => c.Group.Sparsity).ToArray();
+        if (config.Distribution is { } dist)
+        {
+            foreach (var grp in chosen.Select(c => c.Group).Distinct())
+            {
+                var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
+                var per = dist.Distribute(idx.Select(i => Shape((Linear)chosen[i].Layer)).ToList(), grp.Sparsity);
+                for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
+            }
+        }
+        var random = new SparsityRandom(config.Seed);
+        var weights = new List<TorchSparseWeight>();
+        for (int i = 0; i < chosen.Count; i++)
+        {
+            var (name, layer, group) = chosen[i];
+            var linear = (Linear)layer;
+            var (rows, cols) = Shape(linear);
+            var mask = group.Initializer.Create(TorchTensors.Floats(linear.weight!), rows, cols, sparsities[i], random);
+            var sw = new TorchSparseWeight(name, linear, linear.weight!, linear.bias, mask, group.Initializer.Name, sparsities[i]);
+            sw.ApplyMask();
+            if (optimizer is not null) sw.MaskState(optimizer);
+            if (!compressedKernels) sw.KernelDescription = "masked-dense: compressed kernels not asked for";
+            else
+            {
+                var replacement = new TorchSparseLinear(sw, linear);
+                var (parent, key) = Parent(model, name);
+                string? why = name.Length == 0 ? "the model itself is the Linear" : ModuleSurgery.TrySwap(parent, key, linear, replacement);
+                if (why is null) { sw.Layer = replacement; sw.Owner = replacement; }
+                else sw.KernelDescription = $"masked-dense: {why}";
+            }
+            weights.Add(sw);
+        }
+        return new TorchSparseModel(model, weights, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm, Optimizer = optimizer };
+    }
+
+    private static (int Rows, int Cols) Shape(Linear l) => ((int)l.weight!.shape[0], (int)l.weight!.shape[1]);
+
+    /// <summary>The parent module of the module named <paramref name="name"/>, and the child's key in it.</summary>
+    internal static (nn.Module Parent, string Key) Parent(nn.Module root, string name)
+    {
+        int dot = name.LastIndexOf('.');
+        if (dot < 0) return (root, name);
+        string parentName = name[..dot];
+        foreach (var (n, m) in root.named_modules())
+            if (n == parentName) return (m, name[(dot + 1)..]);
+        throw new InvalidOperationException($"Module '{parentName}' is not in the model.");
+    }
+}
