@@ -21,16 +21,17 @@ internal static class ModuleSurgery
     public static string? TrySwap(nn.Module parent, string key, nn.Module current, nn.Module replacement)
     {
         var registry = Registry(parent);
-        if (registry is null || !registry.ContainsKey(key) || !ReferenceEquals(registry[key], current))
-            return $"'{key}' is not a registered child of {parent.GetType().Name}";
+        bool registered = registry is not null && registry.ContainsKey(key) && ReferenceEquals(registry[key], current);
         Action? commit = null;
         if (parent is global::TorchSharp.Modules.Sequential)
         {
+            // A Sequential names its children from its own lists (_names, _modules), which its forward walks.
             var list = parent.GetType().GetField("_modules", Instance)?.GetValue(parent) as IList;
             int at = list is null ? -1 : IndexOf(list, current);
             if (at < 0) return "the Sequential does not list it";
             commit = () => list![at] = replacement;
         }
+        else if (!registered) return $"'{key}' is not a registered child of {parent.GetType().Name}";
         else if (ListField(parent) is { } moduleList)
         {
             int at = IndexOf(moduleList, current);
@@ -52,7 +53,7 @@ internal static class ModuleSurgery
             commit = () => { foreach (var f in fields) f.SetValue(parent, replacement); };
         }
         commit();
-        registry[key] = replacement;
+        if (registered) registry![key] = replacement;
         return null;
     }
 
