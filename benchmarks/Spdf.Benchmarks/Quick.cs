@@ -21,6 +21,7 @@ namespace Spdf.Benchmarks;
 /// quick decode --preset gpt2-small --sparsity 0,0.75
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
+/// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto]
 /// </code>
 /// </summary>
 public static class Quick
@@ -43,6 +44,7 @@ public static class Quick
                 case "gpt-phases": GptPhases(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
                 case "decode": Decode(opts); return 0;
+                case "torchsharp-linear": TorchSharpQuick.Linear(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
@@ -71,17 +73,17 @@ public static class Quick
         return d;
     }
 
-    private static int Int(Dictionary<string, string> o, string name, int dflt)
+    internal static int Int(Dictionary<string, string> o, string name, int dflt)
     {
         if (!o.TryGetValue(name, out var s)) return dflt;
         if (!int.TryParse(s, CultureInfo.InvariantCulture, out int v) || v <= 0) throw new ArgumentException($"--{name} {s}: expected a positive integer.");
         return v;
     }
 
-    private static double Seconds(Dictionary<string, string> o) =>
+    internal static double Seconds(Dictionary<string, string> o) =>
         o.TryGetValue("seconds", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 3.0;
 
-    private static void Emit(object o) => Console.WriteLine(JsonSerializer.Serialize(o));
+    internal static void Emit(object o) => Console.WriteLine(JsonSerializer.Serialize(o));
 
     private static void Linear(Dictionary<string, string> o)
     {

@@ -18,7 +18,8 @@ namespace Spdf.Sparsity.TorchSharp;
 public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
 {
     private readonly TorchSparseWeight _w;
-    private CsrMatrix? _csr, _csrT;
+    private CsrMatrix? _csr, _csrT; // W with the weight's values at the last forward pass; the structure of Wᵀ
+    private int[]? _csrTMap;         // per padded slot of Wᵀ, its entry in W (values gathered from W's per backward pass)
     private SparseKernelMode _mode = SparseKernelMode.Auto, _chosen = SparseKernelMode.Auto;
 
     internal TorchSparseLinear(TorchSparseWeight weight, nn.Module original) : base("SpdfSparseLinear")
@@ -61,6 +62,7 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
     {
         _csr = null;
         _csrT = null;
+        _csrTMap = null;
         _chosen = SparseKernelMode.Auto;
     }
 
@@ -72,11 +74,15 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
         return _csr;
     }
 
-    /// <summary>Wᵀ in CSR with the weight's current values.</summary>
-    internal CsrMatrix CsrT()
+    /// <summary>
+    /// The structure of Wᵀ, with W's values (as gathered by the forward pass) placed in its padded slot order in a pooled
+    /// buffer that the caller disposes: W's kept values are read in sequence instead of the dense weight column by column.
+    /// </summary>
+    internal CsrMatrix RentCsrT(CsrMatrix w, out AlignedBuffer padded)
     {
-        _csrT ??= CsrMatrix.FromMask(_w.Mask, transpose: true);
-        _csrT.Gather(TorchTensors.Floats(_w.Weight));
+        _csrT ??= w.TransposeStructure(out _csrTMap, CsrMatrix.DefaultPanelWidth, slotMap: true);
+        padded = AlignedBuffer.Rent(_csrTMap!.Length);
+        PaddedPanels.GatherMapped(w.Values.AsSpan(0, w.Nnz), _csrTMap, padded.Span);
         return _csrT;
     }
 
@@ -154,13 +160,16 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
             int k = layer.InFeatures, m = layer.OutFeatures;
             int n = (int)(x.numel() / k);
             var dy = TorchTensors.Contiguous(grad);
-            var csr = layer.Csr();
+            var csr = layer._csr ?? layer.Csr(); // the weight is what the forward pass read: its values are in place
             Tensor? dx = needsX ? empty(x.shape, ScalarType.Float32) : null;
             bool needsW = w.Weight.requires_grad, needsB = w.Bias is { requires_grad: true };
             var values = needsW ? new float[csr.Nnz] : null;
             Tensor? db = needsB ? empty([m], ScalarType.Float32) : null;
-            SparseLinearKernels.Backward(csr, needsX ? layer.CsrT() : null, default, TorchTensors.Floats(dy), TorchTensors.Floats(x), n,
-                dx is null ? default : TorchTensors.Floats(dx), values, db is null ? default : TorchTensors.Floats(db));
+            AlignedBuffer? padded = null;
+            var csrT = needsX ? layer.RentCsrT(csr, out padded) : null;
+            using (padded)
+                SparseLinearKernels.Backward(csr, csrT, padded is null ? default : padded.Span, TorchTensors.Floats(dy), TorchTensors.Floats(x), n,
+                    dx is null ? default : TorchTensors.Floats(dx), values, db is null ? default : TorchTensors.Floats(db));
             Tensor? dw = null;
             if (values is not null)
             {
