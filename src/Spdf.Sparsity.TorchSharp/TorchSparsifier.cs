@@ -33,7 +33,7 @@ public static class TorchSparsifier
         ArgumentNullException.ThrowIfNull(config);
         if (config.Storage == SparseWeightStorage.Compressed)
             throw new ArgumentException("SparseWeightStorage.Compressed (kept weights only) is not available for TorchSharp models: their layers keep the user's dense weight parameters, and the compressed kernels read the kept weights from them. Use SparseWeightStorage.Dense.", nameof(config));
-        var linears = model.named_modules().Where(m => m.module is Linear || m.module is TorchSparseLinear).ToList();
+        var linears = Walk(model, "").Where(m => m.Module is Linear || m.Module is TorchSparseLinear).ToList();
         var chosen = new List<(string Name, nn.Module Layer, SparsityGroup Group)>();
         var used = new HashSet<SparsityGroup>();
         foreach (var (name, module) in linears)
@@ -51,7 +51,7 @@ public static class TorchSparsifier
             var unused = config.Groups.Where(g => !used.Contains(g)).ToList();
             if (unused.Count > 0)
             {
-                var names = linears.Select(l => l.name.Length == 0 ? "weight" : l.name + ".weight").Take(12);
+                var names = linears.Select(l => l.Name + ".weight").Take(12);
                 throw new ArgumentException(
                     $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {(linears.Count == 0 ? "none" : string.Join(", ", names))}{(linears.Count > 12 ? ", …" : "")}.",
                     nameof(config));
@@ -96,6 +96,21 @@ public static class TorchSparsifier
             weights.Add(sw);
         }
         return new TorchSparseModel(model, weights, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm, Optimizer = optimizer };
+    }
+
+    /// <summary>
+    /// Every module below <paramref name="module"/>, depth first in registration order (parents before children), as
+    /// Spdf.Tensors walks a model: random masks are drawn from one stream in this order, so the same config gives the
+    /// same masks in both engines.
+    /// </summary>
+    internal static IEnumerable<(string Name, nn.Module Module)> Walk(nn.Module module, string prefix)
+    {
+        foreach (var (name, child) in module.named_children())
+        {
+            string full = prefix.Length == 0 ? name : prefix + "." + name;
+            yield return (full, child);
+            foreach (var d in Walk(child, full)) yield return d;
+        }
     }
 
     private static (int Rows, int Cols) Shape(Linear l) => ((int)l.weight!.shape[0], (int)l.weight!.shape[1]);

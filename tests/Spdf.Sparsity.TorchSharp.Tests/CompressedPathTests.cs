@@ -19,7 +19,7 @@ public class CompressedPathTests
     public void SwapsFieldsSequentialAndModuleListButNotAFieldTypedLinear()
     {
         var (model, sparse) = Make(0.75, compressed: true);
-        sparse.Layers.Select(l => l.Name).Should().BeEquivalentTo(["fc1", "seq.0", "blocks.0", "head"]);
+        sparse.Layers.Select(l => l.Name).Should().Equal("fc1", "seq.0", "blocks.0", "head");
         model.Fc1.Should().BeOfType<TorchSparseLinear>();
         model.seq.named_children().Single(c => c.name == "0").module.Should().BeOfType<TorchSparseLinear>();
         model.blocks[0].Should().BeOfType<TorchSparseLinear>();
