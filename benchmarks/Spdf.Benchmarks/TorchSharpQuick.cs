@@ -59,4 +59,69 @@ internal static class TorchSharpQuick
             });
         }
     }
+
+    /// <summary>
+    /// <c>torchsharp-gpt</c>: training steps (AdamW, weight decay 0.1 on matrices) of the TorchSharp sample's nanoGPT on
+    /// random tokens, dense and after <see cref="TorchSparsifier"/> with a <see cref="SparsityController"/> around each
+    /// optimizer step. One JSON line per sparsity: the median step time and where a step's time went on average.
+    /// </summary>
+    public static void Gpt(Dictionary<string, string> o)
+    {
+        var cfg = new TorchSharpGpt.NanoGptConfig(Quick.Int(o, "layers", 6), Quick.Int(o, "embd", 384), Quick.Int(o, "heads", 6),
+            Quick.Int(o, "ctx", 256), Quick.Int(o, "vocab", 8192));
+        int batch = Quick.Int(o, "batch", 8), steps = Quick.Int(o, "steps", 5);
+        double secs = Quick.Seconds(o);
+        var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75").Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+        var mode = o.TryGetValue("kernel", out var km) ? Enum.Parse<SparseKernelMode>(km, ignoreCase: true) : SparseKernelMode.Compressed;
+        manual_seed(1);
+        using var idx = randint(cfg.Vocab, [batch, cfg.Context], dtype: ScalarType.Int64);
+        using var tgt = randint(cfg.Vocab, [batch, cfg.Context], dtype: ScalarType.Int64);
+        foreach (double sp in sparsities)
+        {
+            manual_seed(2);
+            var model = new TorchSharpGpt.NanoGpt(cfg);
+            var decay = model.parameters().Where(p => p.dim() >= 2).ToList();
+            var noDecay = model.parameters().Where(p => p.dim() < 2).ToList();
+            var opt = optim.AdamW([new TorchSharp.Modules.AdamW.ParamGroup(decay, new() { weight_decay = 0.1 }), new TorchSharp.Modules.AdamW.ParamGroup(noDecay, new() { weight_decay = 0 })], lr: 1e-4);
+            SparsityController? c = null;
+            string kernel = "torchsharp-dense";
+            if (sp > 0)
+            {
+                var handle = TorchSparsifier.Apply(model, SparsityConfig.Default(sp, seed: 3), opt);
+                foreach (var l in handle.Layers) if (l.Layer is { } layer) layer.KernelMode = mode;
+                c = new SparsityController(handle);
+                kernel = string.Join(",", handle.Layers.Select(l => l.Kernel).Distinct());
+            }
+            long step = 0;
+            var phases = new double[5]; // forward, backward, before-step hook, optimizer, after-step hook (ms, summed)
+            var clock = new System.Diagnostics.Stopwatch();
+            void Lap(int i) { phases[i] += clock.Elapsed.TotalMilliseconds; clock.Restart(); }
+            void Step()
+            {
+                using var scope = NewDisposeScope();
+                step++;
+                clock.Restart();
+                c?.BeginStep(step);
+                opt.zero_grad();
+                var loss = model.Loss(idx, tgt); Lap(0);
+                loss.backward(); Lap(1);
+                c?.BeforeOptimizerStep(step); Lap(2);
+                opt.step(); Lap(3);
+                c?.AfterOptimizerStep(step); Lap(4);
+            }
+            var (ms, min) = Timing.Measure(Step, secs, warmup: 2, minRuns: steps);
+            Quick.Emit(new Dictionary<string, object>
+            {
+                ["op"] = "torchsharp_gpt_train_step", ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["min_ms"] = Math.Round(min, 1),
+                ["layers"] = cfg.Layers, ["embd"] = cfg.Embd, ["heads"] = cfg.Heads, ["ctx"] = cfg.Context, ["batch"] = batch, ["vocab"] = cfg.Vocab,
+                ["kernel"] = kernel, ["threads"] = get_num_threads(), ["steps"] = step,
+                ["mean_phase_ms"] = new Dictionary<string, double>
+                {
+                    ["forward"] = Math.Round(phases[0] / step, 1), ["backward"] = Math.Round(phases[1] / step, 1), ["mask_gradients"] = Math.Round(phases[2] / step, 1),
+                    ["optimizer"] = Math.Round(phases[3] / step, 1), ["mask_weights"] = Math.Round(phases[4] / step, 1),
+                },
+            });
+            model.Dispose();
+        }
+    }
 }

@@ -99,7 +99,11 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
         return Resolved == SparseKernelMode.Compressed ? Compressed(input) : MaskedDense(input);
     }
 
-    private Tensor MaskedDense(Tensor input) => nn.functional.linear(input, _w.Weight, _w.Bias);
+    private Tensor MaskedDense(Tensor input)
+    {
+        if (_w.Weight.requires_grad && is_grad_enabled()) _w.DenseGradientPending = true; // its dropped gradients need masking
+        return nn.functional.linear(input, _w.Weight, _w.Bias);
+    }
 
     private Tensor Compressed(Tensor input) => _w.Bias is { } b
         ? SparseLinearFunction.apply(input, _w.Weight, b, this)
@@ -163,18 +167,28 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
             var csr = layer._csr ?? layer.Csr(); // the weight is what the forward pass read: its values are in place
             Tensor? dx = needsX ? empty(x.shape, ScalarType.Float32) : null;
             bool needsW = w.Weight.requires_grad, needsB = w.Bias is { requires_grad: true };
-            var values = needsW ? new float[csr.Nnz] : null;
+            using var values = needsW ? AlignedBuffer.Rent(csr.Nnz) : null; // pooled: no large-object garbage per step
             Tensor? db = needsB ? empty([m], ScalarType.Float32) : null;
             AlignedBuffer? padded = null;
             var csrT = needsX ? layer.RentCsrT(csr, out padded) : null;
             using (padded)
                 SparseLinearKernels.Backward(csr, csrT, padded is null ? default : padded.Span, TorchTensors.Floats(dy), TorchTensors.Floats(x), n,
-                    dx is null ? default : TorchTensors.Floats(dx), values, db is null ? default : TorchTensors.Floats(db));
+                    dx is null ? default : TorchTensors.Floats(dx), values is null ? default : values.Span, db is null ? default : TorchTensors.Floats(db));
             Tensor? dw = null;
             if (values is not null)
             {
-                dw = zeros([m, k], ScalarType.Float32); // exactly 0 at dropped places
-                csr.Scatter(values, TorchTensors.Floats(dw));
+                if (w.Weight.grad is { } acc && acc.is_contiguous() && acc.dtype == ScalarType.Float32 && acc.device_type == DeviceType.CPU)
+                {
+                    // Accumulate straight into the weight's existing gradient at kept places (what autograd would do with a
+                    // dense dW, without writing and adding the dense [out, in] array): the function then gives no weight
+                    // gradient to autograd.
+                    csr.ScatterAdd(values.Span, TorchTensors.Floats(acc));
+                }
+                else
+                {
+                    dw = zeros([m, k], ScalarType.Float32); // exactly 0 at dropped places
+                    csr.Scatter(values.Span, TorchTensors.Floats(dw));
+                }
             }
             return w.Bias is null ? [dx!, dw!, null!] : [dx!, dw!, db!, null!];
         }

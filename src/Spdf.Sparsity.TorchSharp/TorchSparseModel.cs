@@ -41,9 +41,23 @@ public sealed class TorchSparseModel : SparseModelHandle
     /// <inheritdoc />
     public override IReadOnlyList<ISparseWeight> Weights => _weights;
 
-    /// <summary>The optimizer that trains the model: its moments are kept at 0 for dropped weights after each step, and
-    /// <see cref="Densify"/> keeps or resets its state. Null: only weights and gradients are masked.</summary>
-    public optim.Optimizer? Optimizer { get; set; }
+    /// <summary>
+    /// The optimizer that trains the model. Its state at dropped places is zeroed when it is set and whenever a mask changes
+    /// (so a grown weight starts with zero moments); in between, zero gradients keep it at zero for every element-wise
+    /// optimizer (SGD with momentum, Adam, AdamW, RMSprop, ...), weight decay included. <see cref="Densify"/> keeps or resets
+    /// its state. Null: only weights and gradients are masked.
+    /// </summary>
+    public optim.Optimizer? Optimizer
+    {
+        get => _optimizer;
+        set
+        {
+            _optimizer = value;
+            if (value is not null) foreach (var w in _weights) w.MaskState(value);
+        }
+    }
+
+    private optim.Optimizer? _optimizer;
 
     /// <inheritdoc />
     protected override long ModelParameterCount() => Model.parameters().Sum(p => p.numel());
@@ -55,13 +69,11 @@ public sealed class TorchSparseModel : SparseModelHandle
     }
 
     /// <inheritdoc />
+    /// <remarks>Dropped weights are set to exactly 0 again (a guard that costs one pass over each sparse weight); the
+    /// optimizer's state there is 0 already (see <see cref="Optimizer"/>).</remarks>
     public override void AfterOptimizerStep()
     {
-        foreach (var w in _weights)
-        {
-            w.ApplyMask();
-            if (Optimizer is { } opt) w.MaskState(opt);
-        }
+        foreach (var w in _weights) w.ApplyMask();
     }
 
     /// <summary>After loading a state dict into the model (masks included): keeps the invariants for the loaded masks.</summary>

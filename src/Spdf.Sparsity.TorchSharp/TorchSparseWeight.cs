@@ -122,10 +122,19 @@ public sealed class TorchSparseWeight : ISparseWeight
         using (no_grad()) Weight.masked_fill_(_dropped, 0f);
     }
 
+    /// <summary>
+    /// Whether a gradient that may be non-zero at dropped places has been accumulated since the last masking: always on the
+    /// masked path (the user's <c>Linear</c> computes the dense gradient); on a swapped layer only after a masked-dense pass
+    /// (the compressed kernels give gradients only at kept places).
+    /// </summary>
+    internal bool DenseGradientPending { get; set; } = true;
+
     /// <summary>After backward: records the dense gradient if asked to, then makes the dropped gradients exactly 0.</summary>
     internal void MaskGradient()
     {
         if (Weight.grad is not { } g) return;
+        if (Layer is not null && !DenseGradientPending) return; // exact zeros already: nothing to record or mask
+        DenseGradientPending = Layer is null;
         if (CaptureDenseGradient)
         {
             var dense = TorchTensors.Floats(TorchTensors.Contiguous(g)).ToArray();

@@ -85,6 +85,27 @@ public class CompressedPathTests
     }
 
     [Fact]
+    public void GradientsAccumulateOverBackwardPassesAsAutogradDoes()
+    {
+        var (a, sa) = Make(0.75, compressed: true);
+        var (b, sb) = Make(0.75, compressed: false);
+        foreach (var l in sa.Layers) if (l.Layer is { } layer) layer.KernelMode = SparseKernelMode.Compressed;
+        CopyState(a, b);
+        var gen = new Generator(8);
+        for (int pass = 0; pass < 3; pass++) // the first pass creates the gradients, the next ones accumulate into them
+        {
+            using var x = randn([9, 12], generator: gen);
+            using var w = randn([9, 6], generator: gen);
+            (a.call(x) * w).sum().backward();
+            (b.call(x) * w).sum().backward();
+        }
+        sa.BeforeOptimizerStep();
+        sb.BeforeOptimizerStep();
+        var pa = a.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in b.named_parameters()) Close(F(pa[name].grad!), F(p.grad!), 1e-5f);
+    }
+
+    [Fact]
     public void DensifyPutsTheUsersLayersBackAndDroppedWeightsLearn()
     {
         var (model, sparse) = Make(0.75, compressed: true);
