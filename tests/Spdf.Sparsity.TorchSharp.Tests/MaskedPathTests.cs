@@ -157,6 +157,28 @@ public class MaskedPathTests
     }
 
     [Fact]
+    public void PruningATrainedModelKeepsTheLargestWeightsAndZeroesTheirMomentsElsewhere()
+    {
+        manual_seed(8);
+        var model = new SealedMlp();
+        var opt = optim.AdamW(model.parameters(), lr: 1e-2, weight_decay: 0.1);
+        Train(model, opt, null, 3); // dense training: every moment is non-zero
+        var before = F(model.fc1.weight!);
+        var sparse = TorchSparsifier.Apply(model, new SparsityConfig([new SparsityGroup("*weight", 0.6, Masks.MaskInitializers.Magnitude)]), opt);
+        var m = F(sparse.Layers[0].MaskTensor);
+        float threshold = before.Where((_, i) => m[i] == 1).Min(MathF.Abs);
+        before.Where((v, i) => m[i] == 0).Should().OnlyContain(v => MathF.Abs(v) <= threshold, "magnitude pruning keeps the largest weights");
+        foreach (var s in OptimizerStates.Tensors(opt, sparse.Layers[0].Weight).Where(s => s.shape.SequenceEqual(sparse.Layers[0].Weight.shape)))
+        {
+            var sv = F(s);
+            sv.Where((v, i) => m[i] == 0 && v != 0).Should().BeEmpty("pruned weights keep no moments");
+            sv.Where((v, i) => m[i] == 1 && v != 0).Should().NotBeEmpty("kept weights keep theirs");
+        }
+        Train(model, opt, new SparsityController(sparse), 3, from: 4);
+        F(model.fc1.weight!).Where((v, i) => m[i] == 0 && v != 0).Should().BeEmpty();
+    }
+
+    [Fact]
     public void BadInputIsNamed()
     {
         manual_seed(7);
