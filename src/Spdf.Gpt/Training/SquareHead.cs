@@ -1,3 +1,4 @@
+using Spdf.Sparsity.Distillation;
 using Spdf.Tensors;
 using Spdf.Tensors.Autograd;
 
@@ -17,20 +18,16 @@ public static class SquareHead
     {
         ArgumentNullException.ThrowIfNull(student);
         ArgumentNullException.ThrowIfNull(teacher);
-        if (student.Count == 0 || student.Count != teacher.Count)
-            throw new ArgumentException($"SquareHead needs one teacher state per student state; got {student.Count} and {teacher.Count}.", nameof(teacher));
-        if (!(epsilon >= 0)) throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, "Expected ε ≥ 0.");
+        SquareHeadTerms.CheckLayers(student.Count, teacher.Count, epsilon);
         Tensor? total = null;
         for (int l = 0; l < student.Count; l++)
         {
             var s = student[l];
             var t = teacher[l];
-            if (s.Shape != t.Shape) throw new ArgumentException($"SquareHead layer {l}: student shape {s.Shape} differs from teacher shape {t.Shape}.", nameof(teacher));
+            SquareHeadTerms.CheckShapes(l, s.Shape.ToArray().Select(d => (long)d).ToArray(), t.Shape.ToArray().Select(d => (long)d).ToArray());
             var tc = t.RequiresGrad ? t.Detach() : t;
-            var ts = tc.AsReadOnlySpan();
-            double meanSq = System.Numerics.Tensors.TensorPrimitives.Dot(ts, ts) / Math.Max(1, ts.Length);
             var d = s - tc;
-            var term = (d * d).Mean() * (float)(1.0 / (meanSq + epsilon));
+            var term = (d * d).Mean() * (float)SquareHeadTerms.Normalizer(tc.AsReadOnlySpan(), epsilon);
             total = total is null ? term : total + term;
         }
         return total!;
