@@ -157,6 +157,29 @@ public class MaskedPathTests
     }
 
     [Fact]
+    public void SparseEvolutionaryTrainingKeepsCountsAndTheInvariants()
+    {
+        manual_seed(9);
+        var model = new SwappableNet();
+        var opt = optim.SGD(model.parameters(), learningRate: 1e-2, momentum: 0.9, weight_decay: 0.1);
+        var set = new SparseEvolutionaryTraining(Schedules.SparsitySchedules.Constant(0.3), new Schedules.UpdateSchedule(2, 2, 8), seed: 4);
+        var sparse = TorchSparsifier.Apply(model, new SparsityConfig([new SparsityGroup("*weight", 0.8)], seed: 1) { Algorithm = set }, opt);
+        foreach (var l in sparse.Layers) if (l.Layer is { } layer) layer.KernelMode = SparseKernelMode.Compressed;
+        var kept = sparse.Layers.Select(l => l.KeptCount).ToList();
+        var before = sparse.Layers.Select(l => F(l.MaskTensor)).ToList();
+        Train(model, opt, new SparsityController(sparse), 6);
+        sparse.Layers.Select(l => l.KeptCount).Should().Equal(kept);
+        sparse.Layers.Select(l => F(l.MaskTensor)).Zip(before).Should().OnlyContain(p => !p.First.SequenceEqual(p.Second), "SET moved every mask");
+        foreach (var l in sparse.Layers)
+        {
+            var m = F(l.MaskTensor); var w = F(l.Weight);
+            w.Where((v, i) => m[i] == 0 && v != 0).Should().BeEmpty($"{l.Name}: dropped weights are 0");
+            foreach (var st in OptimizerStates.Tensors(opt, l.Weight).Where(st => st.shape.SequenceEqual(l.Weight.shape)))
+                F(st).Where((v, i) => m[i] == 0 && v != 0).Should().BeEmpty($"{l.Name}: dropped momentum is 0");
+        }
+    }
+
+    [Fact]
     public void PruningATrainedModelKeepsTheLargestWeightsAndZeroesTheirMomentsElsewhere()
     {
         manual_seed(8);
