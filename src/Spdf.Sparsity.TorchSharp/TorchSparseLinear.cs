@@ -163,7 +163,8 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
             var w = layer._w;
             int k = layer.InFeatures, m = layer.OutFeatures;
             int n = (int)(x.numel() / k);
-            var dy = TorchTensors.Contiguous(grad);
+            using var dyCopy = grad.is_contiguous() ? null : grad.contiguous();
+            var dy = dyCopy ?? grad;
             var csr = layer._csr ?? layer.Csr(); // the weight is what the forward pass read: its values are in place
             Tensor? dx = needsX ? empty(x.shape, ScalarType.Float32) : null;
             bool needsW = w.Weight.requires_grad, needsB = w.Bias is { requires_grad: true };

@@ -71,7 +71,14 @@ public sealed class TorchSparseWeight : ISparseWeight
     public SparseWeightStorage Storage => SparseWeightStorage.Dense;
 
     /// <inheritdoc />
-    public int KeptCount => (int)MaskTensor.count_nonzero().item<long>();
+    public int KeptCount
+    {
+        get
+        {
+            using var count = MaskTensor.count_nonzero();
+            return (int)count.item<long>();
+        }
+    }
 
     /// <inheritdoc />
     public SparsityMask Mask => new(TorchTensors.Floats(MaskTensor).ToArray(), Rows, Cols);
@@ -137,7 +144,8 @@ public sealed class TorchSparseWeight : ISparseWeight
         DenseGradientPending = Layer is null;
         if (CaptureDenseGradient)
         {
-            var dense = TorchTensors.Floats(TorchTensors.Contiguous(g)).ToArray();
+            using var contiguous = g.contiguous(); // g itself when it already is (a new handle on the same tensor)
+            var dense = TorchTensors.Floats(contiguous).ToArray();
             if (_denseGradient is null) _denseGradient = dense;
             else System.Numerics.Tensors.TensorPrimitives.Add(_denseGradient, dense, _denseGradient);
         }
