@@ -21,7 +21,7 @@ namespace Spdf.Benchmarks;
 /// quick decode --preset gpt2-small --sparsity 0,0.75
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
-/// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto]
+/// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--kernel ...] [--steps N]
 /// </code>
 /// </summary>

@@ -33,4 +33,28 @@ internal static class Timing
         int n = times.Count;
         return (n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]), times[0]);
     }
+
+    /// <summary>Every wall time (ms) of an action run for <paramref name="seconds"/> after warm-up (see <see cref="MedianMs"/>).</summary>
+    public static List<double> Samples(Action action, double seconds, int warmup = 2, int minRuns = 3, double warmupSeconds = 1.0)
+    {
+        var w = Stopwatch.StartNew();
+        for (int i = 0; i < warmup || w.Elapsed.TotalSeconds < warmupSeconds; i++) action();
+        var times = new List<double>();
+        var total = Stopwatch.StartNew();
+        while (times.Count < minRuns || total.Elapsed.TotalSeconds < seconds)
+        {
+            var sw = Stopwatch.StartNew();
+            action();
+            times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        return times;
+    }
+
+    /// <summary>The median of <paramref name="xs"/>.</summary>
+    public static double Median(List<double> xs)
+    {
+        var s = xs.Order().ToList();
+        int n = s.Count;
+        return n == 0 ? double.NaN : n % 2 == 1 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    }
 }

@@ -12,7 +12,8 @@ internal static class TorchSharpQuick
     /// <summary>
     /// <c>torchsharp-linear</c>: a TorchSharp <c>Linear(in, out)</c> in a <c>Sequential</c>, forward and forward+backward on
     /// <c>[tokens, in]</c>; sparsity 0 is TorchSharp's own dense layer, others the layer after <see cref="TorchSparsifier"/>
-    /// (compressed kernels by default). One JSON line per sparsity.
+    /// (compressed kernels by default). One JSON line per sparsity; with <c>--rounds R</c> the layers are timed in turn R
+    /// times and the medians are over all rounds.
     /// </summary>
     public static void Linear(Dictionary<string, string> o)
     {
@@ -21,9 +22,13 @@ internal static class TorchSharpQuick
         var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75,0.9")
             .Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
         var mode = o.TryGetValue("kernel", out var km) ? Enum.Parse<SparseKernelMode>(km, ignoreCase: true) : SparseKernelMode.Compressed;
+        int rounds = Quick.Int(o, "rounds", 1);
         manual_seed(1);
         using var x = randn([n, k]).requires_grad_(true);
         using var dy = randn([n, m]);
+        // Every layer is built first; then each round times each of them in turn, so that the machine's drift over the
+        // run falls on all of them alike (medians over all rounds' samples).
+        var layers = new List<(double Sparsity, nn.Module<Tensor, Tensor> Net, string Kernel)>();
         foreach (double sp in sparsities)
         {
             manual_seed(2);
@@ -37,27 +42,36 @@ internal static class TorchSharpQuick
                 using (no_grad()) net.call(x).Dispose(); // Auto decides on first use
                 kernel = layer.Kernel;
             }
-            var (fwd, fwdMin) = Timing.Measure(() =>
+            layers.Add((sp, net, kernel));
+        }
+        var fwd = layers.Select(_ => new List<double>()).ToList();
+        var fb = layers.Select(_ => new List<double>()).ToList();
+        for (int r = 0; r < rounds; r++)
+            for (int i = 0; i < layers.Count; i++)
             {
-                using var scope = NewDisposeScope();
-                using var _ = no_grad();
-                net.call(x);
-            }, secs);
-            var (fb, fbMin) = Timing.Measure(() =>
-            {
-                using var scope = NewDisposeScope();
-                foreach (var p in net.parameters()) p.grad?.zero_();
-                x.grad?.zero_();
-                net.call(x).backward([dy]);
-            }, secs);
+                var net = layers[i].Net;
+                fwd[i].AddRange(Timing.Samples(() =>
+                {
+                    using var scope = NewDisposeScope();
+                    using var _ = no_grad();
+                    net.call(x);
+                }, secs / rounds, warmupSeconds: r == 0 ? 1.0 : 0.2));
+                fb[i].AddRange(Timing.Samples(() =>
+                {
+                    using var scope = NewDisposeScope();
+                    foreach (var p in net.parameters()) p.grad?.zero_();
+                    x.grad?.zero_();
+                    net.call(x).backward([dy]);
+                }, secs / rounds, warmupSeconds: r == 0 ? 1.0 : 0.2));
+            }
+        for (int i = 0; i < layers.Count; i++)
             Quick.Emit(new Dictionary<string, object>
             {
-                ["op"] = "torchsharp_linear", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
-                ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3),
-                ["fwd_min_ms"] = Math.Round(fwdMin, 3), ["fwd_bwd_min_ms"] = Math.Round(fbMin, 3), ["kernel"] = kernel,
-                ["threads"] = get_num_threads(),
+                ["op"] = "torchsharp_linear", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = layers[i].Sparsity,
+                ["fwd_ms"] = Math.Round(Timing.Median(fwd[i]), 3), ["fwd_bwd_ms"] = Math.Round(Timing.Median(fb[i]), 3),
+                ["fwd_min_ms"] = Math.Round(fwd[i].Min(), 3), ["fwd_bwd_min_ms"] = Math.Round(fb[i].Min(), 3), ["kernel"] = layers[i].Kernel,
+                ["threads"] = get_num_threads(), ["rounds"] = rounds, ["samples"] = fb[i].Count,
             });
-        }
     }
 
     /// <summary>
