@@ -139,6 +139,7 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
 
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
+            using var threads = OpenMpThreads.Use(); // the kernels' loops on LibTorch's own threads
             var input = (Tensor)vars[0];
             var layer = (TorchSparseLinear)vars[^1];
             var bias = vars.Length == 4 ? (Tensor)vars[2] : null;
@@ -157,6 +158,7 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
         {
+            using var threads = OpenMpThreads.Use();
             var x = ctx.get_saved_variables()[0];
             var layer = (TorchSparseLinear)ctx.get_data("layer");
             bool needsX = (bool)ctx.get_data("needs_x");

@@ -274,6 +274,6 @@ public sealed class CsrMatrix
         }
         int chunks = Nnz < 1 << 16 ? 1 : Math.Min(rows, Environment.ProcessorCount * 2);
         if (chunks <= 1) Chunk(0, rows);
-        else Parallel.For(0, chunks, c => Chunk((int)((long)rows * c / chunks), (int)((long)rows * (c + 1) / chunks)));
+        else KernelThreads.For(chunks, c => Chunk((int)((long)rows * c / chunks), (int)((long)rows * (c + 1) / chunks)));
     }
 }

@@ -93,7 +93,7 @@ internal sealed class PaddedPanels
                     }
                 }
                 if (panels == 1 || csr.Nnz < 1 << 16) for (int p = 0; p < panels; p++) Panel(p);
-                else Parallel.For(0, panels, Panel);
+                else KernelThreads.For(panels, Panel);
             }
         }
     }
@@ -120,7 +120,7 @@ internal sealed class PaddedPanels
                 }
                 int chunks = map.Length < 1 << 16 ? 1 : Environment.ProcessorCount * 4;
                 if (chunks == 1) Range(0, map.Length);
-                else Parallel.For(0, chunks, c => Range((int)((long)map.Length * c / chunks), (int)((long)map.Length * (c + 1) / chunks)));
+                else KernelThreads.For(chunks, c => Range((int)((long)map.Length * c / chunks), (int)((long)map.Length * (c + 1) / chunks)));
             }
         }
     }

@@ -84,7 +84,7 @@ public static unsafe class SparseKernels
                     if (ayr != 0) BlockTranspose.FromBlock(yb, n, rows, TokenBlock, (float*)ayr, b);
                 }
                 if (!parallel) for (int b = 0; b < blocks; b++) Block(b);
-                else Parallel.For(0, blocks, Block);
+                else KernelThreads.For(blocks, Block);
             }
         }
         finally { gathered?.Dispose(); }
@@ -197,7 +197,7 @@ public static unsafe class SparseKernels
                 }
             }
             if ((long)rows * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
-            else Parallel.For(0, chunks, Rows);
+            else KernelThreads.For(chunks, Rows);
         }
     }
 
@@ -239,7 +239,7 @@ public static unsafe class SparseKernels
                 else SddmmRowsPortable(csr, (float*)ady, (float*)ax, (float*)aw, blocks, m0, m1);
             }
             if (chunks <= 1 || (long)csr.Nnz * n < 1 << 16) for (int c = 0; c < chunks; c++) Rows(c);
-            else Parallel.For(0, chunks, Rows);
+            else KernelThreads.For(chunks, Rows);
         }
         if (!rowSums.IsEmpty && !fuseSums) RowSums(dyBlocks, csr.Rows, n, rowSums);
     }
@@ -399,7 +399,7 @@ public static unsafe class SparseKernels
                 SpMVRows(csr, (float*)ax, (float*)ay, m0, m1);
             }
             if (csr.Nnz < 1 << 15) for (int c = 0; c < chunks; c++) Rows(c);
-            else Parallel.For(0, chunks, Rows);
+            else KernelThreads.For(chunks, Rows);
         }
     }
 
