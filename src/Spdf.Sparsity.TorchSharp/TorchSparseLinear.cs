@@ -101,13 +101,21 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
 
     private Tensor MaskedDense(Tensor input)
     {
+        if (ReadsKeptWeightsOnly) _w.ApplyMask(); // the dense product reads every weight: dropped ones exactly 0 first
+        ReadsKeptWeightsOnly = false;
         if (_w.Weight.requires_grad && is_grad_enabled()) _w.DenseGradientPending = true; // its dropped gradients need masking
         return nn.functional.linear(input, _w.Weight, _w.Bias);
     }
 
-    private Tensor Compressed(Tensor input) => _w.Bias is { } b
-        ? SparseLinearFunction.apply(input, _w.Weight, b, this)
-        : SparseLinearFunction.apply(input, _w.Weight, this);
+    private Tensor Compressed(Tensor input)
+    {
+        ReadsKeptWeightsOnly = true;
+        return _w.Bias is { } b ? SparseLinearFunction.apply(input, _w.Weight, b, this) : SparseLinearFunction.apply(input, _w.Weight, this);
+    }
+
+    /// <summary>Whether the layer's last pass ran the compressed kernels, which read the kept weights only: what the
+    /// dropped places hold cannot change its result until a masked-dense pass, which sets them to 0 first.</summary>
+    internal bool ReadsKeptWeightsOnly { get; private set; }
 
     /// <summary>Times forward passes of both kernels on this input (gradients off, best of three after a warm-up) and returns the faster.</summary>
     private SparseKernelMode Measure(Tensor input)

@@ -69,11 +69,16 @@ public sealed class TorchSparseModel : SparseModelHandle
     }
 
     /// <inheritdoc />
-    /// <remarks>Dropped weights are set to exactly 0 again (a guard that costs one pass over each sparse weight); the
-    /// optimizer's state there is 0 already (see <see cref="Optimizer"/>).</remarks>
+    /// <remarks>
+    /// With gradients and optimizer state exactly 0 at dropped places (see <see cref="Optimizer"/>), an element-wise
+    /// optimizer leaves dropped weights at 0. As a guard, the weights of layers that compute with the dense weight (the
+    /// masked path) are set to exactly 0 there again, one pass over each; a layer on the compressed kernels reads only its
+    /// kept weights, and zeroes the dropped ones itself before any masked-dense pass.
+    /// </remarks>
     public override void AfterOptimizerStep()
     {
-        foreach (var w in _weights) w.ApplyMask();
+        foreach (var w in _weights)
+            if (w.Layer is not { ReadsKeptWeightsOnly: true }) w.ApplyMask();
     }
 
     /// <summary>After loading a state dict into the model (masks included): keeps the invariants for the loaded masks.</summary>
