@@ -77,7 +77,8 @@ internal static class TorchSharpQuick
     /// <summary>
     /// <c>torchsharp-gpt</c>: training steps (AdamW, weight decay 0.1 on matrices) of the TorchSharp sample's nanoGPT on
     /// random tokens, dense and after <see cref="TorchSparsifier"/> with a <see cref="SparsityController"/> around each
-    /// optimizer step. One JSON line per sparsity: the median step time and where a step's time went on average.
+    /// optimizer step. One JSON line per sparsity, after two warm-up steps: the median step time, where a step's time went on
+    /// average, and the managed allocations and collections per step.
     /// </summary>
     public static void Gpt(Dictionary<string, string> o)
     {
@@ -123,16 +124,27 @@ internal static class TorchSharpQuick
                 opt.step(); Lap(3);
                 c?.AfterOptimizerStep(step); Lap(4);
             }
-            var (ms, min) = Timing.Measure(Step, secs, warmup: 2, minRuns: steps);
+            // Two warm-up steps (compressed structures, optimizer state, the JIT) before anything is counted.
+            Step(); Step();
+            Array.Clear(phases);
+            long warm = step;
+            int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
+            long alloc0 = GC.GetTotalAllocatedBytes(), aligned0 = Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes;
+            var (ms, min) = Timing.Measure(Step, secs, warmup: 0, minRuns: steps, warmupSeconds: 0);
+            long measured = step - warm;
+            double gen0 = (double)(GC.CollectionCount(0) - gc0) / measured, gen2 = (double)(GC.CollectionCount(2) - gc2) / measured;
+            double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1e6 / measured, alignedMb = (Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes - aligned0) / 1e6 / measured;
             Quick.Emit(new Dictionary<string, object>
             {
                 ["op"] = "torchsharp_gpt_train_step", ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["min_ms"] = Math.Round(min, 1),
                 ["layers"] = cfg.Layers, ["embd"] = cfg.Embd, ["heads"] = cfg.Heads, ["ctx"] = cfg.Context, ["batch"] = batch, ["vocab"] = cfg.Vocab,
-                ["kernel"] = kernel, ["threads"] = get_num_threads(), ["steps"] = step,
+                ["kernel"] = kernel, ["threads"] = get_num_threads(), ["steps"] = measured,
+                ["gen0_per_step"] = Math.Round(gen0, 2), ["gen2_per_step"] = Math.Round(gen2, 2),
+                ["managed_alloc_mb_per_step"] = Math.Round(allocMb, 2), ["aligned_buffer_alloc_mb_per_step"] = Math.Round(alignedMb, 2),
                 ["mean_phase_ms"] = new Dictionary<string, double>
                 {
-                    ["forward"] = Math.Round(phases[0] / step, 1), ["backward"] = Math.Round(phases[1] / step, 1), ["mask_gradients"] = Math.Round(phases[2] / step, 1),
-                    ["optimizer"] = Math.Round(phases[3] / step, 1), ["mask_weights"] = Math.Round(phases[4] / step, 1),
+                    ["forward"] = Math.Round(phases[0] / measured, 1), ["backward"] = Math.Round(phases[1] / measured, 1), ["mask_gradients"] = Math.Round(phases[2] / measured, 1),
+                    ["optimizer"] = Math.Round(phases[3] / measured, 1), ["mask_weights"] = Math.Round(phases[4] / measured, 1),
                 },
             });
             model.Dispose();
