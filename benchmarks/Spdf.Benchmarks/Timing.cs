@@ -18,20 +18,8 @@ internal static class Timing
     /// </summary>
     public static (double Median, double Min) Measure(Action action, double seconds, int warmup = 2, int minRuns = 5, double warmupSeconds = 1.0)
     {
-        var w = Stopwatch.StartNew();
-        for (int i = 0; i < warmup || w.Elapsed.TotalSeconds < warmupSeconds; i++) action();
-        var times = new List<double>();
-        var total = Stopwatch.StartNew();
-        while (times.Count < minRuns || total.Elapsed.TotalSeconds < seconds)
-        {
-            var sw = Stopwatch.StartNew();
-            action();
-            times.Add(sw.Elapsed.TotalMilliseconds);
-            if (times.Count > 100_000) break;
-        }
-        times.Sort();
-        int n = times.Count;
-        return (n % 2 == 1 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]), times[0]);
+        var times = Samples(action, seconds, warmup, minRuns, warmupSeconds);
+        return (Median(times), times.Min());
     }
 
     /// <summary>Every wall time (ms) of an action run for <paramref name="seconds"/> after warm-up (see <see cref="MedianMs"/>).</summary>
@@ -46,6 +34,7 @@ internal static class Timing
             var sw = Stopwatch.StartNew();
             action();
             times.Add(sw.Elapsed.TotalMilliseconds);
+            if (times.Count > 100_000) break;
         }
         return times;
     }
