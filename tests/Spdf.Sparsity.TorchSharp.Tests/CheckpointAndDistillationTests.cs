@@ -41,7 +41,7 @@ public class CheckpointAndDistillationTests
             var ids = Enumerable.Range(0, 2 * 12).Select(i => (i * 7) % Cfg.VocabSize).ToArray();
             var logitsS = spdf.Forward(new ST.IntTensor(ids, new ST.Shape(2, 12))).AsReadOnlySpan().ToArray();
             using var idx = tensor(ids.Select(v => (long)v).ToArray(), [2, 12]);
-            CompressedPathTests.Close(F(nano.call(idx)), logitsS, 1e-4f);
+            Close(F(nano.call(idx)), logitsS, 1e-4f);
 
             // ... and back: TorchSharp writes, Spdf.Tensors reads the same names.
             TorchCheckpoint.Save(nano, b, th, new Dictionary<string, string> { ["note"] = "from TorchSharp" });
@@ -52,7 +52,7 @@ public class CheckpointAndDistillationTests
             var again = new GptModel(Cfg, new ST.Generator(5));
             Sparsifier.Apply(again, SparsityConfig.Default(0.75, seed: 7));
             again.LoadStateDict(tensors, strict: true);
-            CompressedPathTests.Close(again.Forward(new ST.IntTensor(ids, new ST.Shape(2, 12))).AsReadOnlySpan().ToArray(), logitsS, 1e-4f);
+            Close(again.Forward(new ST.IntTensor(ids, new ST.Shape(2, 12))).AsReadOnlySpan().ToArray(), logitsS, 1e-4f);
         }
         finally { File.Delete(a); File.Delete(b); }
     }
@@ -100,8 +100,8 @@ public class CheckpointAndDistillationTests
         var expected = SquareHead.Loss([a1, a2], [new ST.Tensor(F(t1), new ST.Shape(2, 5, 8)), new ST.Tensor(F(t2), new ST.Shape(2, 5, 8))]);
         expected.Backward();
         loss.item<float>().Should().BeApproximately(expected.Item(), 1e-5f * Math.Abs(expected.Item()));
-        CompressedPathTests.Close(F(s1.grad!), a1.Grad!.AsReadOnlySpan().ToArray(), 1e-4f);
-        CompressedPathTests.Close(F(s2.grad!), a2.Grad!.AsReadOnlySpan().ToArray(), 1e-4f);
+        Close(F(s1.grad!), a1.Grad!.AsReadOnlySpan().ToArray(), 1e-4f);
+        Close(F(s2.grad!), a2.Grad!.AsReadOnlySpan().ToArray(), 1e-4f);
         FluentActions.Invoking(() => TorchSquareHead.Loss([s1], [t1, t2])).Should().Throw<ArgumentException>().WithMessage("*one teacher state per student state; got 1 and 2*");
     }
 }

@@ -161,11 +161,4 @@ public class CompressedPathTests
         using var x = randn([12, 4]).t();
         Close(F(layer.call(x)), F(nn.functional.linear(x.contiguous(), sparse.Layers[0].Weight, sparse.Layers[0].Bias)), 1e-5f);
     }
-
-    internal static void Close(float[] a, float[] b, float tol)
-    {
-        a.Length.Should().Be(b.Length);
-        for (int i = 0; i < a.Length; i++)
-            Math.Abs(a[i] - b[i]).Should().BeLessThanOrEqualTo(tol * (1 + Math.Abs(b[i])), $"element {i}: {a[i]} vs {b[i]}");
-    }
 }

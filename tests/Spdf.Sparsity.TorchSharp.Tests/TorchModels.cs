@@ -52,6 +52,21 @@ internal static class TorchTestUtil
     /// <summary>Float values of a CPU tensor.</summary>
     public static float[] F(Tensor t) => t.detach().contiguous().data<float>().ToArray();
 
+    /// <summary>
+    /// Asserts |actual − expected| ≤ atol + rtol·|expected| element by element (NaN fails), naming the first element that
+    /// is not, with <paramref name="what"/> (e.g. "grad.h.0.mlp.c_fc.weight").
+    /// </summary>
+    public static void Close(float[] actual, float[] expected, double rtol, double atol, string what = "values")
+    {
+        actual.Length.Should().Be(expected.Length, what);
+        for (int i = 0; i < actual.Length; i++)
+            if (!(Math.Abs(actual[i] - expected[i]) <= atol + rtol * Math.Abs(expected[i])))
+                throw new Xunit.Sdk.XunitException($"{what}[{i}]: {actual[i]} vs {expected[i]} (rtol {rtol}, atol {atol})");
+    }
+
+    /// <summary><see cref="Close(float[], float[], double, double, string)"/> with rtol = atol = <paramref name="tol"/>.</summary>
+    public static void Close(float[] actual, float[] expected, double tol) => Close(actual, expected, tol, tol);
+
     /// <summary>Copies every parameter and buffer of <paramref name="from"/> into <paramref name="to"/> (same names).</summary>
     public static void CopyState(nn.Module from, nn.Module to)
     {
