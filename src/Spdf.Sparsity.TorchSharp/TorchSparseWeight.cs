@@ -97,9 +97,6 @@ public sealed class TorchSparseWeight : ISparseWeight
     /// <summary>The handle the weight belongs to (its optimizer's state follows mask changes).</summary>
     internal TorchSparseModel? Handle { get; set; }
 
-    /// <summary>Bool tensor <c>[out, in]</c>, true where a weight is dropped.</summary>
-    internal Tensor Dropped => _dropped;
-
     /// <inheritdoc />
     /// <remarks>Newly dropped weights, their gradients and the optimizer's state there become 0; grown weights start at 0
     /// with zero moments (they had none while dropped).</remarks>
@@ -107,7 +104,7 @@ public sealed class TorchSparseWeight : ISparseWeight
     {
         ArgumentNullException.ThrowIfNull(mask);
         mask.CheckShape(Rows, Cols, nameof(mask));
-        using (no_grad()) mask.Values.AsSpan().CopyTo(TorchTensors.Floats(MaskTensor));
+        mask.Values.AsSpan().CopyTo(TorchTensors.Floats(MaskTensor));
         MaskChanged();
     }
 

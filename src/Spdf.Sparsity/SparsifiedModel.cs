@@ -6,7 +6,9 @@ namespace Spdf.Sparsity;
 /// <summary>
 /// The handle <see cref="Sparsifier.Apply"/> returns for a Spdf.Tensors model: its sparse layers, a report of their
 /// sparsity and memory, the current <see cref="SparsityPhase"/> and the transitions taken (for checkpoint metadata).
-/// A <see cref="SparsityController"/> over it drives mask updates and transitions step by step.
+/// A <see cref="SparsityController"/> over it drives mask updates and transitions step by step. Both engine hooks
+/// around the optimizer step are empty here: Spdf.Tensors' sparse layers give gradients that are exactly 0 at dropped
+/// places, and its optimizers keep state only for kept weights.
 /// </summary>
 public sealed class SparsifiedModel : SparseModelHandle
 {
@@ -39,11 +41,6 @@ public sealed class SparsifiedModel : SparseModelHandle
     protected override long ModelParameterCount() =>
         // A compressed layer's parameter holds only its kept weights; count the model's weights as if dense.
         Model.ParameterCount() + Layers.Where(l => l.Layer.Storage == SparseWeightStorage.Compressed).Sum(l => (long)l.Layer.OutFeatures * l.Layer.InFeatures - l.Layer.KeptCount);
-
-    /// <inheritdoc />
-    /// <remarks>Spdf.Tensors' sparse layers give gradients that are exactly 0 at dropped places, and its optimizers keep
-    /// state only for kept weights: nothing to do around the optimizer step.</remarks>
-    public override void BeforeOptimizerStep() { }
 
     /// <inheritdoc />
     public override int Densify(OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0) =>
