@@ -84,6 +84,27 @@ public abstract class SparseModelHandle
 
     internal void AddTransition(string t) => _transitions.Add(t);
 
+    /// <summary>For a binding's Densify, before it touches a layer: refuses a model that is dense already.</summary>
+    /// <exception cref="InvalidOperationException">The model is in <see cref="SparsityPhase.DenseFinetune"/>.</exception>
+    internal void CheckCanDensify()
+    {
+        if (Phase == SparsityPhase.DenseFinetune) throw new InvalidOperationException("Densify: the model is already dense (phase DenseFinetune).");
+    }
+
+    /// <summary>For a binding's Densify, once every layer is dense: the phase and the transition recorded in checkpoints.</summary>
+    internal void MarkDensified(OptimizerStateOnDensify state, long step)
+    {
+        Phase = SparsityPhase.DenseFinetune;
+        AddTransition($"densify({(state == OptimizerStateOnDensify.Keep ? "keep" : "reset")}-optimizer-state) at step {step}");
+    }
+
+    /// <summary>For a binding's FreezeMask, once the masks are applied: the phase and the transition recorded in checkpoints.</summary>
+    internal void MarkFrozen(long step)
+    {
+        Phase = SparsityPhase.SparseFinetune;
+        AddTransition($"freeze-mask at step {step}");
+    }
+
     /// <summary>All trainable parameters of the model, counting a compressed layer's weight as dense.</summary>
     protected abstract long ModelParameterCount();
 

@@ -96,7 +96,7 @@ public sealed class TorchSparseModel : SparseModelHandle
     /// <exception cref="InvalidOperationException">The model is already dense.</exception>
     public override int Densify(OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0)
     {
-        if (Phase == SparsityPhase.DenseFinetune) throw new InvalidOperationException("Densify: the model is already dense (phase DenseFinetune).");
+        CheckCanDensify();
         foreach (var w in _weights)
         {
             w.ApplyMask();
@@ -117,8 +117,7 @@ public sealed class TorchSparseModel : SparseModelHandle
         }
         int n = _weights.Count;
         _weights = [];
-        Phase = SparsityPhase.DenseFinetune;
-        AddTransition($"densify({(state == OptimizerStateOnDensify.Keep ? "keep" : "reset")}-optimizer-state) at step {step}");
+        MarkDensified(state, step);
         return n;
     }
 
@@ -128,7 +127,6 @@ public sealed class TorchSparseModel : SparseModelHandle
     {
         if (Phase == SparsityPhase.DenseFinetune) throw new InvalidOperationException("FreezeMask: the model was densified; sparsify it again to fine-tune sparsely.");
         foreach (var w in _weights) w.ApplyMask();
-        Phase = SparsityPhase.SparseFinetune;
-        AddTransition($"freeze-mask at step {step}");
+        MarkFrozen(step);
     }
 }

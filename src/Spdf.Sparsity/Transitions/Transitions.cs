@@ -26,8 +26,7 @@ public static class Transitions
     public static int Densify(SparsifiedModel model, Optimizer? optimizer = null, OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (model.Phase == SparsityPhase.DenseFinetune)
-            throw new InvalidOperationException("Densify: the model is already dense (phase DenseFinetune).");
+        model.CheckCanDensify();
         int n = 0;
         foreach (var layer in model.Layers)
         {
@@ -55,8 +54,7 @@ public static class Transitions
             n++;
         }
         model.Layers = [];
-        model.Phase = SparsityPhase.DenseFinetune;
-        model.AddTransition($"densify({(state == OptimizerStateOnDensify.Keep ? "keep" : "reset")}-optimizer-state) at step {step}");
+        model.MarkDensified(state, step);
         return n;
     }
 
@@ -68,8 +66,7 @@ public static class Transitions
         if (model.Phase == SparsityPhase.DenseFinetune)
             throw new InvalidOperationException("FreezeMask: the model was densified; prune it again to fine-tune sparsely.");
         model.ApplyMasks();
-        model.Phase = SparsityPhase.SparseFinetune;
-        model.AddTransition($"freeze-mask at step {step}");
+        model.MarkFrozen(step);
     }
 
     /// <summary>
