@@ -102,4 +102,50 @@ public sealed class SparsityConfig
 
     /// <summary>When true (default), a group that matches no weight is an error: a typo in a pattern is caught early.</summary>
     public bool RequireEveryGroupToMatch { get; }
+
+    /// <summary>
+    /// Which of a model's linear layers this config makes sparse, and how sparse: each layer's weight name
+    /// (<c>{module}.weight</c>) takes the first group that matches it, and with a <see cref="Distribution"/> each group's
+    /// sparsity is spread over its layers by their shapes. Each engine binding lists its model's linear layers in model
+    /// order (the order random masks are drawn in) and draws the masks of the selected ones.
+    /// </summary>
+    /// <param name="layers">The model's linear layers: module name, weight rows (out) and columns (in).</param>
+    /// <returns>The selected layers, in the given order, as indices into <paramref name="layers"/>.</returns>
+    /// <exception cref="ArgumentException">A group matches no layer (when <see cref="RequireEveryGroupToMatch"/>).</exception>
+    public IReadOnlyList<SelectedLayer> Select(IReadOnlyList<(string Name, int Rows, int Cols)> layers)
+    {
+        ArgumentNullException.ThrowIfNull(layers);
+        static string WeightName(string module) => module.Length == 0 ? "weight" : module + ".weight";
+        var chosen = new List<(int Index, SparsityGroup Group)>();
+        for (int i = 0; i < layers.Count; i++)
+            if (Groups.FirstOrDefault(g => g.Matches(WeightName(layers[i].Name))) is { } group) chosen.Add((i, group));
+        if (RequireEveryGroupToMatch)
+        {
+            var unused = Groups.Where(g => chosen.All(c => c.Group != g)).ToList();
+            if (unused.Count > 0)
+            {
+                var names = layers.Select(l => WeightName(l.Name)).Take(12);
+                throw new ArgumentException(
+                    $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {(layers.Count == 0 ? "none" : string.Join(", ", names))}{(layers.Count > 12 ? ", …" : "")}.",
+                    "config");
+            }
+        }
+        var sparsities = chosen.Select(c => c.Group.Sparsity).ToArray();
+        if (Distribution is { } dist)
+        {
+            foreach (var grp in chosen.Select(c => c.Group).Distinct())
+            {
+                var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
+                var per = dist.Distribute(idx.Select(i => (layers[chosen[i].Index].Rows, layers[chosen[i].Index].Cols)).ToList(), grp.Sparsity);
+                for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
+            }
+        }
+        return chosen.Select((c, i) => new SelectedLayer(c.Index, c.Group, sparsities[i])).ToList();
+    }
 }
+
+/// <summary>A layer <see cref="SparsityConfig.Select"/> chose.</summary>
+/// <param name="Index">Its index in the list the binding gave.</param>
+/// <param name="Group">The group that matched its weight's name.</param>
+/// <param name="Sparsity">Its sparsity: the group's, or the distribution's share of it.</param>
+public readonly record struct SelectedLayer(int Index, SparsityGroup Group, double Sparsity);

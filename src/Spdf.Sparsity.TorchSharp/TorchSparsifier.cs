@@ -34,56 +34,25 @@ public static class TorchSparsifier
         if (config.Storage == SparseWeightStorage.Compressed)
             throw new ArgumentException("SparseWeightStorage.Compressed (kept weights only) is not available for TorchSharp models: their layers keep the user's dense weight parameters, and the compressed kernels read the kept weights from them. Use SparseWeightStorage.Dense.", nameof(config));
         var linears = Walk(model, "").Where(m => m.Module is Linear || m.Module is TorchSparseLinear).ToList();
-        var chosen = new List<(string Name, nn.Module Layer, SparsityGroup Group)>();
-        var used = new HashSet<SparsityGroup>();
-        foreach (var (name, module) in linears)
+        var selected = config.Select(linears.Select(l => (l.Name, Rows: Dims(l.Module).Rows, Cols: Dims(l.Module).Cols)).ToList());
+        foreach (var (index, _, _) in selected)
         {
-            string weightName = name.Length == 0 ? "weight" : name + ".weight";
-            var group = config.Groups.FirstOrDefault(g => g.Matches(weightName));
-            if (group is null) continue;
-            if (module is TorchSparseLinear || module.has_buffer("weight_mask"))
+            var (name, module) = linears[index];
+            if (module is not Linear linear || module.has_buffer("weight_mask"))
                 throw new ArgumentException($"Layer '{name}' is already sparse (it has a weight_mask); densify the model before sparsifying it again.", nameof(model));
-            used.Add(group);
-            chosen.Add((name, module, group));
-        }
-        if (config.RequireEveryGroupToMatch)
-        {
-            var unused = config.Groups.Where(g => !used.Contains(g)).ToList();
-            if (unused.Count > 0)
-            {
-                var names = linears.Select(l => l.Name + ".weight").Take(12);
-                throw new ArgumentException(
-                    $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {(linears.Count == 0 ? "none" : string.Join(", ", names))}{(linears.Count > 12 ? ", …" : "")}.",
-                    nameof(config));
-            }
-        }
-        foreach (var (name, layer, _) in chosen)
-        {
-            var w = ((Linear)layer).weight!;
-            TorchTensors.CheckCpuFloat32(w, $"The weight of layer '{name}'", nameof(model));
-            if (!w.is_contiguous()) throw new ArgumentException($"The weight of layer '{name}' is not contiguous; Spdf's masks and kernels read weights in row-major order.", nameof(model));
-        }
-        var sparsities = chosen.Select(c => c.Group.Sparsity).ToArray();
-        if (config.Distribution is { } dist)
-        {
-            foreach (var grp in chosen.Select(c => c.Group).Distinct())
-            {
-                var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
-                var per = dist.Distribute(idx.Select(i => Shape((Linear)chosen[i].Layer)).ToList(), grp.Sparsity);
-                for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
-            }
+            TorchTensors.CheckCpuFloat32(linear.weight!, $"The weight of layer '{name}'", nameof(model));
+            if (!linear.weight!.is_contiguous()) throw new ArgumentException($"The weight of layer '{name}' is not contiguous; Spdf's masks and kernels read weights in row-major order.", nameof(model));
         }
         var random = new SparsityRandom(config.Seed);
         var weights = new List<TorchSparseWeight>();
-        for (int i = 0; i < chosen.Count; i++)
+        foreach (var (index, group, sparsity) in selected)
         {
-            var (name, layer, group) = chosen[i];
+            var (name, layer) = linears[index];
             var linear = (Linear)layer;
-            var (rows, cols) = Shape(linear);
-            var mask = group.Initializer.Create(TorchTensors.Floats(linear.weight!), rows, cols, sparsities[i], random);
-            var sw = new TorchSparseWeight(name, linear, linear.weight!, linear.bias, mask, group.Initializer.Name, sparsities[i]);
+            var (rows, cols) = Dims(linear);
+            var mask = group.Initializer.Create(TorchTensors.Floats(linear.weight!), rows, cols, sparsity, random);
+            var sw = new TorchSparseWeight(name, linear, linear.weight!, linear.bias, mask, group.Initializer.Name, sparsity);
             sw.ApplyMask();
-            if (optimizer is not null) sw.MaskState(optimizer);
             if (!compressedKernels) sw.KernelDescription = "masked-dense: compressed kernels not asked for";
             else
             {
@@ -95,6 +64,7 @@ public static class TorchSparsifier
             }
             weights.Add(sw);
         }
+        // Setting the optimizer zeroes its state at the dropped places (a model pruned mid-training).
         return new TorchSparseModel(model, weights, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm, Optimizer = optimizer };
     }
 
@@ -113,7 +83,12 @@ public static class TorchSparsifier
         }
     }
 
-    private static (int Rows, int Cols) Shape(Linear l) => ((int)l.weight!.shape[0], (int)l.weight!.shape[1]);
+    private static (int Rows, int Cols) Dims(nn.Module layer) => layer switch
+    {
+        Linear l => ((int)l.weight!.shape[0], (int)l.weight!.shape[1]),
+        TorchSparseLinear s => (s.OutFeatures, s.InFeatures),
+        _ => throw new ArgumentException($"{layer.GetType().Name} is not a linear layer.", nameof(layer)),
+    };
 
     /// <summary>The parent module of the module named <paramref name="name"/>, and the child's key in it.</summary>
     internal static (nn.Module Parent, string Key) Parent(nn.Module root, string name)

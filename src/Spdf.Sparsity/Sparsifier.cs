@@ -17,46 +17,16 @@ public static class Sparsifier
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
-        var linears = model.NamedModules().Where(m => m.Module is Linear).ToList();
-        var chosen = new List<(string Name, Linear Layer, SparsityGroup Group)>();
-        var used = new HashSet<SparsityGroup>();
-        foreach (var (name, module) in linears)
-        {
-            string weightName = name.Length == 0 ? "weight" : name + ".weight";
-            var group = config.Groups.FirstOrDefault(g => g.Matches(weightName));
-            if (group is null) continue;
-            used.Add(group);
-            chosen.Add((name, (Linear)module, group));
-        }
-        if (config.RequireEveryGroupToMatch)
-        {
-            var unused = config.Groups.Where(g => !used.Contains(g)).ToList();
-            if (unused.Count > 0)
-            {
-                var names = linears.Select(l => l.Name.Length == 0 ? "weight" : l.Name + ".weight").Take(12);
-                throw new ArgumentException(
-                    $"Sparsity pattern(s) {string.Join(", ", unused.Select(g => $"'{g.Pattern}'"))} match no Linear weight; the model's Linear weights are {string.Join(", ", names)}{(linears.Count > 12 ? ", …" : "")}.",
-                    nameof(config));
-            }
-        }
-        var sparsities = chosen.Select(c => c.Group.Sparsity).ToArray();
-        if (config.Distribution is { } dist)
-        {
-            foreach (var grp in chosen.Select(c => c.Group).Distinct())
-            {
-                var idx = Enumerable.Range(0, chosen.Count).Where(i => chosen[i].Group == grp).ToList();
-                var per = dist.Distribute(idx.Select(i => (chosen[i].Layer.OutFeatures, chosen[i].Layer.InFeatures)).ToList(), grp.Sparsity);
-                for (int j = 0; j < idx.Count; j++) sparsities[idx[j]] = per[j];
-            }
-        }
+        var linears = model.NamedModules().Where(m => m.Module is Linear).Select(m => (m.Name, Layer: (Linear)m.Module)).ToList();
+        var selected = config.Select(linears.Select(l => (l.Name, l.Layer.OutFeatures, l.Layer.InFeatures)).ToList());
         if (config.Storage == SparseWeightStorage.Compressed && config.Algorithm is { } algorithm)
             throw new ArgumentException($"Sparsity algorithm '{algorithm.Name}' changes masks, but storage Compressed keeps only the kept weights under a fixed mask; use SparseWeightStorage.Dense with it.", nameof(config));
         var generator = new SparsityRandom(config.Seed);
         var layers = new List<SparseLayerInfo>();
-        for (int i = 0; i < chosen.Count; i++)
+        foreach (var (index, group, sparsity) in selected)
         {
-            var (name, layer, group) = chosen[i];
-            var mask = group.Initializer.Create(layer.Weight.AsReadOnlySpan(), layer.OutFeatures, layer.InFeatures, sparsities[i], generator);
+            var (name, layer) = linears[index];
+            var mask = group.Initializer.Create(layer.Weight.AsReadOnlySpan(), layer.OutFeatures, layer.InFeatures, sparsity, generator);
             var sparse = layer as SparseLinear;
             if (sparse is null)
             {
@@ -64,7 +34,7 @@ public static class Sparsifier
                 ModuleTree.Replace(model, name, sparse);
             }
             else sparse.SetMask(mask);
-            layers.Add(new SparseLayerInfo(name, sparse, group.Initializer.Name, sparsities[i]));
+            layers.Add(new SparseLayerInfo(name, sparse, group.Initializer.Name, sparsity));
         }
         return new SparsifiedModel(model, layers, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm };
     }
