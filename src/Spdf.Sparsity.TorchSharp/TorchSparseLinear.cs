@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Spdf.Sparsity.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -117,24 +116,11 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
     /// dropped places hold cannot change its result until a masked-dense pass, which sets them to 0 first.</summary>
     internal bool ReadsKeptWeightsOnly { get; private set; }
 
-    /// <summary>Times forward passes of both kernels on this input (gradients off, best of three after a warm-up) and returns the faster.</summary>
+    /// <summary>The faster kernel on this input (<see cref="KernelChoice.Faster"/>, gradients off).</summary>
     private SparseKernelMode Measure(Tensor input)
     {
         using var _ = no_grad();
-        double Time(Func<Tensor, Tensor> f)
-        {
-            f(input).Dispose();
-            double best = double.MaxValue;
-            for (int i = 0; i < 3; i++)
-            {
-                var sw = Stopwatch.StartNew();
-                f(input).Dispose();
-                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
-            }
-            return best;
-        }
-        double dense = Time(MaskedDense), sparse = Time(Compressed);
-        return sparse < dense ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
+        return KernelChoice.Faster(() => MaskedDense(input).Dispose(), () => Compressed(input).Dispose());
     }
 
     /// <inheritdoc />

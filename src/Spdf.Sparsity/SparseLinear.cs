@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Diagnostics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Spdf.Sparsity.Kernels;
 using Spdf.Sparsity.Masks;
@@ -290,28 +289,16 @@ public sealed class SparseLinear : Linear
     /// <summary>Forgets <see cref="DenseGradient"/>.</summary>
     public void ClearDenseGradient() => DenseGradient = null;
 
-    /// <summary>
-    /// Times forward passes of each kernel on this input (gradients off; best of three after a warm-up, since the
-    /// machine's noise easily exceeds the difference) and returns the faster.
-    /// </summary>
+    /// <summary>The faster kernel on this input (<see cref="KernelChoice.Faster"/>, gradients off).</summary>
     private SparseKernelMode Measure(Tensor input)
     {
         using var _ = GradMode.NoGrad();
-        double Time(Func<Tensor, Tensor> f)
+        void Pass(Func<Tensor, Tensor> forward)
         {
-            using var scope = TensorScope.Enter(); // the trial outputs go straight back to the pool
-            f(input); // warm
-            double best = double.MaxValue;
-            for (int i = 0; i < 3; i++)
-            {
-                var sw = Stopwatch.StartNew();
-                f(input);
-                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
-            }
-            return best;
+            using var scope = TensorScope.Enter(); // the trial output goes straight back to the pool
+            forward(input);
         }
-        double dense = Time(MaskedDenseForward), sparse = Time(CompressedForward);
-        return sparse < dense ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
+        return KernelChoice.Faster(() => Pass(MaskedDenseForward), () => Pass(CompressedForward));
     }
 
     private Tensor MaskedDenseForward(Tensor input) => MaskedDenseForward(input, capture: false);
