@@ -22,6 +22,7 @@ namespace Spdf.Benchmarks;
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
+/// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
 /// quick torchsharp-gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--kernel ...] [--steps N]
 /// </code>
 /// </summary>
@@ -47,6 +48,7 @@ public static class Quick
                 case "decode": Decode(opts); return 0;
                 case "torchsharp-linear": TorchSharpQuick.Linear(opts); return 0;
                 case "torchsharp-gpt": TorchSharpQuick.Gpt(opts); return 0;
+                case "torchsharp-sqrt": TorchSharpQuick.Sqrt(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }

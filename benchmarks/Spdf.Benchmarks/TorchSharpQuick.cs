@@ -150,4 +150,31 @@ internal static class TorchSharpQuick
             model.Dispose();
         }
     }
+
+    /// <summary>
+    /// <c>torchsharp-sqrt</c>: LibTorch's <c>sqrt</c> (what TorchSharp's Adam and AdamW take of every second moment each
+    /// step) on a <c>[rows, cols]</c> tensor of positive values, then on the same tensor with a fraction <c>--sparsity</c>
+    /// of exact zeros (a sparse weight's moment), then with 1 in their place (what the TorchSharp binding writes there
+    /// for the step). One JSON line per tensor; medians.
+    /// </summary>
+    public static void Sqrt(Dictionary<string, string> o)
+    {
+        int rows = Quick.Int(o, "rows", 1536), cols = Quick.Int(o, "cols", 384);
+        double sparsity = o.TryGetValue("sparsity", out var sp) ? double.Parse(sp, CultureInfo.InvariantCulture) : 0.75;
+        double secs = Quick.Seconds(o);
+        manual_seed(1);
+        using var positive = rand([rows, cols]).add_(1e-3);
+        using var kept = rand([rows, cols]).ge(sparsity);
+        using var zeros = positive.mul(kept);
+        using var ones = zeros.masked_fill(kept.logical_not(), 1f);
+        foreach (var (name, t) in new[] { ("positive", positive), ("exact_zeros", zeros), ("ones_at_zeros", ones) })
+        {
+            var samples = Timing.Samples(() => t.sqrt().Dispose(), secs / 3);
+            Quick.Emit(new Dictionary<string, object>
+            {
+                ["op"] = "torchsharp_sqrt", ["values"] = name, ["rows"] = rows, ["cols"] = cols, ["sparsity"] = name == "positive" ? 0 : sparsity,
+                ["us"] = Math.Round(Timing.Median(samples) * 1000, 1), ["threads"] = get_num_threads(),
+            });
+        }
+    }
 }

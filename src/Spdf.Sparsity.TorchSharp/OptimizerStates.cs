@@ -42,6 +42,23 @@ internal static class OptimizerStates
             if (f.FieldType == typeof(Tensor) && f.GetValue(state) is Tensor t && !t.IsInvalid) yield return t;
     }
 
+    /// <summary>The second moments (<c>exp_avg_sq</c>, and <c>max_exp_avg_sq</c> when present) of an Adam or AdamW state; none for other optimizers.</summary>
+    public static IEnumerable<Tensor> SecondMoments(optim.Optimizer optimizer, Parameter p)
+    {
+        var (state, _) = Find(optimizer, p);
+        switch (state)
+        {
+            case AdamW.State s:
+                if (s.exp_avg_sq is { IsInvalid: false } v) yield return v;
+                if (s.max_exp_avg_sq is { IsInvalid: false } mv) yield return mv;
+                break;
+            case Adam.State s:
+                if (s.exp_avg_sq is { IsInvalid: false } v2) yield return v2;
+                if (s.max_exp_avg_sq is { IsInvalid: false } mv2) yield return mv2;
+                break;
+        }
+    }
+
     /// <summary>Restarts <paramref name="p"/>'s state: moments at 0 and the step count of bias correction at 0, as a fresh optimizer has.</summary>
     /// <exception cref="NotSupportedException">The optimizer does not expose per-parameter state.</exception>
     public static void Reset(optim.Optimizer optimizer, Parameter p)

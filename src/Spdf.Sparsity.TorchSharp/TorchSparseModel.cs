@@ -52,6 +52,7 @@ public sealed class TorchSparseModel : SparseModelHandle
         get => _optimizer;
         set
         {
+            SetDroppedSecondMoments(0f);
             _optimizer = value;
             if (value is not null) foreach (var w in _weights) w.MaskState(value);
         }
@@ -63,9 +64,18 @@ public sealed class TorchSparseModel : SparseModelHandle
     protected override long ModelParameterCount() => Model.parameters().Sum(p => p.numel());
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Makes dropped gradients exactly 0 (layers on the masked path). For TorchSharp's Adam and AdamW it also sets the
+    /// second moments at dropped places to 1 for the duration of the step, and <see cref="AfterOptimizerStep"/> sets them
+    /// back to exactly 0: LibTorch's <c>sqrt</c> (2.10, CPU) takes about 8 times longer on exact zeros than on other values
+    /// (1.3 ms against 0.15 ms for a 1536 × 384 moment at 75% sparsity; <c>quick torchsharp-sqrt</c>), and the optimizer
+    /// takes the square root of every second moment each step. No result changes: at a dropped place the gradient and the
+    /// first moment are 0, so the update there is 0 whatever the denominator (the weight, decayed or not, stays 0).
+    /// </remarks>
     public override void BeforeOptimizerStep()
     {
         foreach (var w in _weights) w.MaskGradient();
+        SetDroppedSecondMoments(1f);
     }
 
     /// <inheritdoc />
@@ -73,12 +83,29 @@ public sealed class TorchSparseModel : SparseModelHandle
     /// With gradients and optimizer state exactly 0 at dropped places (see <see cref="Optimizer"/>), an element-wise
     /// optimizer leaves dropped weights at 0. As a guard, the weights of layers that compute with the dense weight (the
     /// masked path) are set to exactly 0 there again, one pass over each; a layer on the compressed kernels reads only its
-    /// kept weights, and zeroes the dropped ones itself before any masked-dense pass.
+    /// kept weights, and zeroes the dropped ones itself before any masked-dense pass. Second moments that
+    /// <see cref="BeforeOptimizerStep"/> set to 1 are exactly 0 again.
     /// </remarks>
     public override void AfterOptimizerStep()
     {
         foreach (var w in _weights)
             if (w.Layer is not { ReadsKeptWeightsOnly: true }) w.ApplyMask();
+        SetDroppedSecondMoments(0f);
+    }
+
+    private bool _secondMomentsRaised;
+
+    /// <summary>Writes <paramref name="value"/> at the dropped places of Adam's and AdamW's second moments (<c>exp_avg_sq</c>,
+    /// and <c>max_exp_avg_sq</c> with AMSGrad); 1 only before a step, 0 after it.</summary>
+    internal void SetDroppedSecondMoments(float value)
+    {
+        bool raise = value != 0;
+        if (!raise && !_secondMomentsRaised) return;
+        if (Optimizer is not (global::TorchSharp.Modules.Adam or global::TorchSharp.Modules.AdamW) || Optimizer is not { } opt) return;
+        foreach (var w in _weights)
+            foreach (var t in OptimizerStates.SecondMoments(opt, w.Weight))
+                if (t.shape.SequenceEqual(w.Weight.shape)) w.FillDropped(t, value);
+        _secondMomentsRaised = raise;
     }
 
     /// <summary>After loading a state dict into the model (masks included): keeps the invariants for the loaded masks.</summary>
@@ -97,6 +124,7 @@ public sealed class TorchSparseModel : SparseModelHandle
     public override int Densify(OptimizerStateOnDensify state = OptimizerStateOnDensify.Keep, long step = 0)
     {
         CheckCanDensify();
+        SetDroppedSecondMoments(0f); // a step begun without AfterOptimizerStep leaves no raised moment behind
         foreach (var w in _weights)
         {
             w.ApplyMask();

@@ -12,7 +12,8 @@ namespace Spdf.Sparsity.TorchSharp;
 /// </summary>
 public sealed class TorchSparseWeight : ISparseWeight
 {
-    private Tensor _dropped;        // bool [out, in]: true where the mask drops a weight
+    private DroppedPositions _dropped; // where the mask drops a weight, as bits: masking is one vectorised pass
+    private Tensor? _droppedTensor;    // the same as a bool tensor, made for masked_fill_ on a tensor the pass cannot read
     private float[]? _denseGradient;
 
     internal TorchSparseWeight(string name, nn.Module owner, Parameter weight, Parameter? bias, SparsityMask mask, string initializer, double targetSparsity)
@@ -27,7 +28,7 @@ public sealed class TorchSparseWeight : ISparseWeight
         Cols = (int)weight.shape[1];
         MaskTensor = torch.tensor(mask.Values, [Rows, Cols], ScalarType.Float32);
         owner.register_buffer("weight_mask", MaskTensor);
-        _dropped = MaskTensor.eq(0f);
+        _dropped = new DroppedPositions(mask);
         KernelDescription = "masked-dense";
     }
 
@@ -111,11 +112,12 @@ public sealed class TorchSparseWeight : ISparseWeight
     /// <summary>The mask's values changed (SetMask, a loaded state dict): refresh what is derived from them and keep the invariants.</summary>
     internal void MaskChanged()
     {
-        var old = _dropped;
-        _dropped = MaskTensor.eq(0f);
-        old.Dispose();
+        Handle?.SetDroppedSecondMoments(0f); // at the old dropped places, before they change
+        _dropped = new DroppedPositions(TorchTensors.Floats(MaskTensor));
+        _droppedTensor?.Dispose();
+        _droppedTensor = null;
         ApplyMask();
-        if (Weight.grad is { } g) using (no_grad()) g.masked_fill_(_dropped, 0f);
+        using (var g = Weight.grad) if (g is not null) FillDropped(g, 0f);
         if (Handle?.Optimizer is { } opt) MaskState(opt); // newly dropped weights keep no moments
         Layer?.Invalidate();
     }
@@ -123,7 +125,23 @@ public sealed class TorchSparseWeight : ISparseWeight
     /// <summary>Sets dropped weights to exactly 0 (also where they are NaN).</summary>
     public void ApplyMask()
     {
-        using (no_grad()) Weight.masked_fill_(_dropped, 0f);
+        FillDropped(Weight, 0f);
+    }
+
+    /// <summary>Writes <paramref name="value"/> at the dropped places of a tensor of the weight's shape (NaN-safe): one
+    /// vectorised pass over the mask's bits where the tensor is contiguous CPU float32, <c>masked_fill_</c> otherwise.</summary>
+    internal void FillDropped(Tensor t, float value)
+    {
+        if (t.is_contiguous() && t.dtype == ScalarType.Float32 && t.device_type == DeviceType.CPU && t.numel() == _dropped.Length)
+        {
+            using var threads = OpenMpThreads.Use();
+            _dropped.Fill(TorchTensors.Floats(t), value);
+        }
+        else
+        {
+            _droppedTensor ??= MaskTensor.eq(0f);
+            using (no_grad()) t.masked_fill_(_droppedTensor, value);
+        }
     }
 
     /// <summary>
@@ -136,7 +154,8 @@ public sealed class TorchSparseWeight : ISparseWeight
     /// <summary>After backward: records the dense gradient if asked to, then makes the dropped gradients exactly 0.</summary>
     internal void MaskGradient()
     {
-        if (Weight.grad is not { } g) return;
+        using var g = Weight.grad;
+        if (g is null) return;
         if (Layer is not null && !DenseGradientPending) return; // exact zeros already: nothing to record or mask
         DenseGradientPending = Layer is null;
         if (CaptureDenseGradient)
@@ -146,14 +165,14 @@ public sealed class TorchSparseWeight : ISparseWeight
             if (_denseGradient is null) _denseGradient = dense;
             else System.Numerics.Tensors.TensorPrimitives.Add(_denseGradient, dense, _denseGradient);
         }
-        using (no_grad()) g.masked_fill_(_dropped, 0f);
+        FillDropped(g, 0f);
     }
 
     /// <summary>Makes every optimizer state tensor of the weight's shape (moments, momentum buffers) exactly 0 at dropped places.</summary>
     internal void MaskState(optim.Optimizer optimizer)
     {
         foreach (var t in OptimizerStates.Tensors(optimizer, Weight))
-            if (t.shape.SequenceEqual(Weight.shape)) using (no_grad()) t.masked_fill_(_dropped, 0f);
+            if (t.shape.SequenceEqual(Weight.shape)) FillDropped(t, 0f);
     }
 
     /// <inheritdoc />
