@@ -77,20 +77,23 @@ internal static class TorchSharpQuick
     /// <summary>
     /// <c>torchsharp-gpt</c>: training steps (AdamW, weight decay 0.1 on matrices) of the TorchSharp sample's nanoGPT on
     /// random tokens, dense and after <see cref="TorchSparsifier"/> with a <see cref="SparsityController"/> around each
-    /// optimizer step. One JSON line per sparsity, after two warm-up steps: the median step time, where a step's time went on
-    /// average, and the managed allocations and collections per step.
+    /// optimizer step. Every model is built and warmed up (two steps) first; then each of <c>--rounds R</c> rounds times
+    /// each model in turn for its share of <c>--seconds</c>, so that the machine's drift falls on all of them alike. One
+    /// JSON line per sparsity: the median step over all rounds, where a step's time went on average, and the managed
+    /// allocations and collections per step.
     /// </summary>
     public static void Gpt(Dictionary<string, string> o)
     {
         var cfg = new TorchSharpGpt.NanoGptConfig(Quick.Int(o, "layers", 6), Quick.Int(o, "embd", 384), Quick.Int(o, "heads", 6),
             Quick.Int(o, "ctx", 256), Quick.Int(o, "vocab", 8192));
-        int batch = Quick.Int(o, "batch", 8), steps = Quick.Int(o, "steps", 5);
+        int batch = Quick.Int(o, "batch", 8), steps = Quick.Int(o, "steps", 5), rounds = Quick.Int(o, "rounds", 1);
         double secs = Quick.Seconds(o);
         var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75").Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
         var mode = o.TryGetValue("kernel", out var km) ? Enum.Parse<SparseKernelMode>(km, ignoreCase: true) : SparseKernelMode.Compressed;
         manual_seed(1);
         using var idx = randint(cfg.Vocab, [batch, cfg.Context], dtype: ScalarType.Int64);
         using var tgt = randint(cfg.Vocab, [batch, cfg.Context], dtype: ScalarType.Int64);
+        var runs = new List<GptRun>();
         foreach (double sp in sparsities)
         {
             manual_seed(2);
@@ -107,47 +110,65 @@ internal static class TorchSharpQuick
                 c = new SparsityController(handle);
                 kernel = string.Join(",", handle.Layers.Select(l => l.Kernel).Distinct());
             }
-            long step = 0;
-            var phases = new double[5]; // forward, backward, before-step hook, optimizer, after-step hook (ms, summed)
-            var clock = new System.Diagnostics.Stopwatch();
-            void Lap(int i) { phases[i] += clock.Elapsed.TotalMilliseconds; clock.Restart(); }
-            void Step()
-            {
-                using var scope = NewDisposeScope();
-                step++;
-                clock.Restart();
-                c?.BeginStep(step);
-                opt.zero_grad();
-                var loss = model.Loss(idx, tgt); Lap(0);
-                loss.backward(); Lap(1);
-                c?.BeforeOptimizerStep(step); Lap(2);
-                opt.step(); Lap(3);
-                c?.AfterOptimizerStep(step); Lap(4);
-            }
-            // Two warm-up steps (compressed structures, optimizer state, the JIT) before anything is counted.
-            Step(); Step();
-            Array.Clear(phases);
-            long warm = step;
-            int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
-            long alloc0 = GC.GetTotalAllocatedBytes(), aligned0 = Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes;
-            var (ms, min) = Timing.Measure(Step, secs, warmup: 0, minRuns: steps, warmupSeconds: 0);
-            long measured = step - warm;
-            double gen0 = (double)(GC.CollectionCount(0) - gc0) / measured, gen2 = (double)(GC.CollectionCount(2) - gc2) / measured;
-            double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1e6 / measured, alignedMb = (Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes - aligned0) / 1e6 / measured;
+            var run = new GptRun(sp, model, opt, c, kernel);
+            run.Step(idx, tgt); run.Step(idx, tgt); // compressed structures, optimizer state, the JIT
+            Array.Clear(run.Phases);
+            runs.Add(run);
+        }
+        int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
+        long alloc0 = GC.GetTotalAllocatedBytes(), aligned0 = Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes;
+        for (int r = 0; r < rounds; r++)
+            foreach (var run in runs)
+                run.Samples.AddRange(Timing.Samples(() => run.Step(idx, tgt), secs / rounds, warmup: 0, minRuns: Math.Max(1, steps / rounds), warmupSeconds: 0));
+        // Collections and allocations are counted over all models' steps together (the sparse ones allocate, the dense none).
+        long measured = runs.Sum(x => x.Samples.Count);
+        double gen0 = (double)(GC.CollectionCount(0) - gc0) / measured, gen2 = (double)(GC.CollectionCount(2) - gc2) / measured;
+        double allocMb = (GC.GetTotalAllocatedBytes() - alloc0) / 1e6 / measured, alignedMb = (Spdf.Sparsity.Kernels.AlignedBuffer.AllocatedBytes - aligned0) / 1e6 / measured;
+        foreach (var run in runs)
+        {
+            int n = run.Samples.Count;
             Quick.Emit(new Dictionary<string, object>
             {
-                ["op"] = "torchsharp_gpt_train_step", ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["min_ms"] = Math.Round(min, 1),
+                ["op"] = "torchsharp_gpt_train_step", ["sparsity"] = run.Sparsity, ["ms"] = Math.Round(Timing.Median(run.Samples), 1), ["min_ms"] = Math.Round(run.Samples.Min(), 1),
                 ["layers"] = cfg.Layers, ["embd"] = cfg.Embd, ["heads"] = cfg.Heads, ["ctx"] = cfg.Context, ["batch"] = batch, ["vocab"] = cfg.Vocab,
-                ["kernel"] = kernel, ["threads"] = get_num_threads(), ["steps"] = measured,
+                ["kernel"] = run.Kernel, ["threads"] = get_num_threads(), ["steps"] = n, ["rounds"] = rounds,
                 ["gen0_per_step"] = Math.Round(gen0, 2), ["gen2_per_step"] = Math.Round(gen2, 2),
                 ["managed_alloc_mb_per_step"] = Math.Round(allocMb, 2), ["aligned_buffer_alloc_mb_per_step"] = Math.Round(alignedMb, 2),
                 ["mean_phase_ms"] = new Dictionary<string, double>
                 {
-                    ["forward"] = Math.Round(phases[0] / measured, 1), ["backward"] = Math.Round(phases[1] / measured, 1), ["mask_gradients"] = Math.Round(phases[2] / measured, 1),
-                    ["optimizer"] = Math.Round(phases[3] / measured, 1), ["mask_weights"] = Math.Round(phases[4] / measured, 1),
+                    ["forward"] = Math.Round(run.Phases[0] / n, 1), ["backward"] = Math.Round(run.Phases[1] / n, 1), ["mask_gradients"] = Math.Round(run.Phases[2] / n, 1),
+                    ["optimizer"] = Math.Round(run.Phases[3] / n, 1), ["mask_weights"] = Math.Round(run.Phases[4] / n, 1),
                 },
             });
-            model.Dispose();
+        }
+        foreach (var run in runs) run.Model.Dispose();
+    }
+
+    /// <summary>One model of <see cref="Gpt"/>: its optimizer, controller, step count, phase times and step samples.</summary>
+    private sealed class GptRun(double sparsity, TorchSharpGpt.NanoGpt model, optim.Optimizer opt, SparsityController? controller, string kernel)
+    {
+        public double Sparsity { get; } = sparsity;
+        public TorchSharpGpt.NanoGpt Model { get; } = model;
+        public string Kernel { get; } = kernel;
+        public List<double> Samples { get; } = [];
+        public double[] Phases { get; } = new double[5]; // forward, backward, before-step hook, optimizer, after-step hook (ms, summed)
+        private readonly System.Diagnostics.Stopwatch _clock = new();
+        private long _step;
+
+        private void Lap(int i) { Phases[i] += _clock.Elapsed.TotalMilliseconds; _clock.Restart(); }
+
+        public void Step(Tensor idx, Tensor tgt)
+        {
+            using var scope = NewDisposeScope();
+            _step++;
+            _clock.Restart();
+            controller?.BeginStep(_step);
+            opt.zero_grad();
+            var loss = Model.Loss(idx, tgt); Lap(0);
+            loss.backward(); Lap(1);
+            controller?.BeforeOptimizerStep(_step); Lap(2);
+            opt.step(); Lap(3);
+            controller?.AfterOptimizerStep(_step); Lap(4);
         }
     }
 
