@@ -156,6 +156,9 @@ public class CompressedPathTests
         var layer = sparse.Layers[0].Layer!;
         FluentActions.Invoking(() => layer.call(ones([2, 5]))).Should().Throw<ArgumentException>().WithMessage("*last dimension 5*input size 12*");
         FluentActions.Invoking(() => layer.call(ones([2, 12], ScalarType.Float64))).Should().Throw<ArgumentException>().WithMessage("*'fc1'*dtype Float64*float32*");
+        // Another device (LibTorch's "meta" device stands in for a GPU, which this machine lacks).
+        using var meta = empty([2, 12], ScalarType.Float32, device: new Device(DeviceType.META));
+        FluentActions.Invoking(() => layer.call(meta)).Should().Throw<ArgumentException>().WithMessage("*'fc1'*on device meta*CPU*");
         // A non-contiguous input is read through a contiguous copy.
         layer.KernelMode = SparseKernelMode.Compressed;
         using var x = randn([12, 4]).t();

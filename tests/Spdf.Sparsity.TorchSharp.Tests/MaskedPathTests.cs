@@ -271,6 +271,10 @@ public class MaskedPathTests
         doubleModel.to(ScalarType.Float64);
         FluentActions.Invoking(() => TorchSparsifier.Apply(doubleModel, SparsityConfig.Default(0.5)))
             .Should().Throw<ArgumentException>().WithMessage("*layer 'fc1'*dtype Float64*float32*");
+        var metaModel = new SealedMlp();
+        metaModel.to(new Device(DeviceType.META)); // stands in for a GPU, which this machine lacks
+        FluentActions.Invoking(() => TorchSparsifier.Apply(metaModel, SparsityConfig.Default(0.5)))
+            .Should().Throw<ArgumentException>().WithMessage("*layer 'fc1'*on device meta*CPU*");
         var twice = new SealedMlp();
         TorchSparsifier.Apply(twice, SparsityConfig.Default(0.5));
         FluentActions.Invoking(() => TorchSparsifier.Apply(twice, SparsityConfig.Default(0.5)))
