@@ -60,6 +60,97 @@ public class OptimTests
         b.Grad[0].Should().BeApproximately(0.8f, 1e-5f);
     }
 
+    private static float[] Grad(int step, int i) => [MathF.Sin(step * 1.3f + i), MathF.Cos(step * 0.7f - i) * 0.1f, step % 3 - 1f];
+
+    /// <summary>Runs <paramref name="steps"/> steps from step <paramref name="from"/> with deterministic gradients.</summary>
+    private static void Run(Optimizer opt, Parameter p, int from, int steps)
+    {
+        for (int t = from; t < from + steps; t++) { p.Grad = Tensor.From(Grad(t, 0)); opt.Step(); }
+    }
+
+    [Fact]
+    public void AResetRestartsAdamWsBiasCorrectionAsAFreshOptimizerWould()
+    {
+        // N steps, reset, M steps must equal a fresh AdamW on the weights after N steps (beta2 = 0.95, where an optimizer-wide
+        // step count made the first updates after a reset about 0.45x PyTorch's).
+        var p = P(0.5f, -1f, 2f);
+        var opt = new AdamW([p], learningRate: 0.05, beta2: 0.95, weightDecay: 0.1);
+        Run(opt, p, 1, 7);
+        opt.ParameterStep(p).Should().Be(7);
+        var fresh = P(p.ToArray());
+        opt.ResetState(p);
+        opt.ParameterStep(p).Should().Be(0);
+        var freshOpt = new AdamW([fresh], learningRate: 0.05, beta2: 0.95, weightDecay: 0.1);
+        Run(opt, p, 8, 3);
+        Run(freshOpt, fresh, 8, 3);
+        p.ToArray().Should().Equal(fresh.ToArray());
+        opt.State(p)["exp_avg_sq"].ToArray().Should().Equal(freshOpt.State(fresh)["exp_avg_sq"].ToArray());
+        opt.ParameterStep(p).Should().Be(3);
+        opt.StepCount.Should().Be(10);
+    }
+
+    [Fact]
+    public void EachParameterCountsItsOwnStepsAsPyTorchDoes()
+    {
+        // A parameter without a gradient in a step takes no step: its bias correction follows its own count.
+        var a = P(1f, 2f, 3f); var b = P(1f, 2f, 3f);
+        var opt = new AdamW([a, b], learningRate: 0.1);
+        a.Grad = Tensor.From(Grad(1, 0)); opt.Step();            // b has no gradient yet
+        a.Grad = Tensor.From(Grad(2, 0)); b.Grad = Tensor.From(Grad(1, 0)); opt.Step();
+        opt.ParameterStep(a).Should().Be(2);
+        opt.ParameterStep(b).Should().Be(1);
+        var alone = P(1f, 2f, 3f);
+        var aloneOpt = new AdamW([alone], learningRate: 0.1);
+        alone.Grad = Tensor.From(Grad(1, 0)); aloneOpt.Step();
+        b.ToArray().Should().Equal(alone.ToArray(), "b's first step is a first step, whatever the optimizer's count");
+    }
+
+    [Fact]
+    public void AResetRestartsSgdMomentumAsAFreshOptimizerWould()
+    {
+        var p = P(0.5f, -1f, 2f);
+        var opt = new Sgd([p], learningRate: 0.05, momentum: 0.9, weightDecay: 0.01);
+        Run(opt, p, 1, 5);
+        var fresh = P(p.ToArray());
+        opt.ResetState(p);
+        var freshOpt = new Sgd([fresh], learningRate: 0.05, momentum: 0.9, weightDecay: 0.01);
+        Run(opt, p, 6, 3);
+        Run(freshOpt, fresh, 6, 3);
+        p.ToArray().Should().Equal(fresh.ToArray());
+    }
+
+    [Fact]
+    public void TheStateDictKeepsStepCountsExactlyPastWhatAFloatHolds()
+    {
+        var p = P(1f, 2f);
+        var opt = new AdamW([p], 0.1);
+        p.Grad = Tensor.From([1f, 1f]); opt.Step();
+        var sd = opt.StateDict();
+        const long big = (1L << 24) + 3; // 16,777,219: a float32 holds 16,777,220
+        sd["state.0.step"] = Tensor.From([(float)(big >> 24), (float)(big & 0xFFFFFF)]);
+        sd["step"] = Tensor.From([(float)(big >> 24), (float)(big & 0xFFFFFF)]);
+        var p2 = P(1f, 2f);
+        var opt2 = new AdamW([p2], 0.1);
+        opt2.LoadStateDict(sd);
+        opt2.ParameterStep(p2).Should().Be(big);
+        opt2.StepCount.Should().Be(big);
+        p2.Grad = Tensor.From([1f, 1f]); opt2.Step();
+        var again = new AdamW([P(1f, 2f)], 0.1);
+        again.LoadStateDict(opt2.StateDict());
+        again.ParameterStep(again.Parameters.Single()).Should().Be(big + 1);
+
+        // A checkpoint of the older layout (one float step, no per-parameter steps): every parameter had taken every step.
+        var old = new OrderedDictionary<string, Tensor> { ["state.0.exp_avg"] = Tensor.From([0.1f, 0.1f]), ["state.0.exp_avg_sq"] = Tensor.From([0.01f, 0.01f]), ["step"] = Tensor.Scalar(5f) };
+        var p3 = P(1f, 2f);
+        var opt3 = new AdamW([p3], 0.1);
+        opt3.LoadStateDict(old);
+        opt3.ParameterStep(p3).Should().Be(5);
+
+        sd["state.0.step"] = Tensor.From([1.5f, 2f]);
+        FluentActions.Invoking(() => new AdamW([P(1f, 2f)], 0.1).LoadStateDict(sd)).Should().Throw<ArgumentException>()
+            .WithMessage("*'state.0.step' holds [1.5, 2]*step count as [count / 2^24, count mod 2^24]*");
+    }
+
     [Fact]
     public void StateDictRoundTrips()
     {

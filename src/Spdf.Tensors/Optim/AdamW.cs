@@ -42,18 +42,22 @@ public sealed class AdamW : Optimizer
     {
         using var region = Autograd.OpProfiler.Region("AdamW.step");
         StepCount++;
-        double bc1 = 1 - Math.Pow(Beta1, StepCount), bc2 = 1 - Math.Pow(Beta2, StepCount);
+        float b1 = (float)Beta1, b2 = (float)Beta2, eps = (float)Eps;
         foreach (var g in Groups)
         {
             float decay = (float)(1 - g.LearningRate * g.WeightDecay);
-            float stepSize = (float)(g.LearningRate / bc1);
-            float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
             foreach (var p in g.Parameters)
             {
                 if (p.Grad is null) continue;
                 ConformState(p);
                 var m = StateTensor(p, "exp_avg");
                 var v = StateTensor(p, "exp_avg_sq");
+                // Bias correction from the parameter's own step count, as PyTorch's state['step']: a parameter whose state
+                // was reset (Densify with reset, a new fine-tuning stage) restarts it, as a fresh optimizer would.
+                long t = AdvanceStep(p);
+                double bc1 = 1 - Math.Pow(Beta1, t), bc2 = 1 - Math.Pow(Beta2, t);
+                float stepSize = (float)(g.LearningRate / bc1);
+                float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
                 if (p.SparseSupport is { } support)
                 {
                     // Moments exist only for the support: gather, update, scatter back (positions off the support stay 0).
@@ -61,12 +65,12 @@ public sealed class AdamW : Optimizer
                     var gv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
                     var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan();
                     for (int i = 0; i < support.Length; i++) { pv[i] = param[support[i]]; gv[i] = grad[support[i]]; }
-                    Update(pv.AsSpan(0, support.Length), gv.AsSpan(0, support.Length), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+                    Update(pv.AsSpan(0, support.Length), gv.AsSpan(0, support.Length), m.AsSpan(), v.AsSpan(), decay, b1, b2, stepSize, invSqrtBc2, eps);
                     for (int i = 0; i < support.Length; i++) param[support[i]] = pv[i];
                     System.Buffers.ArrayPool<float>.Shared.Return(pv);
                     System.Buffers.ArrayPool<float>.Shared.Return(gv);
                 }
-                else Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, (float)Beta1, (float)Beta2, stepSize, invSqrtBc2, (float)Eps);
+                else Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, b1, b2, stepSize, invSqrtBc2, eps);
                 p.MarkModified();
             }
         }

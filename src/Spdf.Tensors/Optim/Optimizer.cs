@@ -42,6 +42,7 @@ public abstract class Optimizer
 {
     private readonly Dictionary<Parameter, Dictionary<string, Tensor>> _state = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<Parameter, int[]> _support = new(ReferenceEqualityComparer.Instance); // support the state is stored for
+    private readonly Dictionary<Parameter, long> _steps = new(ReferenceEqualityComparer.Instance);    // steps since the state began
 
     /// <summary>Validates and stores the groups, filling defaults.</summary>
     /// <exception cref="ArgumentException">No parameters, a parameter in two groups, or an invalid learning rate or weight decay.</exception>
@@ -213,17 +214,55 @@ public abstract class Optimizer
             if (positions.IsEmpty && _support.Remove(old, out var sup)) _support[replacement] = sup;
         }
         _support.Remove(old);
+        if (_steps.Remove(old, out var steps)) _steps[replacement] = steps; // the state continues: so does its bias correction
     }
 
-    /// <summary>Forgets the state of one parameter (its moments restart from zero), or of all when null.</summary>
+    /// <summary>
+    /// Forgets the state of one parameter, or of all when null: its moments restart from zero and its step count (which
+    /// AdamW's bias correction reads) from 0, as a new PyTorch optimizer's would.
+    /// </summary>
     public void ResetState(Parameter? parameter = null)
     {
-        if (parameter is null) { _state.Clear(); _support.Clear(); }
-        else { _state.Remove(parameter); _support.Remove(parameter); }
+        if (parameter is null) { _state.Clear(); _support.Clear(); _steps.Clear(); }
+        else { _state.Remove(parameter); _support.Remove(parameter); _steps.Remove(parameter); }
     }
 
-    /// <summary>Number of steps taken.</summary>
+    /// <summary>Number of times <see cref="Step"/> ran, over all parameters.</summary>
     public long StepCount { get; protected set; }
+
+    /// <summary>
+    /// The steps taken for <paramref name="parameter"/> since its state began (the first step that found a gradient, or
+    /// the last <see cref="ResetState"/>): PyTorch's per-parameter <c>state['step']</c>; 0 before any.
+    /// </summary>
+    public long ParameterStep(Parameter parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        return _steps.TryGetValue(parameter, out var t) ? t : 0;
+    }
+
+    /// <summary>Counts one more step for <paramref name="parameter"/> and returns its new count (1 on its first step).</summary>
+    protected long AdvanceStep(Parameter parameter)
+    {
+        ArgumentNullException.ThrowIfNull(parameter);
+        _steps.TryGetValue(parameter, out var t);
+        _steps[parameter] = ++t;
+        return t;
+    }
+
+    // A step count in float32 tensors, exactly: [count / 2^24, count mod 2^24] (each part is an integer below 2^24, which
+    // float32 holds exactly), for counts up to 2^48. One float32 would lose steps past 16.7 million.
+    private const long StepPart = 1L << 24;
+
+    private static Tensor EncodeStep(long count) => Tensor.From([(float)(count / StepPart), (float)(count % StepPart)]);
+
+    private static long DecodeStep(Tensor t, string key)
+    {
+        var v = t.AsReadOnlySpan();
+        if (t.Numel == 1 && v[0] >= 0 && v[0] == MathF.Floor(v[0])) return (long)v[0]; // a single float32 (older checkpoints)
+        if (t.Numel == 2 && v[0] >= 0 && v[1] >= 0 && v[1] < StepPart && v[0] == MathF.Floor(v[0]) && v[1] == MathF.Floor(v[1]))
+            return (long)v[0] * StepPart + (long)v[1];
+        throw new ArgumentException($"Optimizer state '{key}' holds [{string.Join(", ", t.ToArray())}]; expected a step count as [count / 2^24, count mod 2^24] (two non-negative integers, the second below 2^24).", "stateDict");
+    }
 
     /// <summary>
     /// The state as named tensors (<c>state.{index}.{name}</c>, parameters indexed in group order) plus the step
@@ -238,9 +277,10 @@ public abstract class Optimizer
             ConformState(p); // a mask may have changed since the last step: save state that fits the current support
             if (_state.TryGetValue(p, out var s))
                 foreach (var (name, t) in s) sd[$"state.{i}.{name}"] = t;
+            if (_steps.TryGetValue(p, out var steps)) sd[$"state.{i}.step"] = EncodeStep(steps);
             i++;
         }
-        sd["step"] = Tensor.Scalar(StepCount);
+        sd["step"] = EncodeStep(StepCount);
         return sd;
     }
 
@@ -252,13 +292,15 @@ public abstract class Optimizer
         var ps = Parameters.ToList();
         _state.Clear();
         _support.Clear();
+        _steps.Clear();
         foreach (var (key, t) in stateDict)
         {
-            if (key == "step") { StepCount = (long)t.Item(); continue; }
+            if (key == "step") { StepCount = DecodeStep(t, key); continue; }
             var parts = key.Split('.');
             if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int idx) || idx < 0 || idx >= ps.Count)
                 throw new ArgumentException($"Optimizer state key '{key}' is not 'state.<index>.<name>' with an index in [0, {ps.Count}).", nameof(stateDict));
             var param = ps[idx];
+            if (parts[2] == "step") { _steps[param] = DecodeStep(t, key); continue; }
             var expected = param.SparseSupport is { } sup && t.Numel != param.Numel ? new Shape(sup.Length) : param.Shape;
             if (t.Shape != expected)
                 throw new ArgumentException($"Optimizer state '{key}' has shape {t.Shape}; parameter {idx} (shape {param.Shape}{(param.SparseSupport is null ? "" : $", {param.SparseSupport.Length} kept")}) needs {expected}.", nameof(stateDict));
@@ -266,5 +308,7 @@ public abstract class Optimizer
             if (compressed) _support[param] = param.SparseSupport!;
             StateTensor(param, parts[2], followSupport: compressed).CopyFrom(t);
         }
+        // A checkpoint written before steps were kept per parameter: every parameter with state had taken every step.
+        foreach (var p in _state.Keys) _steps.TryAdd(p, StepCount);
     }
 }

@@ -41,6 +41,7 @@ public sealed class Sgd : Optimizer
             foreach (var p in g.Parameters)
             {
                 if (p.Grad is null) continue;
+                AdvanceStep(p);
                 var d = p.Grad.ToArray();
                 if (g.WeightDecay != 0) TensorPrimitives.MultiplyAdd(p.AsReadOnlySpan(), (float)g.WeightDecay, d, d);
                 if (Momentum != 0)
