@@ -6,7 +6,7 @@ public class VectorMathTests
     [Fact]
     public void ExpIsWithinTwoUlpOfTheDoublePrecisionResultAndZeroBelowTheFloatRange()
     {
-        if (!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated) return; // the kernels that use it need Vector512
+        // Vector512 arithmetic is exact without AVX-512 too (.NET lowers it to narrower vectors): this runs everywhere.
         var g = new Generator(7);
         var xs = new List<float> { 0f, -0f, 1f, -1f, 0.5f * MathF.Log(2f), -0.5f * MathF.Log(2f), -87.3f, 88.3f, 1e-8f, -1e-8f };
         for (int i = 0; i < 20000; i++) xs.Add(-87.3f + 175.6f * g.NextFloat());
