@@ -248,17 +248,37 @@ public class AlignedBufferTests
     {
         var a = AlignedBuffer.Rent(length);
         a.Span.Length.Should().Be(length);
-        fixed (float* p = a.Span) ((long)p % 64).Should().Be(0);
+        long at = Address(a);
+        (at % 64).Should().Be(0);
         a.Span.Fill(1f);
         a.Dispose();
         a.Dispose(); // a second give-back does nothing
         var b = AlignedBuffer.Rent(length);
         var c = AlignedBuffer.Rent(length);
-        ReferenceEquals(b, c).Should().BeFalse("one buffer is never rented twice at once");
-        (ReferenceEquals(b, a) || ReferenceEquals(c, a)).Should().BeTrue("a returned buffer of that length is reused");
-        fixed (float* p = c.Span) ((long)p % 64).Should().Be(0);
+        Address(b).Should().NotBe(Address(c), "one buffer is never rented twice at once");
+        (Address(b) == at || Address(c) == at).Should().BeTrue("a returned buffer of that length is reused");
+        (Address(c) % 64).Should().Be(0);
         b.Dispose(); c.Dispose();
         ((Action)(() => AlignedBuffer.Rent(0))).Should().Throw<ArgumentOutOfRangeException>();
+    }
+
+    private static unsafe long Address(AlignedBuffer buffer)
+    {
+        fixed (float* p = buffer.Span) return (long)p;
+    }
+
+    [Fact]
+    public void AStaleOwnerCannotGiveBackOrReachABufferRentedSince()
+    {
+        var stale = AlignedBuffer.Rent(2_345_679);
+        long at = Address(stale);
+        stale.Dispose();
+        using var current = AlignedBuffer.Rent(2_345_679);
+        Address(current).Should().Be(at, "the pool hands the block out again");
+        stale.Dispose(); // the stale owner's second give-back must not return the block that `current` holds
+        using var other = AlignedBuffer.Rent(2_345_679);
+        Address(other).Should().NotBe(at, "the block is still rented by `current`");
+        FluentActions.Invoking(() => stale.Span.Length).Should().Throw<ObjectDisposedException>().WithMessage("*given back to the pool*");
     }
 
     [Fact]
@@ -273,9 +293,10 @@ public class AlignedBufferTests
             if (n > 1024) ((double)cap / n).Should().BeLessThanOrEqualTo(1.125, $"length {n}");
         }
         var a = AlignedBuffer.Rent(700_001);
+        long at = Address(a);
         a.Dispose();
         using var b = AlignedBuffer.Rent(700_123);
-        ReferenceEquals(a, b).Should().BeTrue("a returned buffer of the same capacity is reused for a nearby length");
+        Address(b).Should().Be(at, "a returned buffer of the same capacity is reused for a nearby length");
         b.Span.Length.Should().Be(700_123);
     }
 }

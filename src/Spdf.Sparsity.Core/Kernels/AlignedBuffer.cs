@@ -15,24 +15,35 @@ public sealed class AlignedBuffer : IDisposable
 {
     private const int AlignFloats = 16;                        // 64 bytes
     private const long MaxPooledBytes = 512L << 20;            // beyond this, returned buffers are left to the GC
-    private static readonly ConcurrentDictionary<int, ConcurrentBag<AlignedBuffer>> Pool = new();
     private static long _pooledBytes;
     private static long _allocatedBytes;
 
     /// <summary>Bytes of buffers this process has allocated so far (pool misses; pinned, so they stay until collected).</summary>
     public static long AllocatedBytes => Interlocked.Read(ref _allocatedBytes);
 
-    private readonly float[] _array;
-    private readonly int _offset;
-    private bool _rented;
-
-    private AlignedBuffer(int capacity)
+    /// <summary>The pooled storage: a pinned array and the offset of its first 64-byte-aligned element.</summary>
+    private sealed class Block
     {
-        _array = GC.AllocateUninitializedArray<float>(capacity + AlignFloats - 1, pinned: true);
-        Interlocked.Add(ref _allocatedBytes, 4L * _array.Length);
-        _offset = AlignedOffset(_array);
-        Capacity = capacity;
+        public readonly float[] Array;
+        public readonly int Offset;
+        public readonly int Capacity;
+
+        public Block(int capacity)
+        {
+            Array = GC.AllocateUninitializedArray<float>(capacity + AlignFloats - 1, pinned: true);
+            Interlocked.Add(ref _allocatedBytes, 4L * Array.Length);
+            Offset = AlignedOffset(Array);
+            Capacity = capacity;
+        }
     }
+
+    private static readonly ConcurrentDictionary<int, ConcurrentBag<Block>> Pool = new();
+
+    // Each Rent is a new lease on a pooled block: after Dispose this lease has no block, so a second Dispose (a stale
+    // owner) cannot give back a block that someone else has rented since, nor reach its memory.
+    private Block? _block;
+
+    private AlignedBuffer(Block block, int length) { _block = block; Length = length; }
 
     /// <summary>
     /// The capacity a request of <paramref name="length"/> elements is served from: the length rounded up to an eighth of
@@ -47,8 +58,6 @@ public sealed class AlignedBuffer : IDisposable
         return (int)Math.Min(int.MaxValue - AlignFloats, ((long)length + step - 1) / step * step);
     }
 
-    private int Capacity { get; }
-
     private static unsafe int AlignedOffset(float[] pinned)
     {
         long address = (long)Unsafe.AsPointer(ref pinned[0]);
@@ -56,10 +65,18 @@ public sealed class AlignedBuffer : IDisposable
     }
 
     /// <summary>Elements.</summary>
-    public int Length { get; private set; }
+    public int Length { get; }
 
     /// <summary>The buffer (contents arbitrary after <see cref="Rent"/>).</summary>
-    public Span<float> Span => _array.AsSpan(_offset, Length);
+    /// <exception cref="ObjectDisposedException">The buffer was given back.</exception>
+    public Span<float> Span
+    {
+        get
+        {
+            var block = _block ?? throw new ObjectDisposedException(nameof(AlignedBuffer), "This aligned buffer was given back to the pool; rent another.");
+            return block.Array.AsSpan(block.Offset, Length);
+        }
+    }
 
     /// <summary>A buffer of exactly <paramref name="length"/> elements (from a pooled one of up to 12.5% more), 64-byte aligned; dispose it to give it back.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The length is not positive.</exception>
@@ -67,22 +84,19 @@ public sealed class AlignedBuffer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         int capacity = CapacityFor(length);
-        AlignedBuffer? buffer = null;
-        if (Pool.TryGetValue(capacity, out var bag) && bag.TryTake(out buffer))
-            Interlocked.Add(ref _pooledBytes, -4L * buffer._array.Length);
-        buffer ??= new AlignedBuffer(capacity);
-        buffer.Length = length;
-        buffer._rented = true;
-        return buffer;
+        Block? block = null;
+        if (Pool.TryGetValue(capacity, out var bag) && bag.TryTake(out block))
+            Interlocked.Add(ref _pooledBytes, -4L * block.Array.Length);
+        return new AlignedBuffer(block ?? new Block(capacity), length);
     }
 
-    /// <summary>Gives the buffer back to the pool (once; later calls do nothing).</summary>
+    /// <summary>Gives the buffer back to the pool (once: later calls, from any owner, do nothing).</summary>
     public void Dispose()
     {
-        if (!_rented) return;
-        _rented = false;
-        long bytes = 4L * _array.Length;
+        var block = Interlocked.Exchange(ref _block, null);
+        if (block is null) return;
+        long bytes = 4L * block.Array.Length;
         if (Interlocked.Add(ref _pooledBytes, bytes) > MaxPooledBytes) { Interlocked.Add(ref _pooledBytes, -bytes); return; }
-        Pool.GetOrAdd(Capacity, _ => []).Add(this);
+        Pool.GetOrAdd(block.Capacity, _ => []).Add(block);
     }
 }
