@@ -67,13 +67,31 @@ public class TensorScopeTests
     }
 
     [Fact]
-    public void ScopesMustBeDisposedInnermostFirst()
+    public void DisposingAnOuterScopeEndsTheInnerOnesFirstAndNeverThrows()
     {
+        var a = Tensor.Randn(new Shape(256, 256), new Generator(2));
         var outer = TensorScope.Enter();
+        _ = a * 2f;
         var inner = TensorScope.Enter();
-        FluentActions.Invoking(outer.Dispose).Should().Throw<InvalidOperationException>().WithMessage("*inner scope is still open*");
-        inner.Dispose();
-        outer.Dispose();
+        _ = a * 3f;
+        inner.OwnedArrays.Should().Be(1);
+        outer.Dispose(); // inner is still open: it ends first, then outer
+        inner.OwnedArrays.Should().Be(0, "the inner scope gave its storage back");
+        outer.OwnedArrays.Should().Be(0);
+        FluentActions.Invoking(inner.Dispose).Should().NotThrow("a second end does nothing");
+        using (var next = TensorScope.Enter())
+        {
+            _ = a * 4f;
+            next.OwnedArrays.Should().Be(1, "a new scope is the innermost again, not a disposed one");
+        }
+
+        // Disposed from another thread: it ends without recycling; this thread's next tensors go to no ended scope.
+        var mine = TensorScope.Enter();
+        var other = new Thread(() => mine.Dispose());
+        other.Start(); other.Join();
+        _ = a * 5f;
+        mine.OwnedArrays.Should().Be(0, "an ended scope collects nothing");
+        FluentActions.Invoking(mine.Dispose).Should().NotThrow();
     }
 
     [Fact]

@@ -32,8 +32,7 @@ public static unsafe class SparseKernels
     public static void SpMM(CsrMatrix csr, ReadOnlySpan<float> xBlocks, Span<float> yBlocks, int n, ReadOnlySpan<float> bias = default)
     {
         ArgumentNullException.ThrowIfNull(csr);
-        // The kernel reads the blocks only; SpMMFused takes a writable span because it can fill them itself.
-        fixed (float* px = xBlocks) SpMMFused(csr, default, default, new Span<float>(px, xBlocks.Length), yBlocks, default, n, bias);
+        SpMMCore(csr, default, default, xBlocks, default, yBlocks, default, n, bias); // reads the blocks, writes none of them
     }
 
     /// <summary>
@@ -44,9 +43,17 @@ public static unsafe class SparseKernels
     /// soon as it is done. The blocks move while they are in cache instead of in separate passes over memory.
     /// <paramref name="paddedValues"/> empty: the values are gathered from the matrix's own.
     /// </summary>
-    internal static void SpMMFused(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xRows, Span<float> xBlocks, Span<float> yBlocks, Span<float> yRows, int n, ReadOnlySpan<float> bias = default)
+    internal static void SpMMFused(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xRows, Span<float> xBlocks, Span<float> yBlocks, Span<float> yRows, int n, ReadOnlySpan<float> bias = default) =>
+        SpMMCore(csr, paddedValues, xRows, xBlocks, xRows.IsEmpty ? default : xBlocks, yBlocks, yRows, n, bias);
+
+    /// <summary>The SpMM: reads <paramref name="xBlocks"/>; only when <paramref name="xRows"/> is given does it fill the
+    /// blocks, through <paramref name="xFill"/> (the same memory, writable), so a caller with read-only blocks passes none.</summary>
+    private static void SpMMCore(CsrMatrix csr, ReadOnlySpan<float> paddedValues, ReadOnlySpan<float> xRows, ReadOnlySpan<float> xBlocks, Span<float> xFill,
+        Span<float> yBlocks, Span<float> yRows, int n, ReadOnlySpan<float> bias)
     {
         ArgumentNullException.ThrowIfNull(csr);
+        if (!xRows.IsEmpty && (xFill.Length != xBlocks.Length || !System.Runtime.CompilerServices.Unsafe.AreSame(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(xFill), ref System.Runtime.InteropServices.MemoryMarshal.GetReference(xBlocks))))
+            throw new ArgumentException("SpMM: fusing the transpose of the input needs the blocks as a writable span of the same memory.", nameof(xFill));
         var layout = csr.Padded;
         int rows = csr.Rows, cols = csr.Cols;
         if (xBlocks.Length < BlockedLength(cols, n) || yBlocks.Length < BlockedLength(rows, n))
@@ -69,16 +76,16 @@ public static unsafe class SparseKernels
             int blocks = (n + TokenBlock - 1) / TokenBlock;
             bool parallel = blocks > 1 && (long)csr.Nnz * n >= 1 << 16;
             bool simd = Vector512.IsHardwareAccelerated;
-            fixed (float* px = xBlocks, py = yBlocks, pbias = bias, pv = paddedValues, pxr = xRows, pyr = yRows)
+            fixed (float* px = xBlocks, pxf = xFill, py = yBlocks, pbias = bias, pv = paddedValues, pxr = xRows, pyr = yRows)
             fixed (ushort* pc = layout.Columns)
             fixed (int* pg = layout.GroupPointers)
             {
-                nint ax = (nint)px, ay = (nint)py, ab = (nint)pbias, av = (nint)pv, ac = (nint)pc, ag = (nint)pg, axr = (nint)pxr, ayr = (nint)pyr;
+                nint ax = (nint)px, axf = (nint)pxf, ay = (nint)py, ab = (nint)pbias, av = (nint)pv, ac = (nint)pc, ag = (nint)pg, axr = (nint)pxr, ayr = (nint)pyr;
                 int panels = csr.Panels, width = csr.PanelWidth;
                 void Block(int b)
                 {
                     float* xb = (float*)ax + (long)b * BlockStride(cols), yb = (float*)ay + (long)b * BlockStride(rows);
-                    if (axr != 0) BlockTranspose.ToBlock((float*)axr, n, cols, TokenBlock, xb, b);
+                    if (axr != 0) BlockTranspose.ToBlock((float*)axr, n, cols, TokenBlock, (float*)axf + (long)b * BlockStride(cols), b);
                     if (simd) SpMMPaddedBlock((ulong*)ac, (float*)av, (int*)ag, rows, panels, width, xb, yb, (float*)ab);
                     else SpMMPaddedPortable(csr, (float*)av, xb, yb, (float*)ab);
                     if (ayr != 0) BlockTranspose.FromBlock(yb, n, rows, TokenBlock, (float*)ayr, b);
