@@ -195,7 +195,7 @@ public sealed class E2EBatcher : IBatchSource
         var x = new int[BatchSize * t];
         var y = new int[BatchSize * t];
         Array.Fill(x, PadId);
-        Array.Fill(y, -100);
+        Array.Fill(y, Functional.IgnoreIndex);
         for (int i = 0; i < batch.Count; i++)
         {
             var (tok, start) = batch[i];

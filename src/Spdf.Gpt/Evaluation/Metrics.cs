@@ -178,7 +178,7 @@ public static class Perplexity
             long count = 0;
             foreach (var (x, y) in batches)
             {
-                long n = y.Data.Count(t => t != -100);
+                long n = y.Data.Count(t => t != Functional.IgnoreIndex);
                 if (n == 0) continue;
                 using (TensorScope.Enter()) sum += model.Loss(x, y).Item() * n;
                 count += n;

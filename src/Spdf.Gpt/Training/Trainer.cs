@@ -58,9 +58,10 @@ public sealed partial class Trainer
         var compressed = model.NamedModules().Select(m => (m.Module as SparseLinear)?.WeightValues).OfType<Parameter>().ToHashSet(ReferenceEqualityComparer.Instance);
         bool Decays(Parameter p) => p.Rank >= 2 || compressed.Contains(p);
         var ps = model.Parameters().ToList();
-        _decay = new ParameterGroup(ps.Where(Decays), weightDecay: 0.1);
+        // Each stage sets the learning rate and the matrices' decay before its first step; until then the stage defaults.
+        _decay = new ParameterGroup(ps.Where(Decays), weightDecay: TrainingStage.DefaultWeightDecay);
         _noDecay = new ParameterGroup(ps.Where(p => !Decays(p)), weightDecay: 0);
-        Optimizer = new AdamW([_decay, _noDecay], 6e-4, Options.Beta1, Options.Beta2, Options.Eps);
+        Optimizer = new AdamW([_decay, _noDecay], TrainingStage.DefaultLearningRate, Options.Beta1, Options.Beta2, Options.Eps);
         if (sparsity is not null)
         {
             sparsity.Optimizer = Optimizer;
@@ -187,7 +188,7 @@ public sealed partial class Trainer
                         }
                         (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
                     }
-                    tokens += y.Data.Count(t => t != -100);
+                    tokens += y.Data.Count(t => t != Functional.IgnoreIndex);
                 }
                 _controller?.BeforeOptimizerStep(step + 1);
                 double meanLoss = lossSum / stage.GradientAccumulation;

@@ -20,8 +20,14 @@ public sealed record TrainingStage
     /// <summary>Optimizer steps in this stage.</summary>
     public required int Steps { get; init; }
 
-    /// <summary>Peak learning rate (default 6e-4).</summary>
-    public double LearningRate { get; init; } = 6e-4;
+    /// <summary>The default peak learning rate, nanoGPT's: 6e-4.</summary>
+    public const double DefaultLearningRate = 6e-4;
+
+    /// <summary>The default AdamW weight decay on matrices, nanoGPT's: 0.1.</summary>
+    public const double DefaultWeightDecay = 0.1;
+
+    /// <summary>Peak learning rate (default <see cref="DefaultLearningRate"/>).</summary>
+    public double LearningRate { get; init; } = DefaultLearningRate;
 
     /// <summary>Learning rate at the end of the cosine decay (default 6e-5).</summary>
     public double MinLearningRate { get; init; } = 6e-5;
@@ -29,8 +35,8 @@ public sealed record TrainingStage
     /// <summary>Linear warmup steps (default 0).</summary>
     public int WarmupSteps { get; init; }
 
-    /// <summary>AdamW weight decay, applied to weights of rank ≥ 2 only (default 0.1).</summary>
-    public double WeightDecay { get; init; } = 0.1;
+    /// <summary>AdamW weight decay, applied to weights of rank ≥ 2 only (default <see cref="DefaultWeightDecay"/>).</summary>
+    public double WeightDecay { get; init; } = DefaultWeightDecay;
 
     /// <summary>Micro-batches whose gradients are summed per step (default 1).</summary>
     public int GradientAccumulation { get; init; } = 1;

@@ -5,6 +5,9 @@ namespace Spdf.Tensors;
 
 public static partial class Functional
 {
+    /// <summary>The target that <see cref="CrossEntropy"/> skips by default: -100, as PyTorch's <c>ignore_index</c> (padding, prompt positions).</summary>
+    public const int IgnoreIndex = -100;
+
     /// <summary>
     /// Mean cross-entropy of <paramref name="logits"/> <c>[N, V]</c> (or <c>[..., V]</c>, flattened) against integer
     /// <paramref name="targets"/> <c>[N]</c> (<c>torch.nn.functional.cross_entropy</c>, reduction "mean"). Targets equal to
@@ -12,7 +15,7 @@ public static partial class Functional
     /// Fused log-softmax and negative log-likelihood: the backward is <c>(softmax − onehot) / count</c>.
     /// </summary>
     /// <exception cref="ArgumentException">Row counts differ, or a target is outside <c>[0, V)</c> and not the ignore index.</exception>
-    public static Tensor CrossEntropy(Tensor logits, IntTensor targets, int ignoreIndex = -100)
+    public static Tensor CrossEntropy(Tensor logits, IntTensor targets, int ignoreIndex = IgnoreIndex)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(targets);
