@@ -64,7 +64,7 @@ internal static class DemoRunner
             return 2;
         }
         var c = w.Config;
-        AnsiConsole.MarkupLine($"GPT: {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; {w.TrainExamples.Count} training and {w.TestExamples.Count} test MRs");
+        AnsiConsole.MarkupLine($"GPT: {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; {w.TrainExamples.Count} training and {w.TestExamples.Count} test MRs{(w.HeldOutReferences > 0 ? $" ({w.HeldOutReferences} references longer than the context held out)" : "")}");
         w.Run();
 
         var table = new Table().AddColumns("run", "sparsity", "pre-train FLOPs", "pre-train s", "val loss", "val ppl", "fine-tune val loss", "BLEU", "ROUGE-L");

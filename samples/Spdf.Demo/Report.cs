@@ -59,6 +59,7 @@ public static class Report
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture),
             ["quick"] = s.Quick,
             ["model"] = new JsonObject { ["layers"] = c.Layers, ["embd"] = c.EmbeddingSize, ["heads"] = c.Heads, ["ctx"] = c.ContextLength, ["vocab"] = c.VocabSize },
+            ["held_out_task_references"] = w.HeldOutReferences,
             ["pretrain_steps"] = s.PretrainSteps,
             ["finetune_steps"] = s.FinetuneSteps,
             ["batch"] = s.Batch,
@@ -82,7 +83,7 @@ public static class Report
 
         var md = new StringBuilder();
         md.AppendLine("# Spdf demo: sparse pre-training and dense fine-tuning").AppendLine();
-        md.AppendLine(CultureInfo.InvariantCulture, $"Date {root["date"]}, {(s.Quick ? "quick mode, " : "")}{elapsed.TotalMinutes:F1} minutes. GPT with {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; pre-training {s.PretrainSteps} steps × {s.Batch} × {c.ContextLength} tokens for every run; fine-tuning {s.FinetuneSteps} steps on the data-to-text task; evaluation on {w.TestExamples.Count} held-out meaning representations (greedy decoding).").AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Date {root["date"]}, {(s.Quick ? "quick mode, " : "")}{elapsed.TotalMinutes:F1} minutes. GPT with {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; pre-training {s.PretrainSteps} steps × {s.Batch} × {c.ContextLength} tokens for every run; fine-tuning {s.FinetuneSteps} steps on the data-to-text task; evaluation on {w.TestExamples.Count} held-out meaning representations (greedy decoding){(w.HeldOutReferences > 0 ? $"; {w.HeldOutReferences} task references longer than the context were left out" : "")}.").AppendLine();
         md.AppendLine("| run | sparsity | pre-train FLOPs | pre-train s | val loss | val ppl | fine-tune val loss | BLEU | ROUGE-L | kernels (pre-training) |");
         md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         foreach (var r in w.Results)

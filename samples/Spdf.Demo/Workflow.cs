@@ -69,9 +69,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         List<string> docs;
         if (settings.CorpusFile is { } corpus)
         {
-            var text = File.ReadAllText(corpus);
-            if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"The corpus '{corpus}' is empty; expected UTF-8 text.");
-            docs = TokenFile.SplitDocuments(text).ToList();
+            docs = TokenFile.SplitDocuments(TokenFile.ReadCorpus(corpus)).ToList(); // strict UTF-8, as --task is read
         }
         else
         {
@@ -101,13 +99,48 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var stream = TokenFile.Open(tokens);
         (_train, _val) = stream.Split(0.05);
         Config = settings.Model(Tokenizer.VocabSize);
+        FitTaskToContext();
         if (_val.Length < Config.ContextLength + 1)
             throw new ArgumentException($"The corpus encodes to {stream.Length} tokens; the validation split needs at least {Config.ContextLength + 1}. Give a longer corpus.");
-        int longest = TrainExamples.Concat(TestExamples).SelectMany(e => e.References.Select(r => E2EDataset.Encode(Tokenizer, e.MeaningRepresentation, r).Tokens.Length)).Max();
-        if (longest > Config.ContextLength + 1)
-            throw new ArgumentException($"The longest task sequence (prompt + reference) has {longest} tokens; the model's context of {Config.ContextLength} holds {Config.ContextLength + 1}. Shorten the task's sentences.");
         logger.LogInformation("Data: {Docs} documents, {Tokens} tokens, {Train} train / {Test} test MRs, vocabulary {Vocab}",
             docs.Count, stream.Length, TrainExamples.Count, TestExamples.Count, Tokenizer.VocabSize);
+    }
+
+    /// <summary>Task references held out because prompt + reference did not fit the context (0 when all fit).</summary>
+    public int HeldOutReferences { get; private set; }
+
+    /// <summary>The largest context the job grows to for its task: twice the configured one.</summary>
+    private const int MaxContextGrowth = 2;
+
+    /// <summary>
+    /// Makes the task fit the model: another corpus gives another tokenizer, and the same sentences may encode to more
+    /// tokens than the configured context holds. The context grows (to a multiple of 16, at most twice the configured one)
+    /// to hold the longest prompt + reference; references still longer are held out and counted in the report. Fails only
+    /// when no training or no test example is left.
+    /// </summary>
+    private void FitTaskToContext()
+    {
+        int Length(E2EExample e, string r) => E2EDataset.Encode(Tokenizer, e.MeaningRepresentation, r).Tokens.Length;
+        int longest = TrainExamples.Concat(TestExamples).SelectMany(e => e.References.Select(r => Length(e, r))).Max();
+        if (longest <= Config.ContextLength + 1) return;
+        int limit = MaxContextGrowth * Config.ContextLength;
+        int context = Math.Min(limit, (longest - 1 + 15) / 16 * 16);
+        logger.LogWarning("The task's longest sequence has {Longest} tokens with this corpus's tokenizer; context {Old} -> {New}", longest, Config.ContextLength, context);
+        Config = Config with { ContextLength = context };
+        if (longest <= context + 1) return;
+        int held = 0;
+        List<E2EExample> Fit(IEnumerable<E2EExample> examples) => examples.Select(e =>
+        {
+            var kept = e.References.Where(r => Length(e, r) <= context + 1).ToList();
+            held += e.References.Count - kept.Count;
+            return e with { References = kept };
+        }).Where(e => e.References.Count > 0).ToList();
+        TrainExamples = Fit(TrainExamples);
+        TestExamples = Fit(TestExamples);
+        HeldOutReferences = held;
+        logger.LogWarning("Held out {Held} task references longer than the context of {Context} tokens", held, context);
+        if (TrainExamples.Count == 0 || TestExamples.Count == 0)
+            throw new ArgumentException($"Every task reference of the {(TrainExamples.Count == 0 ? "training" : "test")} examples is longer than the context of {context} tokens (the limit is twice the configured context); shorten the task's sentences or give a model with a longer context.");
     }
 
     /// <summary>The model, sparsified at <paramref name="sparsity"/>: static masks keep only their kept weights

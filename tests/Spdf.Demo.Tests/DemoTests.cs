@@ -54,4 +54,47 @@ public class DemoTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Fact]
+    public void ABinaryCorpusIsRefusedAsTheTaskFileIs()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
+        try
+        {
+            var corpus = Path.Combine(dir, "random.bin");
+            var bytes = new byte[4096];
+            new Random(5).NextBytes(bytes);
+            File.WriteAllBytes(corpus, bytes);
+            var w = new Workflow(new DemoSettings { Quick = true, OutputDirectory = Path.Combine(dir, "out"), CorpusFile = corpus },
+                Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            FluentActions.Invoking(w.PrepareData).Should().Throw<Spdf.Tensors.Serialization.SpdfFormatException>().WithMessage("*random.bin: invalid UTF-8 at byte*");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void TheJobFitsItsOwnTaskWhateverTheCorpusTokenizerMakesOfIt()
+    {
+        // A corpus of other text (digits and unrelated words) takes the tokenizer's merges, so the generated task's
+        // sentences encode to more tokens than the default context of 128 holds: the job must grow the context (up to
+        // twice) or hold out what still does not fit, and say so, never stop on its own data.
+        var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
+        try
+        {
+            var rng = new Random(7);
+            var words = Enumerable.Range(0, 400).Select(i => new string(Enumerable.Range(0, 3 + i % 6).Select(_ => (char)('0' + rng.Next(10))).ToArray()) + "qz").ToArray();
+            var docs = Enumerable.Range(0, 20000).Select(_ => string.Join(" ", Enumerable.Range(0, 60).Select(_ => words[rng.Next(words.Length)])));
+            var corpus = Path.Combine(dir, "other.txt");
+            File.WriteAllText(corpus, string.Join("\n\n", docs));
+            var w = new Workflow(new DemoSettings { Quick = false, OutputDirectory = Path.Combine(dir, "out"), CorpusFile = corpus },
+                Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            w.PrepareData();
+            (w.Config.ContextLength > 128 || w.HeldOutReferences > 0).Should().BeTrue("the task did not fit the default context with this corpus");
+            w.Config.ContextLength.Should().BeLessThanOrEqualTo(256);
+            int longest = w.TrainExamples.Concat(w.TestExamples).SelectMany(e => e.References.Select(r => Spdf.Gpt.Data.E2EDataset.Encode(w.Tokenizer, e.MeaningRepresentation, r).Tokens.Length)).Max();
+            longest.Should().BeLessThanOrEqualTo(w.Config.ContextLength + 1);
+            w.TestExamples.Should().NotBeEmpty();
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

@@ -168,15 +168,25 @@ public static class TokenFile
         AtomicFile.WriteAllBytes(path, bytes);
     }
 
+    /// <summary>A corpus file's text: strict UTF-8 (a binary file is refused, not trained on) and not blank.</summary>
+    /// <exception cref="SpdfFormatException">The file is not valid UTF-8; the message gives the byte.</exception>
+    /// <exception cref="ArgumentException">The file holds no text.</exception>
+    public static string ReadCorpus(string textPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(textPath);
+        var text = TextFiles.ReadUtf8(textPath);
+        if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"The corpus '{textPath}' is empty; expected UTF-8 text.", nameof(textPath));
+        return text;
+    }
+
     /// <summary>Encodes a UTF-8 text file (documents separated by blank lines are joined with end-of-text tokens) and writes a token file.</summary>
     /// <returns>The number of tokens written.</returns>
     /// <exception cref="ArgumentException">The text file is empty.</exception>
+    /// <exception cref="SpdfFormatException">The text file is not valid UTF-8.</exception>
     public static long EncodeText(BpeTokenizer tokenizer, string textPath, string tokenPath)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        var text = File.ReadAllText(textPath);
-        if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException($"The corpus '{textPath}' is empty; expected UTF-8 text.", nameof(textPath));
-        var ids = EncodeDocuments(tokenizer, SplitDocuments(text));
+        var ids = EncodeDocuments(tokenizer, SplitDocuments(ReadCorpus(textPath)));
         Write(tokenPath, ids, tokenizer.VocabSize);
         return ids.Length;
     }
