@@ -67,10 +67,10 @@ internal static class DemoRunner
         AnsiConsole.MarkupLine($"GPT: {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; {w.TrainExamples.Count} training and {w.TestExamples.Count} test MRs{(w.HeldOutReferences > 0 ? $" ({w.HeldOutReferences} references longer than the context held out)" : "")}");
         w.Run();
 
-        var table = new Table().AddColumns("run", "sparsity", "pre-train FLOPs", "pre-train s", "val loss", "val ppl", "fine-tune val loss", "BLEU", "ROUGE-L");
+        var table = new Table().AddColumns("run", "sparsity", "pre-train FLOPs", "pre-train s", "val loss", "val ppl", "fine-tune val loss", "BLEU", "ROUGE-L", "peak MB");
         foreach (var r in w.Results)
             table.AddRow(r.Name, $"{r.Sparsity:P0}", $"{r.PretrainFlops:E2}", $"{r.PretrainSeconds:F1}", $"{r.ValLoss:F3}", $"{Math.Exp(r.ValLoss):F2}",
-                $"{r.FinetuneValLoss:F3}", $"{r.Bleu:F2}", $"{r.RougeL:F2}");
+                $"{r.FinetuneValLoss:F3}", $"{r.Bleu:F2}", $"{r.RougeL:F2}", $"{r.PeakMb:F0}");
         AnsiConsole.Write(table);
         foreach (var r in w.Results.Where(r => r.Name == Workflow.DenseRun || (r.Name == Workflow.SpdfRun && r.Sparsity == 0.75)))
         {

@@ -50,6 +50,7 @@ public static class Report
             ["finetune_val_loss"] = Math.Round(r.FinetuneValLoss, 5),
             ["bleu"] = Math.Round(r.Bleu, 3),
             ["rouge_l"] = Math.Round(r.RougeL, 3),
+            ["peak_mb"] = double.IsFinite(r.PeakMb) ? Math.Round(r.PeakMb) : null,
             ["pretrain_kernels"] = r.Kernels,
             ["samples"] = new JsonArray(r.Samples.Select(x => (JsonNode)new JsonObject { ["mr"] = x.MeaningRepresentation, ["output"] = x.Output }).ToArray()),
         }).ToArray());
@@ -84,10 +85,11 @@ public static class Report
         var md = new StringBuilder();
         md.AppendLine("# Spdf demo: sparse pre-training and dense fine-tuning").AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Date {root["date"]}, {(s.Quick ? "quick mode, " : "")}{elapsed.TotalMinutes:F1} minutes. GPT with {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}, vocabulary {c.VocabSize}; pre-training {s.PretrainSteps} steps × {s.Batch} × {c.ContextLength} tokens for every run; fine-tuning {s.FinetuneSteps} steps on the data-to-text task; evaluation on {w.TestExamples.Count} held-out meaning representations (greedy decoding){(w.HeldOutReferences > 0 ? $"; {w.HeldOutReferences} task references longer than the context were left out" : "")}.").AppendLine();
-        md.AppendLine("| run | sparsity | pre-train FLOPs | pre-train s | val loss | val ppl | fine-tune val loss | BLEU | ROUGE-L | kernels (pre-training) |");
-        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        md.AppendLine("| run | sparsity | pre-train FLOPs | pre-train s | val loss | val ppl | fine-tune val loss | BLEU | ROUGE-L | peak MB | kernels (pre-training) |");
+        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
         foreach (var r in w.Results)
-            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.Name} | {r.Sparsity:P0} | {r.PretrainFlops:E2} | {r.PretrainSeconds:F1} | {F(r.ValLoss)} | {F(Math.Exp(r.ValLoss), "F2")} | {F(r.FinetuneValLoss)} | {F(r.Bleu, "F2")} | {F(r.RougeL, "F2")} | {r.Kernels} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.Name} | {r.Sparsity:P0} | {r.PretrainFlops:E2} | {r.PretrainSeconds:F1} | {F(r.ValLoss)} | {F(Math.Exp(r.ValLoss), "F2")} | {F(r.FinetuneValLoss)} | {F(r.Bleu, "F2")} | {F(r.RougeL, "F2")} | {F(r.PeakMb, "F0")} | {r.Kernels} |");
+        md.AppendLine().AppendLine("Peak MB: the process's peak resident memory during the run (its pre-training and its fine-tuning), Linux's VmHWM, reset at the start of each.");
         md.AppendLine().AppendLine("![pre-training loss](loss_pretrain.svg)").AppendLine().AppendLine("![fine-tuning loss](loss_finetune.svg)").AppendLine();
         if (w.SparsityReports.Count > 0) md.AppendLine("![per-layer sparsity](sparsity.svg)").AppendLine();
         md.AppendLine("## Generated sentences").AppendLine();

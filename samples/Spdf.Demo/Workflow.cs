@@ -36,11 +36,35 @@ public sealed record DemoSettings
 /// <summary>One run's results.</summary>
 public sealed record RunResult(string Name, double Sparsity, double PretrainFlops, double PretrainSeconds, double ValLoss, double FinetuneValLoss,
     double Bleu, double RougeL, string Kernels, IReadOnlyList<LossPoint> PretrainCurve, IReadOnlyList<LossPoint> FinetuneCurve,
-    IReadOnlyList<(string MeaningRepresentation, string Output)> Samples);
+    IReadOnlyList<(string MeaningRepresentation, string Output)> Samples, double PeakMb = double.NaN);
 
 /// <summary>A pre-trained model, kept so that several fine-tunings start from the same weights.</summary>
 internal sealed record Pretrained(double Sparsity, Dictionary<string, Tensor> State, double Flops, double Seconds, double ValLoss,
-    IReadOnlyList<LossPoint> Curve, SparsityReport? Report, SparseWeightStorage Storage);
+    IReadOnlyList<LossPoint> Curve, SparsityReport? Report, SparseWeightStorage Storage, double PeakMb = double.NaN);
+
+/// <summary>
+/// The process's peak resident memory (Linux's <c>VmHWM</c>), which <see cref="Reset"/> sets back to the current resident
+/// size (writing 5 to <c>/proc/self/clear_refs</c>), so that each run's peak is its own. NaN where neither is available.
+/// </summary>
+internal static class PeakMemory
+{
+    public static void Reset()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    public static double Mb()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                    return long.Parse(line.AsSpan(6).Trim().TrimEnd("kB").Trim(), System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { }
+        return double.NaN;
+    }
+}
 
 /// <summary>
 /// The SPDF experiment at small scale (Thangarasa et al. 2023): pre-train the same GPT dense and at each sparsity
@@ -158,6 +182,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     internal Pretrained Pretrain(double sparsity, IProgress<TrainingProgress> progress, bool rigl = false)
     {
         var storage = rigl ? SparseWeightStorage.Dense : SparseWeightStorage.Compressed;
+        PeakMemory.Reset();
         var (model, handle) = Build(sparsity, storage);
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
         int ctx = Config.ContextLength, batch = settings.Batch;
@@ -179,7 +204,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var report = handle?.Report();
         if (report is not null && !rigl) SparsityReports.Add((sparsity, report));
         var state = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.CloneDetached());
-        return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report, storage);
+        return new Pretrained(sparsity, state, flops, result.Seconds, result.FinalValidationLoss, result.TrainLoss, report, storage, PeakMemory.Mb());
     }
 
     /// <summary>How a pre-trained model is fine-tuned.</summary>
@@ -188,6 +213,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     internal (RunResult Run, GptModel Model) Finetune(Pretrained pre, FinetuneKind kind, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
     {
         bool gmp = kind.GmpTarget > 0;
+        PeakMemory.Reset();
         var (model, handle) = Build(pre.Sparsity, pre.Storage);
         model.LoadStateDict(pre.State);
         if (gmp) handle = Sparsifier.Apply(model, SparsityConfig.Default(0.0, settings.Seed)); // dense, ready to be pruned
@@ -221,7 +247,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         double sparsity = gmp ? kind.GmpTarget : pre.Sparsity;
         string kernels = gmp ? "dense (pruned while fine-tuning)" : pre.Report is null ? "dense" : string.Join(", ", pre.Report.Rows.GroupBy(r => r.Kernel).Select(g => $"{g.Key} ×{g.Count()}"));
         var run = new RunResult(name, sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
-            kernels, pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList());
+            kernels, pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList(), Math.Max(pre.PeakMb, PeakMemory.Mb()));
         logger.LogInformation("{Name} @ {Sparsity:P0}: val loss {Val:F3}, fine-tune val loss {Ft:F3}, BLEU {Bleu:F2}, ROUGE-L {Rouge:F2}",
             name, sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
         return (run, model);
