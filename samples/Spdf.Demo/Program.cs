@@ -39,6 +39,7 @@ root.SetAction(parse =>
         CorpusFile = parse.GetValue(corpusOption),
         TaskFile = parse.GetValue(taskOption),
         Seed = (ulong)parse.GetValue(seedOption),
+        Command = "dotnet run -c Release --project samples/Spdf.Demo" + (args.Length > 0 ? " -- " + string.Join(' ', args) : ""),
     };
     return DemoRunner.Run(settings);
 });

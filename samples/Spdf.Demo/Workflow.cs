@@ -21,6 +21,8 @@ public sealed record DemoSettings
     public string? CorpusFile { get; init; }
     public string? TaskFile { get; init; }
     public ulong Seed { get; init; } = 2026;
+    /// <summary>The command line that started the run, for the report.</summary>
+    public string Command { get; init; } = "dotnet run -c Release --project samples/Spdf.Demo";
     public IReadOnlyList<double> Sparsities { get; init; } = [0.5, 0.75];
 
     public GptConfig Model(int vocab) => Quick ? new GptConfig(2, 64, 4, 192, vocab, Dropout: 0f) : new GptConfig(4, 128, 4, 128, vocab, Dropout: 0f);
