@@ -89,14 +89,14 @@ public static class Report
         int window = Math.Max(1, s.PretrainSteps / 25);
         var pre = w.Results.Where(r => r.Name is Workflow.DenseRun or Workflow.SpdfRun or Workflow.RigLRun)
             .Select(r => (r.Name == Workflow.RigLRun ? $"RigL {r.Sparsity:P0}" : r.Sparsity == 0 ? "dense" : $"{r.Sparsity:P0} sparse (static)", Smooth(r.PretrainCurve, window))).ToList();
-        AtomicFile.WriteAllText(Path.Combine(dir, "loss_pretrain.svg"), Svg.LineChart("Pre-training loss (moving average)", "step", "training loss", pre, logY: true));
+        Charts.Save(Charts.LogLines("Pre-training loss (moving average)", "step", "training loss", pre), dir, "loss_pretrain");
         var ft = w.Results.Select(r => (Label(r), Smooth(r.FinetuneCurve, Math.Max(1, s.FinetuneSteps / 25)))).ToList();
-        AtomicFile.WriteAllText(Path.Combine(dir, "loss_finetune.svg"), Svg.LineChart("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft, logY: true));
+        Charts.Save(Charts.LogLines("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft), dir, "loss_finetune");
         if (w.SparsityReports.Count > 0)
         {
             var layers = w.SparsityReports[0].Report.Rows.Select(r => r.Name.Replace("transformer.", "", StringComparison.Ordinal)).ToList();
             var series = w.SparsityReports.Select(x => ($"{x.Sparsity:P0} target", (IReadOnlyList<double>)x.Report.Rows.Select(r => r.Sparsity * 100).ToList())).ToList();
-            AtomicFile.WriteAllText(Path.Combine(dir, "sparsity.svg"), Svg.BarChart("Per-layer sparsity of the sparse pre-trained models", "% of weights at zero", layers, series, 100));
+            Charts.Save(Charts.GroupedBars("Per-layer sparsity of the sparse pre-trained models", "% of weights at zero", layers, series, 100), dir, "sparsity");
         }
 
         var md = new StringBuilder();
@@ -131,7 +131,7 @@ public static class Report
             foreach (var (mr, output) in r.Samples) md.AppendLine(CultureInfo.InvariantCulture, $"- `{mr}` → {output}");
             md.AppendLine();
         }
-        md.AppendLine("Files: `results.json` (every number above), `data/` (the corpus, the E2E CSV files and `tokenizer.json` this run used), `train.log`.");
+        md.AppendLine("Files: `results.json` (every number above), the charts as SVG and PNG, `data/` (the corpus, the E2E CSV files and `tokenizer.json` this run used), `train.log`.");
         AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), md.ToString());
     }
 }

@@ -97,4 +97,38 @@ public class DemoTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Theory]
+    [InlineData(0.5, 7.1, new[] { 0.5, 1.0, 2.0, 5.0 })]
+    [InlineData(1.55, 2.5, new[] { 1.6, 1.8, 2.0, 2.2, 2.4 })]
+    [InlineData(0.93, 6.7, new[] { 1.0, 2.0, 5.0 })]
+    public void ChartTicksAreRoundValues(double lo, double hi, double[] expected)
+    {
+        Charts.RoundTicks(lo, hi).Select(t => Math.Round(t, 6)).Should().Equal(expected);
+    }
+
+    [Fact]
+    public void EachChartRendersAsSvgAndPng()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-charts").FullName;
+        try
+        {
+            var curve = (IReadOnlyList<(double, double)>)Enumerable.Range(1, 200).Select(i => ((double)i, 6.0 / Math.Sqrt(i))).ToList();
+            var shifted = (IReadOnlyList<(double, double)>)curve.Select(p => (p.Item1, p.Item2 * 1.01)).ToList();
+            Charts.Save(Charts.LogLines("Loss chart", "step", "loss", [("dense", curve), ("75% sparse", shifted)]), dir, "lines");
+            Charts.Save(Charts.GroupedBars("Bars chart", "% zero", ["a", "b", "c"], [("50 %", [50.0, 50, 50]), ("75 %", [75.0, 75, 75])], 100), dir, "bars");
+            foreach (var (name, title) in new[] { ("lines", "Loss chart"), ("bars", "Bars chart") })
+            {
+                var svg = System.Xml.Linq.XDocument.Load(Path.Combine(dir, name + ".svg"));
+                svg.Root!.Name.LocalName.Should().Be("svg");
+                svg.ToString().Should().Contain(title);
+                var png = File.ReadAllBytes(Path.Combine(dir, name + ".png"));
+                png.Take(8).Should().Equal(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A });
+                int width = System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(16)), height = System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(20));
+                (width, height).Should().Be((Charts.Width, Charts.Height));
+            }
+            File.ReadAllText(Path.Combine(dir, "lines.svg")).Should().Contain("75% sparse", "the legend names every series");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
