@@ -111,8 +111,8 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         for (int l = 0; l < Blocks.Count; l++)
         {
             var block = Blocks[l];
-            x = x + block.attn.ForwardCached(block.ln_1.Forward(x), cache, l);
-            x = x + block.mlp.Forward(block.ln_2.Forward(x));
+            x = x + block.Attention.ForwardCached(block.AttentionNorm.Forward(x), cache, l);
+            x = x + block.Mlp.Forward(block.MlpNorm.Forward(x));
         }
         cache.Length += n;
         var last = _transformer.ln_f.Forward(x.Narrow(1, n - 1, 1).Reshape(1, c));
@@ -184,32 +184,32 @@ public sealed class KvCache
 /// <summary>A pre-LN transformer block: <c>x + attn(ln_1(x))</c>, then <c>x + mlp(ln_2(x))</c>.</summary>
 public sealed class Block : Module<Tensor, Tensor>
 {
-    // Declared in Hugging Face GPT-2's order, which RegisterComponents keeps.
-    /// <summary>Layer norm before attention.</summary>
-    public readonly LayerNorm ln_1;
-    /// <summary>Causal self-attention.</summary>
-    public readonly CausalSelfAttention attn;
-    /// <summary>Layer norm before the MLP.</summary>
-    public readonly LayerNorm ln_2;
-    /// <summary>The MLP.</summary>
-    public readonly Mlp mlp;
+    // Declared in Hugging Face GPT-2's order, which RegisterComponents keeps; registered under GPT-2's names.
+    /// <summary>Layer norm before attention (<c>ln_1</c> in checkpoints).</summary>
+    [field: ComponentName("ln_1")] public LayerNorm AttentionNorm { get; }
+    /// <summary>Causal self-attention (<c>attn</c>).</summary>
+    [field: ComponentName("attn")] public CausalSelfAttention Attention { get; }
+    /// <summary>Layer norm before the MLP (<c>ln_2</c>).</summary>
+    [field: ComponentName("ln_2")] public LayerNorm MlpNorm { get; }
+    /// <summary>The MLP (<c>mlp</c>).</summary>
+    [field: ComponentName("mlp")] public Mlp Mlp { get; }
 
     /// <summary>Builds the block.</summary>
     public Block(GptConfig c, Generator g)
     {
         ArgumentNullException.ThrowIfNull(c);
-        ln_1 = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
-        attn = new CausalSelfAttention(c, g);
-        ln_2 = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
-        mlp = new Mlp(c, g);
+        AttentionNorm = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
+        Attention = new CausalSelfAttention(c, g);
+        MlpNorm = new LayerNorm(c.EmbeddingSize, hasBias: c.Bias);
+        Mlp = new Mlp(c, g);
         RegisterComponents();
     }
 
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
-        x = x + attn.Forward(ln_1.Forward(x));
-        return x + mlp.Forward(ln_2.Forward(x));
+        x = x + Attention.Forward(AttentionNorm.Forward(x));
+        return x + Mlp.Forward(MlpNorm.Forward(x));
     }
 }
 
@@ -219,20 +219,20 @@ public sealed class Block : Module<Tensor, Tensor>
 /// </summary>
 public sealed class CausalSelfAttention : Module<Tensor, Tensor>
 {
-    /// <summary>Q, K, V projection; a <c>Linear</c> field so that the Sparsifier can swap in a SparseLinear.</summary>
-    public Linear c_attn;
-    /// <summary>Output projection.</summary>
-    public Linear c_proj;
-    private readonly Dropout resid_dropout;
+    /// <summary>Q, K, V projection (<c>c_attn</c> in checkpoints); typed <c>Linear</c> so that the Sparsifier can swap in a SparseLinear.</summary>
+    [field: ComponentName("c_attn")] public Linear QkvProjection { get; private set; }
+    /// <summary>Output projection (<c>c_proj</c>).</summary>
+    [field: ComponentName("c_proj")] public Linear OutputProjection { get; private set; }
+    [ComponentName("resid_dropout")] private readonly Dropout _residDropout;
     private readonly int _heads;
 
     /// <summary>Builds the layer.</summary>
     public CausalSelfAttention(GptConfig c, Generator g)
     {
         ArgumentNullException.ThrowIfNull(c);
-        c_attn = new Linear(c.EmbeddingSize, 3 * c.EmbeddingSize, c.Bias, g);
-        c_proj = new Linear(c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
-        resid_dropout = new Dropout(c.Dropout, g);
+        QkvProjection = new Linear(c.EmbeddingSize, 3 * c.EmbeddingSize, c.Bias, g);
+        OutputProjection = new Linear(c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
+        _residDropout = new Dropout(c.Dropout, g);
         _heads = c.Heads;
         RegisterComponents();
     }
@@ -240,16 +240,16 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
-        var qkv = c_attn.Forward(x);                                           // [B, T, 3C]
+        var qkv = QkvProjection.Forward(x);                                    // [B, T, 3C]
         var y = Functional.CausalSelfAttentionPacked(qkv, _heads);             // [B, T, C], heads split and merged inside
-        return resid_dropout.Forward(c_proj.Forward(y));
+        return _residDropout.Forward(OutputProjection.Forward(y));
     }
 
     /// <summary>Attention of new positions over the cached ones plus themselves (inference only).</summary>
     internal Tensor ForwardCached(Tensor x, KvCache cache, int layer)
     {
         int n = x.Size(1), ch = x.Size(2), e = ch / _heads, past = cache.Length;
-        var qkv = c_attn.Forward(x).AsReadOnlySpan();              // [1, n, 3C]
+        var qkv = QkvProjection.Forward(x).AsReadOnlySpan();       // [1, n, 3C]
         var k = cache.Keys[layer];
         var v = cache.Values[layer];
         int cap = cache.Capacity;
@@ -276,29 +276,29 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
                 for (int j = 0; j < len; j++)
                     System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(v.AsSpan((h * cap + j) * e, e), s[j], dst, dst);
             }
-        return c_proj.Forward(y);
+        return OutputProjection.Forward(y);
     }
 }
 
 /// <summary>The MLP: <c>c_proj(gelu(c_fc(x)))</c> with width 4C and GPT-2's tanh GELU.</summary>
 public sealed class Mlp : Module<Tensor, Tensor>
 {
-    /// <summary>Up projection <c>[4C, C]</c>.</summary>
-    public Linear c_fc;
-    /// <summary>Down projection <c>[C, 4C]</c>.</summary>
-    public Linear c_proj;
-    private readonly Dropout dropout;
+    /// <summary>Up projection <c>[4C, C]</c> (<c>c_fc</c> in checkpoints).</summary>
+    [field: ComponentName("c_fc")] public Linear UpProjection { get; private set; }
+    /// <summary>Down projection <c>[C, 4C]</c> (<c>c_proj</c>).</summary>
+    [field: ComponentName("c_proj")] public Linear DownProjection { get; private set; }
+    [ComponentName("dropout")] private readonly Dropout _dropout;
 
     /// <summary>Builds the layer.</summary>
     public Mlp(GptConfig c, Generator g)
     {
         ArgumentNullException.ThrowIfNull(c);
-        c_fc = new Linear(c.EmbeddingSize, 4 * c.EmbeddingSize, c.Bias, g);
-        c_proj = new Linear(4 * c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
-        dropout = new Dropout(c.Dropout, g);
+        UpProjection = new Linear(c.EmbeddingSize, 4 * c.EmbeddingSize, c.Bias, g);
+        DownProjection = new Linear(4 * c.EmbeddingSize, c.EmbeddingSize, c.Bias, g);
+        _dropout = new Dropout(c.Dropout, g);
         RegisterComponents();
     }
 
     /// <inheritdoc />
-    public override Tensor Forward(Tensor x) => dropout.Forward(c_proj.Forward(c_fc.Forward(x).Gelu()));
+    public override Tensor Forward(Tensor x) => _dropout.Forward(DownProjection.Forward(UpProjection.Forward(x).Gelu()));
 }

@@ -51,7 +51,7 @@ public class GptModelTests
         handle.Layers.Select(l => l.Name).Should().Equal(
             "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj",
             "transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj", "transformer.h.1.mlp.c_fc", "transformer.h.1.mlp.c_proj");
-        model.Blocks[0].attn.c_attn.Should().BeOfType<SparseLinear>();
+        model.Blocks[0].Attention.QkvProjection.Should().BeOfType<SparseLinear>();
     }
 
     [Fact]

@@ -31,7 +31,7 @@ public class TensorScopeTests
             }
             opt.Step();
         }
-        return (losses, model.Parameters().SelectMany(p => p.AsReadOnlySpan().ToArray()).ToArray(), model.Blocks[0].mlp.c_fc.Weight.Grad!.AsReadOnlySpan().ToArray());
+        return (losses, model.Parameters().SelectMany(p => p.AsReadOnlySpan().ToArray()).ToArray(), model.Blocks[0].Mlp.UpProjection.Weight.Grad!.AsReadOnlySpan().ToArray());
     }
 
     [Theory]

@@ -49,10 +49,10 @@ public class TrainerTests
         foreach (var l in r.Sparsity.Layers) l.Layer.Weight.AsReadOnlySpan().ToArray().Count(w => w != 0).Should().Be(l.Layer.Mask.KeptCount);
         r.Trainer.Densify();
         r.Sparsity.Phase.Should().Be(SparsityPhase.DenseFinetune);
-        r.Model.Blocks[0].mlp.c_fc.Should().NotBeOfType<SparseLinear>();
+        r.Model.Blocks[0].Mlp.UpProjection.Should().NotBeOfType<SparseLinear>();
         var fine = r.Trainer.Run(r.Finetune);
         fine.TrainLoss.Should().HaveCount(5);
-        r.Model.Blocks[0].mlp.c_fc.Weight.AsReadOnlySpan().ToArray().Count(w => w == 0).Should().BeLessThan(r.Model.Blocks[0].mlp.c_fc.Weight.Numel / 2, "dropped weights learn again");
+        r.Model.Blocks[0].Mlp.UpProjection.Weight.AsReadOnlySpan().ToArray().Count(w => w == 0).Should().BeLessThan(r.Model.Blocks[0].Mlp.UpProjection.Weight.Numel / 2, "dropped weights learn again");
         r.Trainer.GlobalStep.Should().Be(35);
     }
 
@@ -165,13 +165,13 @@ public class TrainerTests
     {
         var r = Make(null);
         r.Trainer.Run(r.Pretrain with { Steps = 2 });
-        r.Model.Blocks[0].ln_1.Weight!.AsSpan()[0] = float.NaN;
+        r.Model.Blocks[0].AttentionNorm.Weight!.AsSpan()[0] = float.NaN;
         var act = () => r.Trainer.Run(r.Pretrain with { Name = "again", Steps = 3 });
         act.Should().Throw<TrainingDivergedException>().WithMessage("*stage 'again' at step 1*").Which.Step.Should().Be(1);
 
         var s = Make(null);
         var skipping = new Trainer(s.Model, new TrainerOptions { OnNonFinite = NonFinitePolicy.Skip }, s.Sparsity);
-        s.Model.Blocks[0].ln_1.Weight!.AsSpan()[0] = float.NaN;
+        s.Model.Blocks[0].AttentionNorm.Weight!.AsSpan()[0] = float.NaN;
         var res = skipping.Run(s.Pretrain with { Steps = 3, Validation = null });
         res.SkippedSteps.Should().Be(3);
         res.TrainLoss.Should().BeEmpty();

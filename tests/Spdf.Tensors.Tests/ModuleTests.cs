@@ -4,6 +4,25 @@ namespace Spdf.Tensors.Tests;
 
 public class ModuleTests
 {
+    private sealed class Named : Module<Tensor, Tensor>
+    {
+        [field: ComponentName("c_fc")] public Linear UpProjection { get; private set; } = new(3, 4);
+        [ComponentName("ln_1")] private readonly LayerNorm _norm = new(4);
+        public Linear Unregistered { get; } = new(4, 4); // a property without the attribute is not a component
+        public Named() => RegisterComponents();
+        public override Tensor Forward(Tensor x) => _norm.Forward(UpProjection.Forward(x));
+    }
+
+    [Fact]
+    public void ComponentNamesGivePropertiesAndFieldsTheirCheckpointNames()
+    {
+        var m = new Named();
+        m.NamedParameters().Select(p => p.Name).Should().Equal("c_fc.weight", "c_fc.bias", "ln_1.weight", "ln_1.bias");
+        var replacement = new Linear(3, 4);
+        m.ReplaceModule("c_fc", replacement);
+        m.UpProjection.Should().BeSameAs(replacement, "the property's backing field follows the registered child");
+    }
+
     private sealed class Net : Module<Tensor, Tensor>
     {
         public Linear Proj;

@@ -46,15 +46,18 @@ public abstract class Module
 
     /// <summary>
     /// Registers every field of this object that holds a <see cref="Module"/> or <see cref="Parameter"/>, named after the
-    /// field without a leading underscore (TorchSharp's <c>RegisterComponents</c>).
+    /// field without a leading underscore (TorchSharp's <c>RegisterComponents</c>), or after its
+    /// <see cref="ComponentNameAttribute"/>: <c>[field: ComponentName("ln_1")] public LayerNorm AttentionNorm { get; }</c>
+    /// gives a property a .NET name and keeps the checkpoint's name. Properties without the attribute are not registered.
     /// </summary>
     protected void RegisterComponents()
     {
         foreach (var f in InstanceFields(GetType()))
         {
             var value = f.GetValue(this);
-            string name = f.Name.TrimStart('_');
-            if (f.Name.Contains('<')) continue; // compiler-generated backing fields carry their own names
+            var named = f.GetCustomAttribute<ComponentNameAttribute>();
+            string name = named?.Name ?? f.Name.TrimStart('_');
+            if (named is null && f.Name.Contains('<')) continue; // other compiler-generated backing fields carry their own names
             if (value is Module m && !ReferenceEquals(m, this)) RegisterModule(name, m);
             else if (value is Parameter p) RegisterParameter(name, p);
         }
@@ -219,4 +222,15 @@ public abstract class Module<TInput, TOutput> : Module
 
     /// <summary>Alias of <see cref="Forward"/>, so that a module can be called like a function.</summary>
     public TOutput Call(TInput input) => Forward(input);
+}
+
+/// <summary>
+/// The name a field (or, with <c>[field: ...]</c>, an auto-property) registers under in <c>RegisterComponents</c>, and so
+/// in parameter names and checkpoints (TorchSharp's <c>ComponentName</c>): .NET names in the API, Hugging Face's in files.
+/// </summary>
+[AttributeUsage(AttributeTargets.Field | AttributeTargets.Property, AllowMultiple = false)]
+public sealed class ComponentNameAttribute(string name) : Attribute
+{
+    /// <summary>The registered name (no dots).</summary>
+    public string Name { get; } = name;
 }
