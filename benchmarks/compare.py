@@ -5,6 +5,7 @@
   /usr/bin/python3 benchmarks/compare.py gemm [--rounds 3]
   /usr/bin/python3 benchmarks/compare.py sparse [--rounds 3]   (our compressed layer at 50/75/90% against our dense and PyTorch's)
   /usr/bin/python3 benchmarks/compare.py gpt [--rounds 3] [--seconds 5]   (training step, ours dense/75%/90% vs PyTorch dense/masked)
+  /usr/bin/python3 benchmarks/compare.py decode [--rounds 3]   (batch-1 decode through GPT-2 Small's layers: ours dense and 75% vs PyTorch dense)
 
 Each round runs ours, then the peer, for every case; the table shows medians over rounds and the ratio peer/ours
 (> 1 means Spdf is faster). Needs Debian's python3-torch (apt-get install -y python3-torch) and a Release build:
@@ -32,7 +33,7 @@ def linear_cases():
     return [(2048, 768, 3072), (2048, 384, 1536), (2048, 768, 768), (2048, 768, 8192)]
 
 def main():
-    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm", "sparse", "gpt", "memory"])
+    p = argparse.ArgumentParser(); p.add_argument("what", choices=["linear", "attention", "gemm", "sparse", "gpt", "memory", "decode"])
     p.add_argument("--rounds", type=int, default=3); p.add_argument("--seconds", type=float, default=2.0)
     a = p.parse_args(); s = str(a.seconds)
     rows = {}
@@ -43,6 +44,16 @@ def main():
                 t = run(["/usr/bin/python3", TORCH_PEER, "linear", "--tokens", str(n), "--in", str(k), "--out", str(m), "--sparsity", "0", "--seconds", s], PEER_ENV)[0]
                 rows.setdefault(f"linear {n}x{k}x{m} fwd", []).append((o["fwd_ms"], t["fwd_ms"]))
                 rows.setdefault(f"linear {n}x{k}x{m} fwd+bwd", []).append((o["fwd_bwd_ms"], t["fwd_bwd_ms"]))
+        elif a.what == "decode":
+            ours = run(OURS + ["decode", "--preset", "gpt2-small", "--sparsity", "0,0.75", "--seconds", s])
+            t = run(["/usr/bin/python3", os.path.join(HERE, "peers", "decode_peer.py"), "--seconds", s], PEER_ENV)[0]
+            dense, sparse = ours
+            rows.setdefault("decode GPT-2 Small layers, dense, ms/token", []).append((dense["ms_per_token"], t["ms_per_token"]))
+            rows.setdefault("decode GPT-2 Small layers, 75% sparse, ms/token (peer: PyTorch dense)", []).append((sparse["ms_per_token"], t["ms_per_token"]))
+            # The sparse decode against the better dense baseline of the two, in the same round.
+            best = min(dense["ms_per_token"], t["ms_per_token"])
+            rows.setdefault("  75% sparse vs the faster dense decode (ours or PyTorch's), speed-up", []).append((sparse["ms_per_token"], best))
+            rows.setdefault("  our dense decode, GB/s of weights read", []).append((dense["weight_mb"] / 1024 / (dense["ms_per_token"] / 1e3), None))
         elif a.what == "attention":
             o = run(OURS + ["attention", "--batch", "8", "--heads", "6", "--ctx", "256", "--head-dim", "64", "--seconds", s])[0]
             t = run(["/usr/bin/python3", os.path.join(HERE, "peers", "attention_peer.py"), "--seconds", s], PEER_ENV)[0]

@@ -21,6 +21,7 @@ namespace Spdf.Benchmarks;
 /// quick decode --preset gpt2-small --sparsity 0,0.75
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
+/// quick mask-algorithms --preset gpt2-small|gpt3-xl [--algorithms gmp,gmp-global,set,rigl,erk]
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
 /// quick torchsharp-gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--kernel ...] [--steps N] [--rounds R]
@@ -49,6 +50,7 @@ public static class Quick
                 case "torchsharp-linear": TorchSharpQuick.Linear(opts); return 0;
                 case "torchsharp-gpt": TorchSharpQuick.Gpt(opts); return 0;
                 case "torchsharp-sqrt": TorchSharpQuick.Sqrt(opts); return 0;
+                case "mask-algorithms": MaskAlgorithmsQuick.Run(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
@@ -390,7 +392,7 @@ public static class Quick
             {
                 ["op"] = "decode", ["preset"] = pr ?? "gpt2-small", ["sparsity"] = sp, ["ms_per_token"] = Math.Round(ms, 3),
                 ["tok_s"] = Math.Round(1000 / ms, 1), ["weight_mb"] = Math.Round(bytes / 1048576.0, 1),
-                ["kernel"] = sp > 0 ? "csr-spmv" : "dense-" + Gemm.KernelName,
+                ["kernel"] = sp > 0 ? "csr-spmv" : "dense-gemv",
             });
         }
     }

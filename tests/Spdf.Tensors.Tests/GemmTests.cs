@@ -55,6 +55,33 @@ public class GemmTests
         }
     }
 
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(1, 65, 17)]
+    [InlineData(2, 3000, 768)]   // parallel chunks of rows of B
+    [InlineData(4, 2304, 769)]
+    public void FewRowsTakeTheGemvPathAndMatchTheBlockedKernel(int m, int n, int k)
+    {
+        // Batch-1 decoding's X·Wᵀ: streamed rows of W instead of packing it; same values as the blocked GEMM.
+        var g = new Generator((ulong)(m * 7 + n + k));
+        var a = Rand(m * k, g); var b = Rand(n * k, g);
+        foreach (bool accumulate in new[] { false, true })
+        {
+            var start = Rand(m * n, g);
+            var gemv = (float[])start.Clone(); var blocked = (float[])start.Clone();
+            Gemm.MatMul(a, false, b, true, gemv, m, n, k, accumulate);   // m ≤ GemvMaxRows: the GEMV
+            Gemm.Multiply(a, k, 1, b, 1, k, blocked, n, m, n, k, accumulate); // the packed kernel, called directly
+            var naive = Naive(a, false, b, true, m, n, k);
+            for (int i = 0; i < gemv.Length; i++)
+            {
+                float want = naive[i] + (accumulate ? start[i] : 0);
+                gemv[i].Should().BeApproximately(want, 1e-4f * MathF.Sqrt(k) + 1e-5f, $"element {i}, accumulate {accumulate}");
+                gemv[i].Should().BeApproximately(blocked[i], 1e-4f * MathF.Sqrt(k) + 1e-5f);
+            }
+        }
+        FluentActions.Invoking(() => Gemm.Gemv(a, b, new float[m * n - 1], m, n, k, false)).Should().Throw<ArgumentException>();
+    }
+
     /// <summary>Serialises tests that switch the process-wide kernel.</summary>
     internal static readonly object KernelLock = new();
 

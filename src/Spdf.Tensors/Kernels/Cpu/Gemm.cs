@@ -68,7 +68,56 @@ public static unsafe class Gemm
     public static void MatMul(ReadOnlySpan<float> a, bool transposeA, ReadOnlySpan<float> b, bool transposeB, Span<float> c,
                               int m, int n, int k, bool accumulate = false)
     {
+        if (m is > 0 and <= GemvMaxRows && n > 0 && k > 0 && !transposeA && transposeB)
+        {
+            Gemv(a, b, c, m, n, k, accumulate);
+            return;
+        }
         Multiply(a, transposeA ? 1 : k, transposeA ? m : 1, b, transposeB ? 1 : n, transposeB ? k : 1, c, n, m, n, k, accumulate);
+    }
+
+    /// <summary>Up to this many rows of A, <c>A·Bᵀ</c> with B stored <c>[N,K]</c> goes through <see cref="Gemv"/>.</summary>
+    public const int GemvMaxRows = 4;
+
+    /// <summary>
+    /// <c>C[i,j] (+)= A[i,:]·B[j,:]</c> for a few rows of A (batch-1 decoding: a token through <c>Linear</c>'s <c>X·Wᵀ</c>).
+    /// Packing B for the blocked kernel reads and writes the whole weight to multiply it once; here each row of B (a row of
+    /// W, contiguous) is streamed from memory once and dotted with every row of A while it is in L1, so the product runs at
+    /// the memory's bandwidth. Rows of B are split over the cores in chunks; each C element has one writer and a fixed order.
+    /// </summary>
+    /// <exception cref="ArgumentException">A span is shorter than its shape needs.</exception>
+    public static void Gemv(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate)
+    {
+        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"Gemv sizes must be non-negative; got M={m}, N={n}, K={k}.");
+        if (m == 0 || n == 0) return;
+        Need(a.Length, (long)m * k, "A", m, k);
+        Need(b.Length, (long)n * k, "B", n, k);
+        Need(c.Length, (long)m * n, "C", m, n);
+        const int Chunk = 64; // rows of B per task
+        int chunks = (n + Chunk - 1) / Chunk;
+        fixed (float* pa0 = a, pb0 = b, pc0 = c)
+        {
+            nint pa = (nint)pa0, pb = (nint)pb0, pc = (nint)pc0;
+            void Rows(int t)
+            {
+                int j0 = t * Chunk, j1 = Math.Min(n, j0 + Chunk);
+                for (int j = j0; j < j1; j++)
+                {
+                    var row = new ReadOnlySpan<float>((float*)pb + (long)j * k, k);
+                    for (int i = 0; i < m; i++)
+                    {
+                        float dot = System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>((float*)pa + (long)i * k, k), row);
+                        float* at = (float*)pc + (long)i * n + j;
+                        *at = accumulate ? *at + dot : dot;
+                    }
+                }
+            }
+            int threads = Math.Max(1, MaxThreads);
+            if (threads > 1 && chunks > 1 && (long)n * k >= 1 << 16)
+                Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Rows);
+            else
+                for (int t = 0; t < chunks; t++) Rows(t);
+        }
     }
 
     /// <summary>
