@@ -60,7 +60,8 @@ internal static class MaskOps
 /// <summary>
 /// Gradual magnitude pruning (Zhu &amp; Gupta 2017): every <see cref="UpdateSchedule.Every"/> steps between its start
 /// and end, the smallest-magnitude kept weights are pruned until the sparsity reaches the schedule's value (cubic by
-/// default). Per layer, or global (one magnitude threshold over all sparse layers). Pruned weights never return.
+/// default). Per layer, or global (one magnitude threshold over all sparse layers); either way a linear-time selection,
+/// ties kept in layer order, then index order. Pruned weights never return.
 /// </summary>
 public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSchedule updates, bool global = false) : ISparsityAlgorithm
 {
@@ -95,9 +96,7 @@ public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSc
                 int keep = MaskInitializers.KeptCount(l.Rows * l.Cols, target);
                 if (keep >= l.KeptCount) continue; // never regrow
                 MaskOps.CheckChangeable(l, Name);
-                var order = MaskOps.KeptByMagnitude(l);
-                MaskOps.Apply(l, order.Skip(order.Length - keep));
-                changed++;
+                changed += GlobalMagnitude.KeepLargest([l], keep); // the same linear-time selection, one layer at a time
             }
             return changed;
         }
