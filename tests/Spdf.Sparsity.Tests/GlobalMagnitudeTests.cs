@@ -119,4 +119,34 @@ public class GlobalMagnitudeTests(ITestOutputHelper output)
         allocated.Should().BeLessThan(masks + 16_000_000, "beyond the new masks, only histograms and per-layer bookkeeping");
         model.Weights.Sum(l => (long)l.KeptCount).Should().Be(total / 2);
     }
+
+    [Theory]
+    [InlineData(0.25)] // more to grow than half the free places: a partial shuffle of their list
+    [InlineData(0.75)] // fewer: positions drawn at random, no list
+    public void SetGrowsOnlyWherePreviouslyDroppedAndKeepsCounts(double sparsity)
+    {
+        ArrayModel Build() => Model(21, [(40, 50), (7, 300)], sparsity, ties: false);
+        var model = Build();
+        var before = model.Weights.Select(l => l.Mask.Values.ToArray()).ToList();
+        var counts = model.Weights.Select(l => l.KeptCount).ToList();
+        var set = new SparseEvolutionaryTraining(SparsitySchedules.Constant(0.3), new UpdateSchedule(1, 1, 10), seed: 9);
+        set.Update(model, 1).Should().Be(2);
+        for (int li = 0; li < model.Weights.Count; li++)
+        {
+            var l = model.Weights[li];
+            l.KeptCount.Should().Be(counts[li]);
+            var now = l.Mask.Values;
+            int grown = 0, dropped = 0;
+            for (int i = 0; i < now.Length; i++)
+            {
+                if (now[i] != 0 && before[li][i] == 0) grown++;
+                if (now[i] == 0 && before[li][i] != 0) dropped++;
+            }
+            grown.Should().Be((int)Math.Round(0.3 * counts[li]), "as many grow as were dropped, all at places dropped before the update");
+            dropped.Should().Be(grown);
+        }
+        var again = Build();
+        set.Update(again, 1);
+        again.Weights.Select(l => l.Mask.Values).Should().BeEquivalentTo(model.Weights.Select(l => l.Mask.Values), o => o.WithStrictOrdering(), "seeded per step");
+    }
 }

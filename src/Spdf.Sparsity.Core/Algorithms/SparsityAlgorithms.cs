@@ -25,30 +25,6 @@ public interface ISparsityAlgorithm
 /// <summary>Helpers shared by the algorithms.</summary>
 internal static class MaskOps
 {
-    /// <summary>Indices of kept weights ordered by |w| ascending (ties by index).</summary>
-    public static int[] KeptByMagnitude(ISparseWeight layer)
-    {
-        var w = layer.Weight;
-        var m = layer.Mask.Values;
-        var kept = new List<int>(layer.KeptCount);
-        for (int i = 0; i < m.Length; i++) if (m[i] != 0) kept.Add(i);
-        var keys = new float[kept.Count];
-        for (int j = 0; j < keys.Length; j++) keys[j] = MathF.Abs(w[kept[j]]);
-        var idx = kept.ToArray();
-        Array.Sort(keys, idx); // stable enough: ties are broken below
-        // Array.Sort is not stable: re-sort equal-key runs by index for determinism.
-        for (int a = 0; a < idx.Length;)
-        {
-            int b = a + 1;
-            while (b < idx.Length && keys[b] == keys[a]) b++;
-            if (b - a > 1) Array.Sort(idx, a, b - a);
-            a = b;
-        }
-        return idx;
-    }
-
-    public static void Apply(ISparseWeight layer, IEnumerable<int> keep) => layer.SetMask(SparsityMask.FromKept(keep, layer.Rows, layer.Cols));
-
     /// <summary>Refuses a layer whose mask is fixed (compressed storage), naming it and the algorithm.</summary>
     public static void CheckChangeable(ISparseWeight layer, string algorithm)
     {
@@ -128,55 +104,69 @@ internal static class GlobalMagnitude
     {
         long keptNow = layers.Sum(l => (long)l.KeptCount);
         if (keep >= keptNow) return 0; // never regrow
-        var high = new long[1 << 16];
-        foreach (var l in layers)
-        {
-            var w = l.Weight; var m = l.Mask.Values;
-            for (int i = 0; i < m.Length; i++) if (m[i] != 0) high[Key(w[i]) >> 16]++;
-        }
-        // The threshold's bin: the fewest top bins that hold at least `keep` weights.
-        uint bin = 0; long above = 0, need = keep;
-        if (keep > 0)
-            for (int b = high.Length - 1; b >= 0; b--)
-            {
-                if (above + high[b] >= keep) { bin = (uint)b; need = keep - above; break; }
-                above += high[b];
-            }
-        uint threshold = uint.MaxValue; long ties = 0; // keep: key > threshold, and the first `ties` weights with key == threshold
-        if (keep > 0)
-        {
-            var low = high; // reused: the upper histogram is no longer needed
-            Array.Clear(low);
-            foreach (var l in layers)
-            {
-                var w = l.Weight; var m = l.Mask.Values;
-                for (int i = 0; i < m.Length; i++)
-                    if (m[i] != 0) { uint k = Key(w[i]); if (k >> 16 == bin) low[k & 0xFFFF]++; }
-            }
-            long lowAbove = 0;
-            for (int b = low.Length - 1; b >= 0; b--)
-            {
-                if (lowAbove + low[b] >= need) { threshold = bin << 16 | (uint)b; ties = need - lowAbove; break; }
-                lowAbove += low[b];
-            }
-        }
+        var current = layers.Select(l => l.Mask.Values).ToArray();
+        var masks = layers.Select(l => new float[l.Rows * l.Cols]).ToList();
+        SelectLargest(layers.Count, s => layers[s].Weight, s => current[s], keep, (layer, i) => masks[layer][i] = 1f);
         int changed = 0;
-        foreach (var l in layers)
+        for (int li = 0; li < layers.Count; li++)
         {
-            var w = l.Weight; var m = l.Mask.Values;
-            var values = new float[m.Length];
-            int kept = 0;
-            for (int i = 0; i < m.Length; i++)
-            {
-                if (m[i] == 0) continue;
-                uint k = Key(w[i]);
-                if (keep > 0 && (k > threshold || (k == threshold && ties-- > 0))) { values[i] = 1f; kept++; }
-            }
-            if (kept == l.KeptCount) continue;
-            l.SetMask(new SparsityMask(values, l.Rows, l.Cols));
+            var l = layers[li];
+            if (masks[li].Count(v => v != 0) == l.KeptCount) continue;
+            l.SetMask(new SparsityMask(masks[li], l.Rows, l.Cols));
             changed++;
         }
         return changed;
+    }
+
+    /// <summary>
+    /// Calls <paramref name="take"/>(source, index) for the <paramref name="count"/> positions with the largest |value|
+    /// among those where <c>Eligible</c> is non-zero, over all sources; ties go to the earlier source, then the lower index.
+    /// Three passes, two 65,536-bin histograms: no sort and no per-element allocation.
+    /// </summary>
+    public static void SelectLargest(int sources, Func<int, ReadOnlySpan<float>> values, Func<int, ReadOnlySpan<float>> eligible, long count, Action<int, int> take)
+    {
+        if (count <= 0) return;
+        var high = new long[1 << 16];
+        for (int s = 0; s < sources; s++)
+        {
+            var v = values(s); var e = eligible(s);
+            for (int i = 0; i < e.Length; i++) if (e[i] != 0) high[Key(v[i]) >> 16]++;
+        }
+        uint bin = 0; long above = 0, need = count, total = high.Sum();
+        if (count >= total) // every eligible position
+        {
+            for (int s = 0; s < sources; s++) { var e = eligible(s); for (int i = 0; i < e.Length; i++) if (e[i] != 0) take(s, i); }
+            return;
+        }
+        for (int b = high.Length - 1; b >= 0; b--)
+        {
+            if (above + high[b] >= count) { bin = (uint)b; need = count - above; break; }
+            above += high[b];
+        }
+        var low = high; // reused: the upper histogram is no longer needed
+        Array.Clear(low);
+        for (int s = 0; s < sources; s++)
+        {
+            var v = values(s); var e = eligible(s);
+            for (int i = 0; i < e.Length; i++)
+                if (e[i] != 0) { uint k = Key(v[i]); if (k >> 16 == bin) low[k & 0xFFFF]++; }
+        }
+        uint threshold = 0; long ties = 0, lowAbove = 0;
+        for (int b = low.Length - 1; b >= 0; b--)
+        {
+            if (lowAbove + low[b] >= need) { threshold = bin << 16 | (uint)b; ties = need - lowAbove; break; }
+            lowAbove += low[b];
+        }
+        for (int s = 0; s < sources; s++)
+        {
+            var v = values(s); var e = eligible(s);
+            for (int i = 0; i < e.Length; i++)
+            {
+                if (e[i] == 0) continue;
+                uint k = Key(v[i]);
+                if (k > threshold || (k == threshold && ties-- > 0)) take(s, i);
+            }
+        }
     }
 }
 
@@ -211,19 +201,38 @@ public sealed class SparseEvolutionaryTraining(ISparsitySchedule dropFraction, U
         {
             var layer = model.Weights[li];
             var g = new SparsityRandom(seed ^ (ulong)step * 0x9E3779B97F4A7C15UL ^ (ulong)li * 0xC2B2AE3D27D4EB4FUL);
-            if (DropAndGrow.Run(layer, frac, candidates => Shuffle(candidates, g))) changed++;
+            if (DropAndGrow.Run(layer, frac, (old, mask, count) => GrowAtRandom(old, mask, count, g))) changed++;
         }
         return changed;
     }
 
-    private static IEnumerable<int> Shuffle(List<int> xs, SparsityRandom g)
+    /// <summary>Sets <paramref name="count"/> positions that the old mask dropped, drawn uniformly at random, to 1.</summary>
+    private static void GrowAtRandom(float[] old, float[] mask, int count, SparsityRandom g)
     {
-        for (int i = xs.Count - 1; i > 0; i--)
+        int free = 0;
+        for (int i = 0; i < old.Length; i++) if (old[i] == 0) free++;
+        if (count * 2 > free)
         {
-            int j = g.NextInt(i + 1);
-            (xs[i], xs[j]) = (xs[j], xs[i]);
+            // Most of the free positions: a partial Fisher–Yates over their list.
+            var candidates = new int[free];
+            for (int i = 0, j = 0; i < old.Length; i++) if (old[i] == 0) candidates[j++] = i;
+            for (int i = 0; i < count; i++)
+            {
+                int j = i + g.NextInt(free - i);
+                (candidates[i], candidates[j]) = (candidates[j], candidates[i]);
+                mask[candidates[i]] = 1f;
+            }
+            return;
         }
-        return xs;
+        // Fewer than half of them: draw positions and keep those that were dropped and not yet grown (at least half of
+        // every draw succeeds), with no list of candidates.
+        for (int grown = 0; grown < count;)
+        {
+            int i = g.NextInt(old.Length);
+            if (old[i] != 0 || mask[i] != 0) continue;
+            mask[i] = 1f;
+            grown++;
+        }
     }
 }
 
@@ -274,9 +283,14 @@ public sealed class RigL : ISparsityAlgorithm
         {
             if (layer.DenseGradient.IsEmpty) throw new InvalidOperationException(
                 $"RigL: layer '{layer.Name}' has no dense gradient at update step {step}; set CaptureDenseGradient before the step (the SparsityController does).");
-            var gs = layer.DenseGradient.ToArray();
-            bool did = DropAndGrow.Run(layer, frac, candidates =>
-                candidates.OrderByDescending(i => MathF.Abs(gs[i])).ThenBy(i => i));
+            var gs = layer;
+            bool did = DropAndGrow.Run(layer, frac, (old, mask, count) =>
+            {
+                // the largest |gradient| among the positions the old mask dropped (ties: the lower index)
+                var dropped = new float[old.Length];
+                for (int i = 0; i < old.Length; i++) dropped[i] = old[i] == 0 ? 1f : 0f;
+                GlobalMagnitude.SelectLargest(1, _ => gs.DenseGradient, _ => dropped, count, (_, i) => mask[i] = 1f);
+            });
             layer.ClearDenseGradient();
             if (did) changed++;
         }
@@ -286,21 +300,24 @@ public sealed class RigL : ISparsityAlgorithm
 
 internal static class DropAndGrow
 {
-    /// <summary>Drops round(frac·kept) smallest-magnitude kept weights and grows as many from the ordered candidates (positions not kept before).</summary>
-    public static bool Run(ISparseWeight layer, double frac, Func<List<int>, IEnumerable<int>> orderCandidates)
+    /// <summary>
+    /// Drops round(frac·kept) smallest-magnitude kept weights (ties: the higher index goes first) and grows as many at
+    /// positions that were not kept before, chosen by <paramref name="grow"/>(old mask, new mask, count), which sets them
+    /// to 1 in the new mask. Linear time: the kept weights are selected, not sorted.
+    /// </summary>
+    public static bool Run(ISparseWeight layer, double frac, Action<float[], float[], int> grow)
     {
         int kept = layer.KeptCount;
         int k = (int)Math.Round(frac * kept);
         if (k == 0) return false;
         MaskOps.CheckChangeable(layer, "drop-and-grow");
-        var byMag = MaskOps.KeptByMagnitude(layer);
-        var m = layer.Mask.Values;
-        var candidates = new List<int>();
-        for (int i = 0; i < m.Length; i++) if (m[i] == 0) candidates.Add(i);
-        k = Math.Min(k, candidates.Count); // a nearly dense layer has few places to grow into
+        var old = layer.Mask.Values;
+        k = Math.Min(k, old.Length - kept); // a nearly dense layer has few places to grow into
         if (k == 0) return false;
-        var grow = orderCandidates(candidates).Take(k);
-        MaskOps.Apply(layer, byMag.Skip(k).Concat(grow));
+        var mask = new float[old.Length];
+        GlobalMagnitude.SelectLargest(1, _ => layer.Weight, _ => old, kept - k, (_, i) => mask[i] = 1f);
+        grow(old, mask, k);
+        layer.SetMask(new SparsityMask(mask, layer.Rows, layer.Cols));
         return true;
     }
 }
