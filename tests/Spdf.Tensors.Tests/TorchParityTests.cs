@@ -31,6 +31,28 @@ public class TorchParityTests
             ((double)Math.Abs(a[i] - e[i])).Should().BeLessThanOrEqualTo(atol + rtol * Math.Abs(e[i]), $"{what}[{i}]: {a[i]} vs torch {e[i]}");
     }
 
+    [Theory]
+    [InlineData("adamw")]
+    [InlineData("sgd")]
+    public void AResetMidRunMatchesPyTorchsFreshOptimizer(string kind)
+    {
+        // tests/fixtures/make_reset_fixture.py: 7 steps, a fresh PyTorch optimizer on the same weights, 4 more steps.
+        var f = SafeTensors.Load(Path.Combine(AppContext.BaseDirectory, "fixtures", "optimizer_reset.safetensors")).Tensors;
+        var grads = f["grads"].ToArray(); var after = f[$"{kind}.after"].ToArray();
+        int n = f["init"].Numel, steps = grads.Length / n;
+        var p = new Parameter(Tensor.From(f["init"].ToArray()));
+        Optimizer opt = kind == "adamw"
+            ? new AdamW([p], learningRate: 0.05, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+            : new Sgd([p], learningRate: 0.05, momentum: 0.9, weightDecay: 0.1);
+        for (int t = 0; t < steps; t++)
+        {
+            if (t == 7) opt.ResetState(p);
+            p.Grad = Tensor.From(grads.AsSpan(t * n, n).ToArray());
+            opt.Step();
+            Close(p, Tensor.From(after.AsSpan(t * n, n).ToArray()), 1e-5, 1e-6, $"{kind} weights after step {t + 1}");
+        }
+    }
+
     private static (Mlp Model, Tensor X, IntTensor Targets) Setup()
     {
         var model = new Mlp();
