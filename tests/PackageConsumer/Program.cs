@@ -1,10 +1,28 @@
-// A user's program that references Spdf.Sparsity.TorchSharp by package only (run by .ci/package-check): it sparsifies
-// a TorchSharp model, trains it through the SparsityController, checks the invariants, densifies, and exits non-zero
-// on any failure.
+// A user's program that references Spdf's packages only (run by .ci/package-check). With Spdf.Gpt (and through it
+// Spdf.Sparsity, Spdf.Tensors and the core) it sparse-pre-trains a tiny GPT, densifies and fine-tunes it; with
+// Spdf.Sparsity.TorchSharp it sparsifies a TorchSharp model, trains it through the SparsityController, checks the
+// invariants and densifies. It exits non-zero on any failure.
+using Spdf.Gpt;
+using Spdf.Gpt.Data;
+using Spdf.Gpt.Training;
 using Spdf.Sparsity;
 using Spdf.Sparsity.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+
+// Spdf.Gpt on Spdf.Tensors
+var tokens = TokenStream.FromArray(Enumerable.Range(0, 20_000).Select(i => i * 7 % 512).ToArray(), 512);
+var gpt = new GptModel(GptConfig.Tiny);
+var handle = Sparsifier.Apply(gpt, SparsityConfig.Default(0.75));
+var trainer = new Trainer(gpt, new TrainerOptions(), handle);
+trainer.Run(new TrainingStage { Name = "pretrain", Data = new WindowSampler(tokens, 4, 32, seed: 1), Steps = 20 });
+if (Math.Abs(handle.Report().LayerSparsity - 0.75) > 1e-3) throw new InvalidOperationException($"GPT sparsity {handle.Report().LayerSparsity}");
+trainer.Densify();
+var ft = trainer.Run(new TrainingStage { Name = "finetune", Data = new WindowSampler(tokens, 4, 32, seed: 2), Steps = 10 });
+if (!double.IsFinite(ft.TrainLoss[^1].Loss)) throw new InvalidOperationException("the GPT's fine-tuning loss is not finite");
+Console.WriteLine($"package consumer: Spdf.Gpt pre-trained 75% sparse, densified, fine-tuned (last loss {ft.TrainLoss[^1].Loss:F3})");
+
+// Spdf.Sparsity.TorchSharp
 
 var net = nn.Sequential(("0", nn.Linear(64, 256)), ("1", nn.GELU()), ("2", nn.Linear(256, 10)));
 var opt = optim.AdamW(net.parameters(), lr: 1e-3);
