@@ -42,22 +42,34 @@ internal static class OptimizerStates
             if (f.FieldType == typeof(Tensor) && f.GetValue(state) is Tensor t && !t.IsInvalid) yield return t;
     }
 
-    /// <summary>The second moments (<c>exp_avg_sq</c>, and <c>max_exp_avg_sq</c> when present) of an Adam or AdamW state; none for other optimizers.</summary>
-    public static IEnumerable<Tensor> SecondMoments(optim.Optimizer optimizer, Parameter p)
+    /// <summary>The live state of every parameter the optimizer trains, by the parameter's handle, read in one pass
+    /// (for a hook that visits every sparse weight each step; <see cref="Find"/> reads them all for one parameter).</summary>
+    public static Dictionary<IntPtr, OptimizerState> ByParameter(optim.Optimizer optimizer)
     {
-        var (state, _) = Find(optimizer, p);
-        switch (state)
-        {
-            case AdamW.State s:
-                if (s.exp_avg_sq is { IsInvalid: false } v) yield return v;
-                if (s.max_exp_avg_sq is { IsInvalid: false } mv) yield return mv;
-                break;
-            case Adam.State s:
-                if (s.exp_avg_sq is { IsInvalid: false } v2) yield return v2;
-                if (s.max_exp_avg_sq is { IsInvalid: false } mv2) yield return mv2;
-                break;
-        }
+        var map = new Dictionary<IntPtr, OptimizerState>();
+        if (optimizer is not OptimizerHelper helper) return map;
+        var states = helper.state_dict().State;
+        int i = 0;
+        foreach (var q in optimizer.parameters())
+            if (i < states.Count) map.TryAdd(q.Handle, states[i++]);
+        return map;
     }
+
+    /// <summary>The second moments (<c>exp_avg_sq</c>, and <c>max_exp_avg_sq</c> when present) of an Adam or AdamW state; none for other states.</summary>
+    public static IEnumerable<Tensor> SecondMoments(OptimizerState? state)
+    {
+        var (v, max) = state switch
+        {
+            AdamW.State s => (s.exp_avg_sq, s.max_exp_avg_sq),
+            Adam.State s => (s.exp_avg_sq, s.max_exp_avg_sq),
+            _ => (null, null),
+        };
+        if (v is { IsInvalid: false }) yield return v;
+        if (max is { IsInvalid: false }) yield return max;
+    }
+
+    /// <summary>The second moments the optimizer keeps for <paramref name="p"/> (see <see cref="SecondMoments(OptimizerState?)"/>).</summary>
+    public static IEnumerable<Tensor> SecondMoments(optim.Optimizer optimizer, Parameter p) => SecondMoments(Find(optimizer, p).State);
 
     /// <summary>Restarts <paramref name="p"/>'s state: moments at 0 and the step count of bias correction at 0, as a fresh optimizer has.</summary>
     /// <exception cref="NotSupportedException">The optimizer does not expose per-parameter state.</exception>

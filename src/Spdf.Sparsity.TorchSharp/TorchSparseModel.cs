@@ -101,9 +101,10 @@ public sealed class TorchSparseModel : SparseModelHandle
     {
         bool raise = value != 0;
         if (!raise && !_secondMomentsRaised) return;
-        if (Optimizer is not (global::TorchSharp.Modules.Adam or global::TorchSharp.Modules.AdamW) || Optimizer is not { } opt) return;
+        if (Optimizer is not { } opt || opt is not (global::TorchSharp.Modules.Adam or global::TorchSharp.Modules.AdamW)) return;
+        var states = OptimizerStates.ByParameter(opt); // once per call, not once per weight
         foreach (var w in _weights)
-            foreach (var t in OptimizerStates.SecondMoments(opt, w.Weight))
+            foreach (var t in OptimizerStates.SecondMoments(states.GetValueOrDefault(w.Weight.Handle)))
                 if (t.shape.SequenceEqual(w.Weight.shape)) w.FillDropped(t, value);
         _secondMomentsRaised = raise;
     }

@@ -34,7 +34,7 @@ public static class TorchSparsifier
         if (config.Storage == SparseWeightStorage.Compressed)
             throw new ArgumentException("SparseWeightStorage.Compressed (kept weights only) is not available for TorchSharp models: their layers keep the user's dense weight parameters, and the compressed kernels read the kept weights from them. Use SparseWeightStorage.Dense.", nameof(config));
         var linears = Walk(model, "").Where(m => m.Module is Linear || m.Module is TorchSparseLinear).ToList();
-        var selected = config.Select(linears.Select(l => (l.Name, Rows: Dims(l.Module).Rows, Cols: Dims(l.Module).Cols)).ToList());
+        var selected = config.Select(linears.Select(l => { var (rows, cols) = Dims(l.Module); return (l.Name, rows, cols); }).ToList());
         foreach (var (index, _, _) in selected)
         {
             var (name, module) = linears[index];

@@ -87,7 +87,7 @@ public class GlobalMagnitudeTests(ITestOutputHelper output)
     public void PruningEverythingLeavesEmptyMasks()
     {
         var model = Model(9, [(4, 4), (3, 5)], 0.0, false);
-        GlobalMagnitude.KeepLargest(model.Weights, 0).Should().Be(2);
+        MagnitudeSelection.KeepLargest(model.Weights, 0).Should().Be(2);
         model.Weights.Should().OnlyContain(l => l.KeptCount == 0);
     }
 

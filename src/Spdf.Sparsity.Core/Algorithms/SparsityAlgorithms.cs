@@ -72,26 +72,27 @@ public sealed class GradualMagnitudePruning(ISparsitySchedule schedule, UpdateSc
                 int keep = MaskInitializers.KeptCount(l.Rows * l.Cols, target);
                 if (keep >= l.KeptCount) continue; // never regrow
                 MaskOps.CheckChangeable(l, Name);
-                changed += GlobalMagnitude.KeepLargest([l], keep); // the same linear-time selection, one layer at a time
+                changed += MagnitudeSelection.KeepLargest([l], keep); // the same linear-time selection, one layer at a time
             }
             return changed;
         }
         foreach (var l in model.Weights) MaskOps.CheckChangeable(l, Name);
         long total = model.Weights.Sum(l => (long)l.Rows * l.Cols);
         long keepTotal = (long)Math.Round((1 - target) * total);
-        return GlobalMagnitude.KeepLargest(model.Weights, keepTotal);
+        return MagnitudeSelection.KeepLargest(model.Weights, keepTotal);
     }
 }
 
 /// <summary>
-/// Global magnitude selection in linear time and bounded memory: the <c>keep</c> largest |w| among the kept weights of
-/// all layers, ties kept in layer order, then index order. A radix select over a 32-bit key that orders magnitudes as
+/// Magnitude selection in linear time and bounded memory: the <c>count</c> largest |values| among the eligible positions
+/// of one or more layers (GMP: weights among kept ones, over all layers at once when global; SET and RigL: the weights to
+/// keep, and RigL's gradients among dropped places), ties kept in layer order, then index order. A radix select over a 32-bit key that orders magnitudes as
 /// <see cref="float.CompareTo(float)"/> does (NaN below 0): a histogram of the key's upper 16 bits finds the bin that
 /// holds the threshold, a second histogram of the lower 16 bits within that bin finds the threshold itself, and a third
 /// pass writes the masks. Three passes over the weights, two 65,536-bin histograms and one layer's mask at a time,
 /// instead of a sort of every kept weight (over a gigabyte of tuples at GPT-2 Small's 85 million sparse weights).
 /// </summary>
-internal static class GlobalMagnitude
+internal static class MagnitudeSelection
 {
     private static uint Key(float w)
     {
@@ -106,12 +107,13 @@ internal static class GlobalMagnitude
         if (keep >= keptNow) return 0; // never regrow
         var current = layers.Select(l => l.Mask.Values).ToArray();
         var masks = layers.Select(l => new float[l.Rows * l.Cols]).ToList();
-        SelectLargest(layers.Count, s => layers[s].Weight, s => current[s], keep, (layer, i) => masks[layer][i] = 1f);
+        var kept = new int[layers.Count];
+        SelectLargest(layers.Count, s => layers[s].Weight, s => current[s], keep, (layer, i) => { masks[layer][i] = 1f; kept[layer]++; });
         int changed = 0;
         for (int li = 0; li < layers.Count; li++)
         {
             var l = layers[li];
-            if (masks[li].Count(v => v != 0) == l.KeptCount) continue;
+            if (kept[li] == l.KeptCount) continue;
             l.SetMask(new SparsityMask(masks[li], l.Rows, l.Cols));
             changed++;
         }
@@ -120,22 +122,25 @@ internal static class GlobalMagnitude
 
     /// <summary>
     /// Calls <paramref name="take"/>(source, index) for the <paramref name="count"/> positions with the largest |value|
-    /// among those where <c>Eligible</c> is non-zero, over all sources; ties go to the earlier source, then the lower index.
-    /// Three passes, two 65,536-bin histograms: no sort and no per-element allocation.
+    /// among those where the mask <paramref name="eligible"/> gives is non-zero (or, with <paramref name="amongDropped"/>,
+    /// zero), over all sources; ties go to the earlier source, then the lower index. Three passes, two 65,536-bin
+    /// histograms: no sort and no per-element allocation.
     /// </summary>
-    public static void SelectLargest(int sources, Func<int, ReadOnlySpan<float>> values, Func<int, ReadOnlySpan<float>> eligible, long count, Action<int, int> take)
+    public static void SelectLargest(int sources, Func<int, ReadOnlySpan<float>> values, Func<int, ReadOnlySpan<float>> eligible, long count, Action<int, int> take,
+        bool amongDropped = false)
     {
         if (count <= 0) return;
+        bool In(float m) => (m != 0) != amongDropped;
         var high = new long[1 << 16];
         for (int s = 0; s < sources; s++)
         {
             var v = values(s); var e = eligible(s);
-            for (int i = 0; i < e.Length; i++) if (e[i] != 0) high[Key(v[i]) >> 16]++;
+            for (int i = 0; i < e.Length; i++) if (In(e[i])) high[Key(v[i]) >> 16]++;
         }
         uint bin = 0; long above = 0, need = count, total = high.Sum();
         if (count >= total) // every eligible position
         {
-            for (int s = 0; s < sources; s++) { var e = eligible(s); for (int i = 0; i < e.Length; i++) if (e[i] != 0) take(s, i); }
+            for (int s = 0; s < sources; s++) { var e = eligible(s); for (int i = 0; i < e.Length; i++) if (In(e[i])) take(s, i); }
             return;
         }
         for (int b = high.Length - 1; b >= 0; b--)
@@ -149,7 +154,7 @@ internal static class GlobalMagnitude
         {
             var v = values(s); var e = eligible(s);
             for (int i = 0; i < e.Length; i++)
-                if (e[i] != 0) { uint k = Key(v[i]); if (k >> 16 == bin) low[k & 0xFFFF]++; }
+                if (In(e[i])) { uint k = Key(v[i]); if (k >> 16 == bin) low[k & 0xFFFF]++; }
         }
         uint threshold = 0; long ties = 0, lowAbove = 0;
         for (int b = low.Length - 1; b >= 0; b--)
@@ -162,7 +167,7 @@ internal static class GlobalMagnitude
             var v = values(s); var e = eligible(s);
             for (int i = 0; i < e.Length; i++)
             {
-                if (e[i] == 0) continue;
+                if (!In(e[i])) continue;
                 uint k = Key(v[i]);
                 if (k > threshold || (k == threshold && ties-- > 0)) take(s, i);
             }
@@ -283,14 +288,9 @@ public sealed class RigL : ISparsityAlgorithm
         {
             if (layer.DenseGradient.IsEmpty) throw new InvalidOperationException(
                 $"RigL: layer '{layer.Name}' has no dense gradient at update step {step}; set CaptureDenseGradient before the step (the SparsityController does).");
-            var gs = layer;
+            // grow the largest |gradient| among the positions the old mask dropped (ties: the lower index)
             bool did = DropAndGrow.Run(layer, frac, (old, mask, count) =>
-            {
-                // the largest |gradient| among the positions the old mask dropped (ties: the lower index)
-                var dropped = new float[old.Length];
-                for (int i = 0; i < old.Length; i++) dropped[i] = old[i] == 0 ? 1f : 0f;
-                GlobalMagnitude.SelectLargest(1, _ => gs.DenseGradient, _ => dropped, count, (_, i) => mask[i] = 1f);
-            });
+                MagnitudeSelection.SelectLargest(1, _ => layer.DenseGradient, _ => old, count, (_, i) => mask[i] = 1f, amongDropped: true));
             layer.ClearDenseGradient();
             if (did) changed++;
         }
@@ -315,7 +315,7 @@ internal static class DropAndGrow
         k = Math.Min(k, old.Length - kept); // a nearly dense layer has few places to grow into
         if (k == 0) return false;
         var mask = new float[old.Length];
-        GlobalMagnitude.SelectLargest(1, _ => layer.Weight, _ => old, kept - k, (_, i) => mask[i] = 1f);
+        MagnitudeSelection.SelectLargest(1, _ => layer.Weight, _ => old, kept - k, (_, i) => mask[i] = 1f);
         grow(old, mask, k);
         layer.SetMask(new SparsityMask(mask, layer.Rows, layer.Cols));
         return true;
