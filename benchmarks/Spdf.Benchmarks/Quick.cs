@@ -22,6 +22,7 @@ namespace Spdf.Benchmarks;
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
 /// quick mask-algorithms --preset gpt2-small|gpt3-xl [--algorithms gmp,gmp-global,set,rigl,erk]
+/// mpiexec -n N … quick ddp (the gpt options) --sparsity 0,0.75 [--steps N] [--bucket-mb MB]   (data-parallel step on MPI)
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
 /// quick torchsharp-gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--kernel ...] [--steps N] [--rounds R]
@@ -51,6 +52,7 @@ public static class Quick
                 case "torchsharp-gpt": TorchSharpQuick.Gpt(opts); return 0;
                 case "torchsharp-sqrt": TorchSharpQuick.Sqrt(opts); return 0;
                 case "mask-algorithms": MaskAlgorithmsQuick.Run(opts); return 0;
+                case "ddp": return DdpQuick.Run(opts, args[1..]);
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }

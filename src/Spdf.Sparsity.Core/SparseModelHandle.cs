@@ -42,7 +42,8 @@ public interface ISparseWeight
     /// <summary>When set, the next backward passes also record the weight's full dense gradient (RigL's growth criterion).</summary>
     bool CaptureDenseGradient { get; set; }
 
-    /// <summary>The dense gradient recorded under <see cref="CaptureDenseGradient"/>; empty when none was.</summary>
+    /// <summary>The dense gradient recorded under <see cref="CaptureDenseGradient"/>; empty when none was. It is the
+    /// binding's own buffer: in data-parallel training the <see cref="SparsityController"/> averages it across ranks in place.</summary>
     ReadOnlySpan<float> DenseGradient { get; }
 
     /// <summary>Forgets <see cref="DenseGradient"/>.</summary>

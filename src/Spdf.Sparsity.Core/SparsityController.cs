@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Spdf.Sparsity.Algorithms;
+using Spdf.Sparsity.Distributed;
 
 namespace Spdf.Sparsity;
 
@@ -41,6 +43,13 @@ public sealed class SparsityController
     /// <summary>When set, the masks are frozen (sparse fine-tuning) after the optimizer step of this step.</summary>
     public long? FreezeMaskAtStep { get; set; }
 
+    /// <summary>
+    /// The data-parallel group, or null for one process. Mask updates are decided on every rank from the same weights,
+    /// seeds and steps; RigL's dense gradients are averaged across the ranks before it decides, so every rank grows the
+    /// same places.
+    /// </summary>
+    public ICommunicator? Communicator { get; set; }
+
     /// <summary>The algorithm that updates masks now, or null.</summary>
     public ISparsityAlgorithm? ActiveAlgorithm => Model.Phase == SparsityPhase.DenseFinetune ? null
         : Algorithm ?? (Model.Phase == SparsityPhase.SparsePretrain ? Model.Algorithm : null);
@@ -63,7 +72,14 @@ public sealed class SparsityController
         CheckStep(step);
         if (Model.Phase == SparsityPhase.DenseFinetune) return;
         Model.BeforeOptimizerStep(); // an engine that masks gradients here records the dense ones first
-        foreach (var w in Model.Weights) w.CaptureDenseGradient = false;
+        bool average = Communicator is { Size: > 1 } && NeedsDenseGradient(step);
+        foreach (var w in Model.Weights)
+        {
+            w.CaptureDenseGradient = false;
+            // The span is the binding's own buffer (ISparseWeight.DenseGradient): averaged in place.
+            if (average && !w.DenseGradient.IsEmpty)
+                GradientReducer.Average(Communicator!, MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(w.DenseGradient), w.DenseGradient.Length));
+        }
     }
 
     /// <summary>After the optimizer step: the masks' invariants, the algorithm's mask update, and a scheduled transition.</summary>

@@ -258,6 +258,26 @@ public sealed class WindowSampler : IBatchSource
         _rng = new Generator(seed);
     }
 
+    /// <summary>
+    /// The sampler of rank <paramref name="rank"/> of <paramref name="ranks"/> in data-parallel training: the stream is cut
+    /// into <paramref name="ranks"/> contiguous shards of equal length (a remainder of fewer than <paramref name="ranks"/>
+    /// tokens is left out) and this rank draws its windows from its own shard, with its own generator, so that no two
+    /// ranks read the same tokens. Rank 0 of 1 is <c>new WindowSampler(stream, batchSize, contextLength, seed)</c>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The rank is not in [0, ranks).</exception>
+    /// <exception cref="ArgumentException">A shard is shorter than one window.</exception>
+    public static WindowSampler ForRank(TokenStream stream, int batchSize, int contextLength, ulong seed, int rank, int ranks)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ranks);
+        if ((uint)rank >= (uint)ranks) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"Expected a rank in [0, {ranks}).");
+        if (ranks == 1) return new WindowSampler(stream, batchSize, contextLength, seed);
+        long shard = stream.Length / ranks;
+        if (shard < contextLength + 1)
+            throw new ArgumentException($"The token stream has {stream.Length} tokens; {ranks} shards of a context of {contextLength} need at least {(long)ranks * (contextLength + 1)}.", nameof(stream));
+        return new WindowSampler(stream.Slice(rank * shard, shard), batchSize, contextLength, seed + (ulong)rank * 0x9E3779B97F4A7C15UL);
+    }
+
     /// <summary>Windows per batch.</summary>
     public int BatchSize { get; }
 

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Spdf.Sparsity;
+using Spdf.Sparsity.Distributed;
 using Spdf.Tensors;
 using Spdf.Tensors.Autograd;
 using Spdf.Tensors.Nn;
@@ -53,7 +54,9 @@ public sealed partial class Trainer
         Model = model;
         Sparsity = sparsity;
         Progress = progress;
-        _log = logger ?? NullLogger.Instance;
+        Communicator = Options.Communicator;
+        // One log for the group: rank 0's (every rank's exceptions still surface on that rank).
+        _log = Communicator is { Rank: > 0 } ? NullLogger.Instance : logger ?? NullLogger.Instance;
         // Matrices decay, vectors (biases, norms) do not; a compressed sparse weight is a matrix kept as its values.
         var compressed = model.NamedModules().Select(m => (m.Module as SparseLinear)?.WeightValues).OfType<Parameter>().ToHashSet(ReferenceEqualityComparer.Instance);
         bool Decays(Parameter p) => p.Rank >= 2 || compressed.Contains(p);
@@ -65,8 +68,40 @@ public sealed partial class Trainer
         if (sparsity is not null)
         {
             sparsity.Optimizer = Optimizer;
-            _controller = new SparsityController(sparsity);
+            _controller = new SparsityController(sparsity) { Communicator = Communicator };
         }
+        if (Communicator is { Size: > 1 } group)
+        {
+            DataParallel.BroadcastParameters(model, group); // every rank starts from rank 0's weights
+            if (Options.VerifyReplicas) DataParallel.VerifyReplicas(model, group);
+        }
+    }
+
+    private GradientReducer? _reducer; // built for the current masks; null after a mask update or transition
+
+    /// <summary>The data-parallel group (<see cref="TrainerOptions.Communicator"/>), or null.</summary>
+    public ICommunicator? Communicator { get; }
+
+    /// <summary>Bytes of gradient each rank puts into the reduction per step, and what a dense model of the same
+    /// shapes would put (0 and 0 for one process). Sparse layers with a static mask send only their kept gradients.</summary>
+    public (long Sparse, long Dense) GradientBytesPerStep
+    {
+        get
+        {
+            if (Communicator is not { Size: > 1 }) return (0, 0);
+            var r = Reducer();
+            return (r.BytesPerStep, r.DenseBytesPerStep);
+        }
+    }
+
+    private GradientReducer Reducer()
+    {
+        if (_reducer is null)
+        {
+            _reducer = DataParallel.CreateReducer(Model, Sparsity, Communicator!, Options.BucketBytes);
+            LogReducer(_log, Communicator!.Size, _reducer.BytesPerStep / 1048576.0, _reducer.DenseBytesPerStep / 1048576.0, _reducer.Gradients.Count);
+        }
+        return _reducer;
     }
 
     private readonly SparsityController? _controller; // mask updates around each optimizer step
@@ -188,9 +223,16 @@ public sealed partial class Trainer
                         }
                         (stage.GradientAccumulation == 1 ? loss : loss * (1f / stage.GradientAccumulation)).Backward();
                     }
-                    tokens += y.Data.Count(t => t != Functional.IgnoreIndex);
+                    tokens += y.Data.Count(t => t != Functional.IgnoreIndex) * (long)(Communicator?.Size ?? 1); // the group's tokens
                 }
                 _controller?.BeforeOptimizerStep(step + 1);
+                if (Communicator is { Size: > 1 } group)
+                {
+                    Reducer().AverageGradients(); // every rank now holds the group's mean gradient
+                    Span<double> sum = [lossSum];
+                    group.AllReduceSum(sum);      // the group's mean loss: every rank logs, skips and stops alike
+                    lossSum = sum[0] / group.Size;
+                }
                 double meanLoss = lossSum / stage.GradientAccumulation;
                 double norm = stage.GradClip > 0 ? GradClip.ClipGradNorm(parameters, stage.GradClip) : GradClip.GradNorm(parameters);
                 step++;
@@ -210,8 +252,13 @@ public sealed partial class Trainer
                     if (_controller is not null)
                     {
                         var active = _controller.ActiveAlgorithm;
-                        int changed = _controller.AfterOptimizerStep(step).MasksChanged;
-                        if (changed > 0) LogMaskUpdate(_log, active!.Name, stage.Name, step, changed, Sparsity!.Report().LayerSparsity);
+                        var done = _controller.AfterOptimizerStep(step);
+                        if (done.MasksChanged > 0) LogMaskUpdate(_log, active!.Name, stage.Name, step, done.MasksChanged, Sparsity!.Report().LayerSparsity);
+                        if (done.MasksChanged > 0 || done.Transition is not null)
+                        {
+                            _reducer = null; // the kept places changed
+                            if (Options.VerifyReplicas && Communicator is { Size: > 1 } g) DataParallel.VerifyReplicas(Model, g);
+                        }
                     }
                 }
                 bool last = step == stage.Steps;
@@ -255,6 +302,7 @@ public sealed partial class Trainer
         var s = Sparsity ?? throw new InvalidOperationException("Densify needs the trainer to hold the model's sparsity handle (the SparsifiedModel from Sparsifier.Apply).");
         if (s.Phase == SparsityPhase.DenseFinetune) return;
         int n = Transitions.Densify(s, Optimizer, state, GlobalStep);
+        _reducer = null;
         LogPhase(_log, "densify", n, GlobalStep);
     }
 
@@ -265,6 +313,7 @@ public sealed partial class Trainer
         var s = Sparsity ?? throw new InvalidOperationException("FreezeMask needs the trainer to hold the model's sparsity handle.");
         if (s.Phase == SparsityPhase.SparseFinetune) return;
         Transitions.FreezeMask(s, GlobalStep);
+        _reducer = null;
         LogPhase(_log, "freeze-mask", s.Layers.Count, GlobalStep);
     }
 
@@ -273,11 +322,26 @@ public sealed partial class Trainer
     private void SaveCheckpoint(TrainingStage stage, long stageStep)
     {
         string root = Options.CheckpointDirectory!;
-        string path = SaveCheckpoint(root, stage.Name, stageStep, stage.Data.GetState());
+        var dataStates = GatherDataStates(stage.Data.GetState());
+        if (Communicator is { Rank: > 0 }) return; // rank 0 writes the group's checkpoint
+        string path = SaveCheckpoint(root, stage.Name, stageStep, dataStates);
         LogCheckpoint(_log, path, GlobalStep);
     }
 
-    private string SaveCheckpoint(string root, string stage, long stageStep, ulong[] dataState)
+    /// <summary>Every rank's data position, rank by rank (a collective in data-parallel training).</summary>
+    private ulong[][] GatherDataStates(ulong[] local)
+    {
+        if (Communicator is not { Size: > 1 } group) return [local];
+        var lengths = new ulong[group.Size];
+        group.AllGather([(ulong)local.Length], lengths);
+        if (lengths.Any(l => l != (ulong)local.Length))
+            throw new InvalidOperationException($"The ranks' data sources have positions of different lengths ({string.Join(", ", lengths)} words); every rank must train on the same kind of data source.");
+        var all = new ulong[local.Length * group.Size];
+        group.AllGather(local, all);
+        return Enumerable.Range(0, group.Size).Select(r => all.AsSpan(r * local.Length, local.Length).ToArray()).ToArray();
+    }
+
+    private string SaveCheckpoint(string root, string stage, long stageStep, ulong[][] dataStates)
     {
         Directory.CreateDirectory(root);
         foreach (var stale in Directory.GetDirectories(root, ".ckpt-*.tmp"))   // left by a process killed mid-write
@@ -291,7 +355,7 @@ public sealed partial class Trainer
             var meta = Sparsity?.CheckpointMetadata() ?? [];
             SafeTensors.Save(Path.Combine(tmp, "model.safetensors"), Model.StateDict(), meta);
             SafeTensors.Save(Path.Combine(tmp, "optimizer.safetensors"), Optimizer.StateDict());
-            AtomicFile.WriteAllText(Path.Combine(tmp, "trainer.json"), StateJson(stage, stageStep, dataState));
+            AtomicFile.WriteAllText(Path.Combine(tmp, "trainer.json"), StateJson(stage, stageStep, dataStates));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(tmp, final);
         }
@@ -308,7 +372,7 @@ public sealed partial class Trainer
         return final;
     }
 
-    private string StateJson(string stage, long stageStep, ulong[] dataState)
+    private string StateJson(string stage, long stageStep, ulong[][] dataStates)
     {
         var kernels = new JsonObject();
         if (Sparsity is not null)
@@ -323,13 +387,17 @@ public sealed partial class Trainer
             ["completed_stages"] = new JsonArray(_completed.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
             ["phase"] = Sparsity?.Phase.ToString() ?? "dense",
             ["skipped_steps"] = _skipped,
-            ["data_state"] = new JsonArray(dataState.Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray()),
+            ["ranks"] = dataStates.Length,
+            ["data_state"] = Words(dataStates[0]), // rank 0's; every rank's below
+            ["data_states"] = new JsonArray(dataStates.Select(d => (JsonNode)Words(d)).ToArray()),
             ["model_rng"] = new JsonArray(Model.Rng.GetState().Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray()),
             ["kernels"] = kernels,
             ["train_loss"] = Curve(_train),
             ["val_loss"] = Curve(_val),
         };
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+
+        static JsonArray Words(ulong[] w) => new(w.Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray());
 
         static JsonArray Curve(List<LossPoint> c) => new(c.Select(p => (JsonNode)new JsonArray(p.Stage, p.Step, p.GlobalStep, p.Loss.ToString("R", CultureInfo.InvariantCulture))).ToArray());
     }
@@ -381,7 +449,12 @@ public sealed partial class Trainer
             long stageStep = (long?)root["stage_step"] ?? throw Missing("stage_step");
             string phase = (string?)root["phase"] ?? throw Missing("phase");
             var completed = (root["completed_stages"] as JsonArray ?? throw Missing("completed_stages")).Select(n => (string?)n ?? throw Missing("completed_stages[]")).ToList();
-            var dataState = Words(root["data_state"], "data_state");
+            int ranks = (int?)root["ranks"] ?? 1;
+            int size = Communicator?.Size ?? 1, rank = Communicator?.Rank ?? 0;
+            if (ranks != size)
+                throw new SpdfFormatException($"{stateFile}: $.ranks: the checkpoint was written by a data-parallel run of {ranks} rank(s), each with its own data position; this run has {size}. Resume with the same number of ranks (mpiexec -n {ranks}).");
+            var dataState = ranks == 1 ? Words(root["data_state"], "data_state")
+                : Words((root["data_states"] as JsonArray ?? throw Missing("data_states")) is { } states && states.Count == ranks ? states[rank] : throw Missing("data_states"), $"data_states[{rank}]");
             var rng = Words(root["model_rng"], "model_rng");
             if (global < 0 || stageStep < 0) throw new SpdfFormatException($"{stateFile}: negative step.");
             var trainCurve = Curve(root["train_loss"], "train_loss").ToList();
@@ -426,6 +499,7 @@ public sealed partial class Trainer
             _resumeStage = completed.Contains(stage) ? null : stage;
             _resumeStageStep = stageStep;
             _resumeDataState = dataState;
+            _reducer = null;
             LogResumed(_log, checkpointDirectory, stage, stageStep, global);
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException or ArgumentException)
@@ -474,6 +548,9 @@ public sealed partial class Trainer
 
     [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "{Stage}: where {Steps} training steps spent their time (per step)\n{Table}")]
     private static partial void LogProfile(ILogger logger, string stage, int steps, string table);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Data-parallel over {Ranks} ranks: {Megabytes:F2} MB of gradients reduced per step and rank ({DenseMegabytes:F2} MB if every weight were dense), {Tensors} tensors")]
+    private static partial void LogReducer(ILogger logger, int ranks, double megabytes, double denseMegabytes, int tensors);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
     private static partial void LogPhase(ILogger logger, string transition, int layers, long step);

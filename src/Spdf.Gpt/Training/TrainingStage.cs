@@ -134,6 +134,22 @@ public sealed record TrainerOptions
     /// </summary>
     public int ProfileSteps { get; init; }
 
+    /// <summary>
+    /// The data-parallel group (e.g. <c>Spdf.Mpi.MpiCommunicator</c> under <c>mpiexec -n N</c>), or null for one
+    /// process. Every rank builds the same model and stages, each with its own shard of the data
+    /// (<see cref="WindowSampler.ForRank"/>); the trainer broadcasts rank 0's weights at the start, averages
+    /// gradients after each backward pass (only the kept values of masked weights), and writes checkpoints from rank 0
+    /// with every rank's data position. Each stage's batch is per rank: the global batch is ranks × batch.
+    /// </summary>
+    public Spdf.Sparsity.Distributed.ICommunicator? Communicator { get; init; }
+
+    /// <summary>Bytes per gradient collective in data-parallel training (default 25 MiB, as PyTorch DDP).</summary>
+    public int BucketBytes { get; init; } = Spdf.Sparsity.Distributed.GradientReducer.DefaultBucketBytes;
+
+    /// <summary>Data-parallel debugging: after the start and after every mask update, check that every rank holds the
+    /// same weights and masks (throws on every rank, naming the tensor, when not). Costs a hash of the model.</summary>
+    public bool VerifyReplicas { get; init; }
+
     /// <summary>Throws when a setting is out of range.</summary>
     public void Validate()
     {
@@ -143,6 +159,7 @@ public sealed record TrainerOptions
         if (!(Beta2 >= 0 && Beta2 < 1)) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "Expected a value in [0, 1).");
         if (!(Eps > 0)) throw new ArgumentOutOfRangeException(nameof(Eps), Eps, "Expected > 0.");
         if (ProfileSteps < 0) throw new ArgumentOutOfRangeException(nameof(ProfileSteps), ProfileSteps, "Expected ≥ 0.");
+        if (BucketBytes < 4096) throw new ArgumentOutOfRangeException(nameof(BucketBytes), BucketBytes, "Expected ≥ 4096 bytes.");
     }
 }
 
