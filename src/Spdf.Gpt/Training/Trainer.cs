@@ -82,15 +82,15 @@ public sealed partial class Trainer
     /// <summary>The data-parallel group (<see cref="TrainerOptions.Communicator"/>), or null.</summary>
     public ICommunicator? Communicator { get; }
 
-    /// <summary>Bytes of gradient each rank puts into the reduction per step, and what a dense model of the same
-    /// shapes would put (0 and 0 for one process). Sparse layers with a static mask send only their kept gradients.</summary>
-    public (long Sparse, long Dense) GradientBytesPerStep
+    /// <summary>The gradient bytes each rank puts into the reduction per step with the current masks (all 0 for one
+    /// process). Sparse layers send only their kept gradients.</summary>
+    public GradientTraffic GradientBytesPerStep
     {
         get
         {
-            if (Communicator is not { Size: > 1 }) return (0, 0);
+            if (Communicator is not { Size: > 1 }) return default;
             var r = Reducer();
-            return (r.BytesPerStep, r.DenseBytesPerStep);
+            return new(r.BytesPerStep, r.DenseBytesPerStep, r.SparseLayerBytesPerStep, r.SparseLayerDenseBytesPerStep);
         }
     }
 

@@ -163,6 +163,13 @@ public sealed record TrainerOptions
     }
 }
 
+/// <summary>Gradient bytes one rank puts into the reduction per data-parallel step.</summary>
+/// <param name="Bytes">All gradients, as sent.</param>
+/// <param name="DenseBytes">All gradients if every weight were dense.</param>
+/// <param name="SparseLayerBytes">The sparse layers' part of <paramref name="Bytes"/> (their kept gradients only).</param>
+/// <param name="SparseLayerDenseBytes">The sparse layers' gradients if they were dense.</param>
+public readonly record struct GradientTraffic(long Bytes, long DenseBytes, long SparseLayerBytes, long SparseLayerDenseBytes);
+
 /// <summary>A point of a loss curve.</summary>
 /// <param name="Stage">Stage name.</param>
 /// <param name="Step">Step within the stage (1-based: the loss of the step's batch before the update).</param>
