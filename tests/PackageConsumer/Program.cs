@@ -1,7 +1,8 @@
 // A user's program that references Spdf's packages only (run by .ci/package-check). With Spdf.Gpt (and through it
 // Spdf.Sparsity, Spdf.Tensors and the core) it sparse-pre-trains a tiny GPT, densifies and fine-tunes it; with
 // Spdf.Sparsity.TorchSharp it sparsifies a TorchSharp model, trains it through the SparsityController, checks the
-// invariants and densifies. It exits non-zero on any failure.
+// invariants and densifies; with Spdf.Mpi it trains the GPT in an MPI world (of one rank: run without mpiexec) through
+// MPICH. It exits non-zero on any failure.
 using Spdf.Gpt;
 using Spdf.Gpt.Data;
 using Spdf.Gpt.Training;
@@ -43,3 +44,13 @@ if (w.Where((v, i) => m[i] == 0 && v != 0).Any()) throw new InvalidOperationExce
 if (Math.Abs(sparse.Report().LayerSparsity - 0.75) > 1e-9) throw new InvalidOperationException($"sparsity {sparse.Report().LayerSparsity}");
 sparse.Densify();
 Console.WriteLine($"package consumer: trained 75% sparse, phase {sparse.Phase}");
+
+// Spdf.Mpi (MPI.NET on MPICH; a world of one rank without mpiexec)
+return Spdf.Mpi.MpiCommunicator.Run(args, world =>
+{
+    var model = new GptModel(GptConfig.Tiny);
+    var t = new Trainer(model, new TrainerOptions { Communicator = world }, Sparsifier.Apply(model, SparsityConfig.Default(0.75)));
+    var r = t.Run(new TrainingStage { Name = "ddp", Data = WindowSampler.ForRank(tokens, 4, 32, 1, world.Rank, world.Size), Steps = 3 });
+    Console.WriteLine($"package consumer: trained in an MPI world of {world.Size} on {Spdf.Mpi.MpiCommunicator.ProcessorName} (last loss {r.TrainLoss[^1].Loss:F3})");
+    return 0;
+});

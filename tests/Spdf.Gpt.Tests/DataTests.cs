@@ -87,6 +87,28 @@ public class DataTests
         WindowSampler.Sequential(s, 3, 10).Sum(b => b.Inputs.Shape[0]).Should().Be(19);
     }
 
+    [Fact]
+    public void EachRankSamplesItsOwnShardOfTheStream()
+    {
+        var s = TokenStream.FromArray(Enumerable.Range(0, 303).ToArray(), 303);
+        var seen = new List<HashSet<int>>();
+        for (int r = 0; r < 3; r++)
+        {
+            var sampler = WindowSampler.ForRank(s, 4, 8, seed: 3, r, 3);
+            var tokens = new HashSet<int>();
+            for (int b = 0; b < 20; b++)
+            {
+                var (x, y) = sampler.Next();
+                tokens.UnionWith(x.Data); tokens.UnionWith(y.Data);
+            }
+            tokens.Should().OnlyContain(t => t >= r * 101 && t < (r + 1) * 101, $"rank {r} reads only its shard [{r * 101}, {(r + 1) * 101})");
+            seen.Add(tokens);
+        }
+        WindowSampler.ForRank(s, 4, 8, 3, 0, 1).Next().Inputs.Data.Should().Equal(new WindowSampler(s, 4, 8, 3).Next().Inputs.Data, "rank 0 of 1 is the plain sampler");
+        FluentActions.Invoking(() => WindowSampler.ForRank(s, 4, 8, 3, 3, 3)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*[0, 3)*");
+        FluentActions.Invoking(() => WindowSampler.ForRank(TokenStream.FromArray(new int[20], 5), 1, 8, 0, 0, 4)).Should().Throw<ArgumentException>().WithMessage("*20 tokens*4 shards*36*");
+    }
+
     private const string Csv = "mr,ref\n" +
         "\"name[The Eagle], eatType[coffee shop]\",\"The Eagle is a coffee shop.\"\n" +
         "\"name[The Eagle], eatType[coffee shop]\",\"A coffee shop, \"\"The Eagle\"\".\"\n" +

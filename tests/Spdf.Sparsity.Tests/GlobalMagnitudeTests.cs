@@ -21,8 +21,9 @@ internal sealed class ArrayWeight(string name, float[] weight, SparsityMask mask
     public string Initializer => "test";
     public string Kernel => "none";
     public bool CaptureDenseGradient { get; set; }
-    public ReadOnlySpan<float> DenseGradient => default;
-    public void ClearDenseGradient() { }
+    public float[]? Gradient { get; set; }
+    public ReadOnlySpan<float> DenseGradient => Gradient;
+    public void ClearDenseGradient() => Gradient = null;
     public void SetMask(SparsityMask mask) { Mask = mask; mask.Apply(Values); }
 }
 
