@@ -4,6 +4,8 @@
 // wall time, validation loss, BLEU and ROUGE-L.
 //   dotnet run -c Release --project samples/Spdf.Demo [-- --quick] [--report DIR] [--corpus FILE] [--task FILE]
 //   dotnet run -c Release --project samples/Spdf.Demo -- flops --preset gpt3-xl --sparsity 0.75
+// Data-parallel on MPI (every run's batch split over the ranks; rank 0 writes the report):
+//   dotnet build -c Release samples/Spdf.Demo && mpiexec -n 2 -bind-to core dotnet samples/Spdf.Demo/bin/Release/net10.0/Spdf.Demo.dll
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -39,9 +41,14 @@ root.SetAction(parse =>
         CorpusFile = parse.GetValue(corpusOption),
         TaskFile = parse.GetValue(taskOption),
         Seed = (ulong)parse.GetValue(seedOption),
-        Command = "dotnet run -c Release --project samples/Spdf.Demo" + (args.Length > 0 ? " -- " + string.Join(' ', args) : ""),
+        Command = Spdf.Mpi.MpiCommunicator.LaunchedByMpiexec
+            ? $"mpiexec -n {Environment.GetEnvironmentVariable("PMI_SIZE")} dotnet samples/Spdf.Demo/bin/Release/net10.0/Spdf.Demo.dll {string.Join(' ', args)}".TrimEnd()
+            : "dotnet run -c Release --project samples/Spdf.Demo" + (args.Length > 0 ? " -- " + string.Join(' ', args) : ""),
     };
-    return DemoRunner.Run(settings);
+    // Under mpiexec every rank runs the workflow on its shard of each batch; alone, MPI is never loaded.
+    return Spdf.Mpi.MpiCommunicator.LaunchedByMpiexec
+        ? Spdf.Mpi.MpiCommunicator.Run(args, world => DemoRunner.Run(settings with { World = world }))
+        : DemoRunner.Run(settings);
 });
 return root.Parse(args).Invoke();
 
@@ -49,11 +56,19 @@ internal static class DemoRunner
 {
     public static int Run(DemoSettings s)
     {
+        if (s.Rank > 0 && !s.RankFolder)
+        {
+            // One console and one report for the group: rank 0's. The other ranks keep their data and log apart.
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null) });
+            string own = Directory.CreateTempSubdirectory($"spdf-demo-rank{s.Rank}-").FullName;
+            try { return Run(s with { OutputDirectory = own, RankFolder = true }); }
+            finally { Directory.Delete(own, recursive: true); }
+        }
         Directory.CreateDirectory(s.OutputDirectory);
         using var logger = new FileLogger(Path.Combine(s.OutputDirectory, "train.log"));
         var clock = Stopwatch.StartNew();
         AnsiConsole.MarkupLine("[bold]Spdf demo[/]: sparse pre-training → dense fine-tuning (SPDF) of a GPT on a data-to-text task" + (s.Quick ? " [yellow](quick)[/]" : ""));
-        AnsiConsole.MarkupLine($"GEMM micro-kernel [green]{Gemm.KernelName}[/], {Gemm.MaxThreads} threads; writing to [blue]{Markup.Escape(s.OutputDirectory)}[/]");
+        AnsiConsole.MarkupLine($"GEMM micro-kernel [green]{Gemm.KernelName}[/], {Gemm.MaxThreads} threads{(s.Ranks > 1 ? $" per rank, data-parallel over [green]{s.Ranks}[/] MPI ranks ({s.Batch / s.Ranks} sequences per rank and step)" : "")}; writing to [blue]{Markup.Escape(s.OutputDirectory)}[/]");
         var w = new Workflow(s, logger);
         try
         {
@@ -79,6 +94,7 @@ internal static class DemoRunner
             foreach (var (mr, output) in r.Samples.Take(2))
                 AnsiConsole.MarkupLine($"  [grey]{Markup.Escape(mr)}[/]\n  → {Markup.Escape(output)}");
         }
+        if (s.RankFolder) return 0; // a rank > 0: rank 0 reports
         Report.Write(s.OutputDirectory, w, s, clock.Elapsed);
         AnsiConsole.MarkupLine($"Report: [blue]{Markup.Escape(Path.Combine(s.OutputDirectory, "report.md"))}[/] ({clock.Elapsed.TotalMinutes:F1} min)");
         if (w.Results.Any(r => !double.IsFinite(r.ValLoss) || !(r.ValLoss < Math.Log(c.VocabSize))))

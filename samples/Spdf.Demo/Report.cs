@@ -107,6 +107,7 @@ public static class Report
         md.Append(CultureInfo.InvariantCulture, $"and {(s.TaskFile is null ? "a generated data-to-text task in the E2E challenge's format" : $"the task `{Path.GetFileName(s.TaskFile)}`")} ({w.TrainExamples.Count:N0} training and {w.TestExamples.Count} held-out meaning representations); ");
         md.Append(CultureInfo.InvariantCulture, $"a byte-level BPE of {c.VocabSize:N0} ids trained on both. GPT with {c.Layers} layers, width {c.EmbeddingSize}, {c.Heads} heads, context {c.ContextLength}. ");
         md.Append(CultureInfo.InvariantCulture, $"Every run pre-trains {s.PretrainSteps} steps × {s.Batch} × {c.ContextLength} tokens (AdamW, peak learning rate 2e-3, cosine to 2e-4, weight decay 0.1), ");
+        if (s.Ranks > 1) md.Append(CultureInfo.InvariantCulture, $"data-parallel over {s.Ranks} MPI ranks ({s.BatchPerRank} sequences each per step, gradients averaged), ");
         md.Append(CultureInfo.InvariantCulture, $"then fine-tunes {s.FinetuneSteps} steps on the task (loss on the reference tokens only, fresh optimizer moments, peak 1e-3) and is evaluated on the held-out MRs (greedy decoding)");
         md.Append(CultureInfo.InvariantCulture, $"{(w.HeldOutReferences > 0 ? $"; {w.HeldOutReferences} task references longer than the context were left out" : "")}. ");
         md.Append("The sparse layers are the paper's: Q/K/V, the attention output projection and both MLP matrices, with uniform random masks. ");

@@ -24,6 +24,16 @@ public sealed record DemoSettings
     /// <summary>The command line that started the run, for the report.</summary>
     public string Command { get; init; } = "dotnet run -c Release --project samples/Spdf.Demo";
     public IReadOnlyList<double> Sparsities { get; init; } = [0.5, 0.75];
+    /// <summary>The MPI group when started under mpiexec (every run's batch is split over its ranks), or null.</summary>
+    public Spdf.Sparsity.Distributed.ICommunicator? World { get; init; }
+    /// <summary>Set on ranks other than 0, whose output folder is their own temporary one.</summary>
+    public bool RankFolder { get; init; }
+    public int Rank => World?.Rank ?? 0;
+    public int Ranks => World?.Size ?? 1;
+
+    /// <summary>Sequences per rank and step: the batch split over the ranks (the global batch stays <see cref="Batch"/>).</summary>
+    public int BatchPerRank => Batch % Ranks == 0 ? Batch / Ranks
+        : throw new ArgumentException($"The batch of {Batch} sequences does not split over {Ranks} ranks; run with a number of ranks that divides {Batch}.");
 
     public GptConfig Model(int vocab) => Quick ? new GptConfig(2, 64, 4, 192, vocab, Dropout: 0f) : new GptConfig(4, 128, 4, 128, vocab, Dropout: 0f);
     public int VocabSize => Quick ? 512 : 1024;
@@ -186,12 +196,12 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var storage = rigl ? SparseWeightStorage.Dense : SparseWeightStorage.Compressed;
         PeakMemory.Reset();
         var (model, handle) = Build(sparsity, storage);
-        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
+        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50, Communicator = settings.World }, handle, logger, progress);
         int ctx = Config.ContextLength, batch = settings.Batch;
         var stage = new TrainingStage
         {
             Name = "pretrain",
-            Data = new WindowSampler(_train, batch, ctx, settings.Seed),
+            Data = WindowSampler.ForRank(_train, settings.BatchPerRank, ctx, settings.Seed, settings.Rank, settings.Ranks),
             Steps = settings.PretrainSteps,
             LearningRate = 2e-3,
             MinLearningRate = 2e-4,
@@ -219,7 +229,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var (model, handle) = Build(pre.Sparsity, pre.Storage);
         model.LoadStateDict(pre.State);
         if (gmp) handle = Sparsifier.Apply(model, SparsityConfig.Default(0.0, settings.Seed)); // dense, ready to be pruned
-        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50 }, handle, logger, progress);
+        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50, Communicator = settings.World }, handle, logger, progress);
         if (handle is not null && !gmp)
         {
             if (kind.Densify) trainer.Densify(OptimizerStateOnDensify.Reset);
@@ -233,7 +243,8 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         var result = trainer.Run(new TrainingStage
         {
             Name = "finetune",
-            Data = new E2EBatcher(Tokenizer, TrainExamples, batch, ctx, settings.Seed + 1),
+            // Each rank fine-tunes on its own share of the MRs (all of them in one process).
+            Data = new E2EBatcher(Tokenizer, TrainExamples.Where((_, i) => i % settings.Ranks == settings.Rank), settings.BatchPerRank, ctx, settings.Seed + 1),
             Steps = settings.FinetuneSteps,
             LearningRate = 1e-3,
             MinLearningRate = 1e-4,

@@ -5,13 +5,17 @@
 // borrowed from Spdf.Gpt and the demo so that the numbers are comparable.
 //
 //   dotnet run -c Release --project samples/TorchSharpGpt [-- --quick] [--sparsity 0.75] [--seed 2026]
+// Data-parallel on MPI (each rank trains on its shard of every batch; gradients averaged, kept values only while sparse):
+//   dotnet build -c Release samples/TorchSharpGpt && mpiexec -n 2 -bind-to core dotnet samples/TorchSharpGpt/bin/Release/net10.0/TorchSharpGpt.dll --quick
 using System.Diagnostics;
 using System.Globalization;
 using Spdf.Demo;
 using Spdf.Gpt.Data;
 using Spdf.Gpt.Evaluation;
 using Spdf.Gpt.Tokenization;
+using Spdf.Mpi;
 using Spdf.Sparsity;
+using Spdf.Sparsity.Distributed;
 using Spdf.Sparsity.Flops;
 using Spdf.Sparsity.TorchSharp;
 using TorchSharp;
@@ -31,6 +35,12 @@ double Arg(string name, double dflt)
     return v;
 }
 if (!(sparsity > 0 && sparsity < 1)) throw new ArgumentOutOfRangeException("--sparsity", sparsity, "Expected a sparsity in (0, 1).");
+// Under mpiexec, an MPI group (rank 0 prints); alone, one process and MPI is never loaded.
+return MpiCommunicator.LaunchedByMpiexec ? MpiCommunicator.Run(args, Experiment) : Experiment(SingleProcess.Instance);
+
+int Experiment(ICommunicator world)
+{
+void Say(string line) { if (world.Rank == 0) Console.WriteLine(line); }
 
 // The main job's sizes (samples/Spdf.Demo, DemoSettings).
 int vocab = quick ? 512 : 1024, batch = quick ? 8 : 16, pretrainSteps = quick ? 150 : 800, finetuneSteps = quick ? 100 : 600;
@@ -48,8 +58,10 @@ int heldOut = train.Count(e => !Fits(e)) + test.Count(e => !Fits(e));
 train = train.Where(Fits).ToList();
 test = test.Where(Fits).ToList();
 var (trainTokens, valTokens) = TokenStream.FromArray(TokenFile.EncodeDocuments(tokenizer, docs), tokenizer.VocabSize).Split(0.05);
-Console.WriteLine($"data: {docs.Count} documents, {trainTokens.Length + valTokens.Length} tokens, {train.Count} train / {test.Count} test MRs ({heldOut} over the context held out), vocabulary {tokenizer.VocabSize}");
+Say($"data: {docs.Count} documents, {trainTokens.Length + valTokens.Length} tokens, {train.Count} train / {test.Count} test MRs ({heldOut} over the context held out), vocabulary {tokenizer.VocabSize}");
 var config = new NanoGptConfig(layers, embd, heads, ctx, tokenizer.VocabSize);
+if (batch % world.Size != 0) throw new ArgumentException($"The batch of {batch} does not split over {world.Size} ranks.");
+int batchPerRank = batch / world.Size; // the global batch stays the same
 
 Tensor T(Spdf.Tensors.IntTensor t) => tensor(t.Data.Select(v => (long)v).ToArray(), t.Shape.ToArray().Select(d => (long)d).ToArray());
 
@@ -61,9 +73,11 @@ optim.Optimizer AdamW(NanoGpt model, double lr) => optim.AdamW(
 
 // One training loop for every stage: cosine learning rate after a linear warm-up, gradient clipping at 1, and Spdf's
 // controller around the optimizer step when the model is sparse.
-double Train(NanoGpt model, optim.Optimizer opt, SparsityController? controller, IBatchSource data, int steps, double lr, double minLr, string label)
+double Train(NanoGpt model, optim.Optimizer opt, SparsityController? controller, TorchSparseModel? sparse, IBatchSource data, int steps, double lr, double minLr, string label)
 {
     model.train();
+    TorchDataParallel.BroadcastParameters(model, world); // every rank starts from rank 0's weights
+    var reducer = TorchDataParallel.CreateReducer(model, sparse, world); // static masks: built once per stage
     int warmup = Math.Max(1, steps / 20);
     var clock = Stopwatch.StartNew();
     double last = 0;
@@ -77,13 +91,14 @@ double Train(NanoGpt model, optim.Optimizer opt, SparsityController? controller,
         var (x, y) = data.Next();
         var loss = model.Loss(T(x), T(y));
         loss.backward();
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0);
         controller?.BeforeOptimizerStep(step);
+        reducer.AverageGradients(); // the group's mean gradient (a no-op in one process)
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0);
         opt.step();
         controller?.AfterOptimizerStep(step);
         last = loss.item<float>();
         if (step % Math.Max(1, steps / 4) == 0 || step == steps)
-            Console.WriteLine($"  {label} step {step}/{steps}: loss {last:F3}, lr {rate:E2}, {clock.Elapsed.TotalSeconds:F1} s");
+            Say($"  {label} step {step}/{steps}: loss {last:F3}, lr {rate:E2}, {clock.Elapsed.TotalSeconds:F1} s");
     }
     return clock.Elapsed.TotalSeconds;
 }
@@ -136,28 +151,29 @@ foreach (double s in new[] { 0.0, sparsity })
     // Spdf, step 1: sparsify the model's attention and MLP weights (not the tied LM head) and let a controller keep the
     // masks around each optimizer step.
     TorchSparseModel? sparse = s > 0 ? TorchSparsifier.Apply(model, SparsityConfig.Default(s, seed), opt) : null;
-    var controller = sparse is null ? null : new SparsityController(sparse);
-    if (sparse is not null) Console.WriteLine(sparse.Report());
+    var controller = sparse is null ? null : new SparsityController(sparse) { Communicator = world };
+    if (sparse is not null) Say(sparse.Report().ToString());
 
-    double seconds = Train(model, opt, controller, new WindowSampler(trainTokens, batch, ctx, seed), pretrainSteps, 2e-3, 2e-4, $"{name} pre-train");
+    double seconds = Train(model, opt, controller, sparse, WindowSampler.ForRank(trainTokens, batchPerRank, ctx, seed, world.Rank, world.Size), pretrainSteps, 2e-3, 2e-4, $"{name} pre-train");
     double valLoss = Evaluate(model, WindowSampler.Sequential(valTokens, batch, ctx, maxBatches: quick ? 2 : 8));
     double flops = FlopCounter.ForTransformer(new TransformerShape(layers, embd, ctx, tokenizer.VocabSize), s).TrainPerStep((long)batch * ctx, sparse: s > 0) * pretrainSteps;
 
     // Spdf, step 2 (SPDF): densify — the dropped weights start at 0.0 and learn during fine-tuning, with fresh moments.
     sparse?.Densify(OptimizerStateOnDensify.Reset, pretrainSteps);
 
-    Train(model, opt, null, new E2EBatcher(tokenizer, train, batch, ctx, seed + 1), finetuneSteps, 1e-3, 1e-4, $"{name} fine-tune");
+    Train(model, opt, null, sparse, new E2EBatcher(tokenizer, train.Where((_, i) => i % world.Size == world.Rank), batchPerRank, ctx, seed + 1), finetuneSteps, 1e-3, 1e-4, $"{name} fine-tune");
     double ftLoss = Evaluate(model, TestBatches());
     var outputs = test.Select(e => Generate(model, E2EDataset.Prompt(e.MeaningRepresentation))).ToList();
     var refs = test.Select(e => e.References).ToList();
     double bleu = Bleu.Corpus(outputs, refs), rouge = RougeL.Corpus(outputs, refs);
     rows.Add(string.Create(inv, $"| {name} | {s:P0} | {flops / 1e12:F3} | {seconds:F1} | {valLoss:F3} | {ftLoss:F3} | {bleu:F2} | {rouge:F2} |"));
-    Console.WriteLine($"{name}: e.g. \"{test[0].MeaningRepresentation}\" → \"{outputs[0]}\"");
+    Say($"{name}: e.g. \"{test[0].MeaningRepresentation}\" → \"{outputs[0]}\"");
     model.Dispose();
 }
 
-Console.WriteLine();
-Console.WriteLine("| run | sparsity | pre-train TFLOPs | pre-train s | val loss | fine-tune val loss | BLEU | ROUGE-L |");
-Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-foreach (var r in rows) Console.WriteLine(r);
+Say("");
+Say("| run | sparsity | pre-train TFLOPs | pre-train s | val loss | fine-tune val loss | BLEU | ROUGE-L |");
+Say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+foreach (var r in rows) Say(r);
 return 0;
+}

@@ -36,6 +36,14 @@ public sealed class MpiCommunicator : ICommunicator, IDisposable
         Size = world.Size;
     }
 
+    /// <summary>
+    /// Whether this process was started by an MPI launcher (<c>mpiexec</c> of MPICH, Intel MPI or Microsoft MPI set
+    /// <c>PMI_RANK</c> or <c>PMI_SIZE</c>): a program can offer data-parallel training under <c>mpiexec</c> and never load
+    /// MPI otherwise.
+    /// </summary>
+    public static bool LaunchedByMpiexec =>
+        Environment.GetEnvironmentVariable("PMI_SIZE") is { Length: > 0 } || Environment.GetEnvironmentVariable("PMI_RANK") is { Length: > 0 };
+
     /// <summary>The library names tried, in order, for <c>msmpi.dll</c> on Linux.</summary>
     public static IReadOnlyList<string> LinuxLibraryNames { get; } = ["libmpich.so.12", "libmpi.so.12"];
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Spdf.Sparsity.Distributed;
+using Spdf.Tests.Shared;
 
 namespace Spdf.Sparsity.Tests;
 
@@ -10,63 +11,6 @@ namespace Spdf.Sparsity.Tests;
 /// </summary>
 public class GradientReducerTests
 {
-    /// <summary>A group of ranks on threads: each collective waits for all ranks, then every rank reads the combined result.</summary>
-    private sealed class ThreadGroup(int size)
-    {
-        private readonly Barrier _barrier = new(size);
-        private readonly object[] _slots = new object[size];
-        public int Size { get; } = size;
-
-        public ICommunicator Rank(int rank) => new Member(this, rank);
-
-        private T[][] Exchange<T>(int rank, T[] mine)
-        {
-            _slots[rank] = mine;
-            _barrier.SignalAndWait();
-            var all = _slots.Select(s => (T[])s).ToArray();
-            _barrier.SignalAndWait(); // everyone has read before the next collective writes
-            return all;
-        }
-
-        private sealed class Member(ThreadGroup g, int rank) : ICommunicator
-        {
-            public int Rank => rank;
-            public int Size => g.Size;
-            public void AllReduceSum(Span<float> values)
-            {
-                var all = g.Exchange(rank, values.ToArray());
-                for (int i = 0; i < values.Length; i++) { float s = 0; foreach (var a in all) s += a[i]; values[i] = s; }
-            }
-            public void AllReduceSum(Span<double> values)
-            {
-                var all = g.Exchange(rank, values.ToArray());
-                for (int i = 0; i < values.Length; i++) { double s = 0; foreach (var a in all) s += a[i]; values[i] = s; }
-            }
-            public void Broadcast(Span<float> values, int root) => g.Exchange(rank, values.ToArray())[root].CopyTo(values);
-            public void Broadcast(Span<ulong> values, int root) => g.Exchange(rank, values.ToArray())[root].CopyTo(values);
-            public void AllGather(ReadOnlySpan<ulong> local, Span<ulong> all)
-            {
-                var parts = g.Exchange(rank, local.ToArray());
-                for (int r = 0; r < parts.Length; r++) parts[r].CopyTo(all[(r * local.Length)..]);
-            }
-            public void Barrier() => g.Exchange(rank, Array.Empty<int>());
-            public void Abort(int exitCode) => throw new InvalidOperationException("abort");
-        }
-    }
-
-    private static void OnRanks(int size, Action<ICommunicator> body)
-    {
-        var group = new ThreadGroup(size);
-        var errors = new ConcurrentBag<Exception>();
-        var threads = Enumerable.Range(0, size).Select(r => new Thread(() =>
-        {
-            try { body(group.Rank(r)); } catch (Exception e) { errors.Add(e); }
-        })).ToList();
-        threads.ForEach(t => t.Start());
-        threads.ForEach(t => t.Join());
-        if (!errors.IsEmpty) throw new AggregateException(errors);
-    }
-
     private static float[] Values(int rank, int entry, int n) =>
         Enumerable.Range(0, n).Select(i => (float)Math.Sin(1 + rank * 7.1 + entry * 3.3 + i * 0.37)).ToArray();
 
@@ -81,7 +25,7 @@ public class GradientReducerTests
         var mask = Enumerable.Range(0, 3000).Select(i => i % 4 == 1 ? 1f : 0f).ToArray(); // entry 1 is masked: 75% dropped
         var results = new float[ranks][][];
         long[] bytes = new long[ranks];
-        OnRanks(ranks, comm =>
+        ThreadGroup.OnRanks(ranks, comm =>
         {
             var grads = lengths.Select((n, e) => Values(comm.Rank, e, n)).ToArray();
             for (int i = 0; i < mask.Length; i++) if (mask[i] == 0) grads[1][i] = 100 + comm.Rank; // not sent: must stay as they are
@@ -110,23 +54,14 @@ public class GradientReducerTests
     [Fact]
     public void BucketsBatchSmallGradientsIntoFewCollectives()
     {
-        var group = new ThreadGroup(2);
         var counts = new int[2];
-        var errors = new ConcurrentBag<Exception>();
-        var threads = Enumerable.Range(0, 2).Select(r => new Thread(() =>
+        ThreadGroup.OnRanks(2, comm =>
         {
-            try
-            {
-                var comm = group.Rank(r);
-                var grads = Enumerable.Range(0, 100).Select(e => Values(r, e, 10)).ToArray(); // 1,000 floats in all
-                var reducer = new GradientReducer(comm, grads.Select((g, e) => ReducedGradient.Dense($"p{e}", 10, () => g)).ToList(), 4096);
-                reducer.AverageGradients();
-                counts[r] = reducer.CollectivesLastStep;
-            }
-            catch (Exception e) { errors.Add(e); }
-        })).ToList();
-        threads.ForEach(t => t.Start()); threads.ForEach(t => t.Join());
-        errors.Should().BeEmpty();
+            var grads = Enumerable.Range(0, 100).Select(e => Values(comm.Rank, e, 10)).ToArray(); // 1,000 floats in all
+            var reducer = new GradientReducer(comm, grads.Select((g, e) => ReducedGradient.Dense($"p{e}", 10, () => g)).ToList(), 4096);
+            reducer.AverageGradients();
+            counts[comm.Rank] = reducer.CollectivesLastStep;
+        });
         counts.Should().Equal(1, 1); // 100 tensors, one 4 KiB bucket
     }
 
@@ -150,7 +85,7 @@ public class GradientReducerTests
         var g = new float[8];
         var wrong = new GradientReducer(SingleProcess.Instance, [ReducedGradient.Dense("w", 8, () => g)]);
         ((Action)(() => new GradientReducer(SingleProcess.Instance, [], 100))).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*4096*");
-        OnRanks(2, comm =>
+        ThreadGroup.OnRanks(2, comm =>
         {
             var shortGrad = new float[4];
             var r = new GradientReducer(comm, [ReducedGradient.Dense("w", 8, () => shortGrad)]);
@@ -163,7 +98,7 @@ public class GradientReducerTests
     public void ReplicaCheckNamesTheTensorAndRankThatDiffer()
     {
         var messages = new ConcurrentBag<string>();
-        OnRanks(3, comm =>
+        ThreadGroup.OnRanks(3, comm =>
         {
             var a = new float[] { 1, 2, 3 };
             var b = new float[] { 4, 5, comm.Rank == 2 ? 7 : 6 };
@@ -172,7 +107,7 @@ public class GradientReducerTests
         });
         messages.Should().HaveCount(3, "every rank throws together, none waits");
         messages.Should().OnlyContain(m => m.Contains("'b' on rank 2"));
-        OnRanks(2, comm => ReplicaCheck.Verify(comm, ["a"], [ReplicaCheck.Hash([1f, 2f])], "tensor")); // equal: no throw
+        ThreadGroup.OnRanks(2, comm => ReplicaCheck.Verify(comm, ["a"], [ReplicaCheck.Hash([1f, 2f])], "tensor")); // equal: no throw
         ReplicaCheck.Hash([1f, 2f]).Should().NotBe(ReplicaCheck.Hash([2f, 1f]));
         ReplicaCheck.Hash([0f]).Should().NotBe(ReplicaCheck.Hash([-0f]), "bits, not values, are compared");
     }
@@ -181,7 +116,7 @@ public class GradientReducerTests
     public void TheControllerAveragesRigLsDenseGradientsAcrossRanks()
     {
         var dense = new float[2][];
-        OnRanks(2, comm =>
+        ThreadGroup.OnRanks(2, comm =>
         {
             var w = new ArrayWeight("l0", new float[30], new Masks.SparsityMask(Enumerable.Range(0, 30).Select(i => (float)(i % 2)).ToArray(), 6, 5));
             var model = new ArrayModel([w]) { Algorithm = new Algorithms.RigL(0.5, every: 1, endStep: 10) };

@@ -78,6 +78,7 @@ public sealed partial class Trainer
     }
 
     private GradientReducer? _reducer; // built for the current masks; null after a mask update or transition
+    private long _loggedBytes = -1;
 
     /// <summary>The data-parallel group (<see cref="TrainerOptions.Communicator"/>), or null.</summary>
     public ICommunicator? Communicator { get; }
@@ -99,6 +100,8 @@ public sealed partial class Trainer
         if (_reducer is null)
         {
             _reducer = DataParallel.CreateReducer(Model, Sparsity, Communicator!, Options.BucketBytes);
+            if (_reducer.BytesPerStep == _loggedBytes) return _reducer; // e.g. SET and RigL keep the kept count
+            _loggedBytes = _reducer.BytesPerStep;
             LogReducer(_log, Communicator!.Size, _reducer.BytesPerStep / 1048576.0, _reducer.DenseBytesPerStep / 1048576.0, _reducer.Gradients.Count);
         }
         return _reducer;
