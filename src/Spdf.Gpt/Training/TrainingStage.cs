@@ -139,7 +139,9 @@ public sealed record TrainerOptions
     /// process. Every rank builds the same model and stages, each with its own shard of the data
     /// (<see cref="WindowSampler.ForRank"/>); the trainer broadcasts rank 0's weights at the start, averages
     /// gradients after each backward pass (only the kept values of masked weights), and writes checkpoints from rank 0
-    /// with every rank's data position. Each stage's batch is per rank: the global batch is ranks × batch.
+    /// with every rank's data position. Each stage's batch is per rank: the global batch is ranks × batch. Validation
+    /// runs on every rank (the same batches, the same loss); a checkpoint is a collective, so cancellation must reach every
+    /// rank at the same step. Gradients are averaged after the whole backward pass (not overlapped with it).
     /// </summary>
     public Spdf.Sparsity.Distributed.ICommunicator? Communicator { get; init; }
 
