@@ -75,6 +75,7 @@ public sealed class MpiCommunicator : ICommunicator, IDisposable
         ArgumentNullException.ThrowIfNull(body);
         var world = Initialize(ref args);
         AppDomain.CurrentDomain.UnhandledException += (_, e) => world.Fail(e.ExceptionObject as Exception);
+        world.WriteRankMap();
         int code;
         try { code = body(world); }
         catch (Exception e)
@@ -84,6 +85,23 @@ public sealed class MpiCommunicator : ICommunicator, IDisposable
         }
         world.Dispose();
         return code;
+    }
+
+    /// <summary>
+    /// When a rank dies (killed, out of memory), <c>mpiexec</c> ends the others at once with SIGKILL and reports the
+    /// process id that died (<c>BAD TERMINATION … PID 4242</c>). So that the report names a rank, rank 0 writes every
+    /// rank's process id and machine to standard error at the start (<c>MPI world of 2 ranks: rank 0 = pid 4241 on vm,
+    /// rank 1 = pid 4242 on vm</c>).
+    /// </summary>
+    private void WriteRankMap()
+    {
+        if (Size == 1) return;
+        var local = new ulong[] { (ulong)Environment.ProcessId };
+        var pids = new ulong[Size];
+        AllGather(local, pids);
+        if (Rank != 0) return;
+        Console.Error.WriteLine($"MPI world of {Size} ranks: " + string.Join(", ", pids.Select((p, r) => $"rank {r} = pid {p}")) + $" (rank 0 on {ProcessorName})");
+        Console.Error.Flush();
     }
 
     private void Fail(Exception? e)

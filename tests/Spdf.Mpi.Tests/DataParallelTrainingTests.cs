@@ -114,6 +114,9 @@ public class DataParallelTrainingTests(ITestOutputHelper output)
         var (c1, o1, took) = Run(2, [.. common, "--ckpt", Path.Combine(killed, "ckpt"), "--out", killed, "--kill-rank", "1", "--kill-step", "5"]);
         c1.Should().NotBe(0, "a rank was killed");
         took.Should().BeLessThan(TimeSpan.FromSeconds(30), o1);
+        var pid = System.Text.RegularExpressions.Regex.Match(o1, @"rank 1 = pid (\d+)");
+        pid.Success.Should().BeTrue(o1);
+        o1.Should().Contain($"PID {pid.Groups[1].Value} ", "mpiexec names the process that died, which the rank map names rank 1");
         File.Exists(Path.Combine(killed, "result.json")).Should().BeFalse();
         Spdf.Gpt.Training.Trainer.LatestCheckpoint(Path.Combine(killed, "ckpt")).Should().EndWith("ckpt-00000004");
 
