@@ -22,6 +22,7 @@ namespace Spdf.Benchmarks;
 /// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
 /// quick peak
 /// quick mask-algorithms --preset gpt2-small|gpt3-xl [--algorithms gmp,gmp-global,set,rigl,erk]
+/// quick sweep [--widths 256,768,2048] [--sparsity …] [--token-sweep 1,64,512,2048,8192] [--chart DIR]   (speed-up per kernel vs sparsity and tokens)
 /// mpiexec -n N … quick ddp (the gpt options) --sparsity 0,0.75 [--steps N] [--bucket-mb MB]   (data-parallel step on MPI)
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
@@ -53,6 +54,7 @@ public static class Quick
                 case "torchsharp-sqrt": TorchSharpQuick.Sqrt(opts); return 0;
                 case "mask-algorithms": MaskAlgorithmsQuick.Run(opts); return 0;
                 case "ddp": return DdpQuick.Run(opts, args[1..]);
+                case "sweep": SweepQuick.Run(opts); return 0;
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }
