@@ -237,12 +237,44 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    private int[]? _keptHeads;
+
+    /// <summary>
+    /// The heads the next forward passes compute (sparsity-accelerated training), ascending; null (default) computes
+    /// all. A kept head's rows of Q, K and V and its columns of the output projection form smaller dense products;
+    /// omitted heads get no gradient.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not strictly ascending indices in [0, heads), or empty.</exception>
+    public int[]? KeptHeads
+    {
+        get => _keptHeads;
+        set => _keptHeads = UnitOmission.Check(value, _heads, "heads");
+    }
+
+    /// <summary>Heads of the layer.</summary>
+    public int Heads => _heads;
+
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
+        if (_keptHeads is { } kept) return ForwardKept(x, kept);
         var qkv = QkvProjection.Forward(x);                                    // [B, T, 3C]
         var y = Functional.CausalSelfAttentionPacked(qkv, _heads);             // [B, T, C], heads split and merged inside
         return _residDropout.Forward(OutputProjection.Forward(y));
+    }
+
+    private Tensor ForwardKept(Tensor x, int[] kept)
+    {
+        int c = QkvProjection.InFeatures, e = c / _heads, k = kept.Length;
+        var rows = new int[3 * k * e];   // [Q of the kept heads | K of them | V of them], as the packed kernel reads them
+        for (int part = 0, at = 0; part < 3; part++)
+            foreach (int h in kept)
+                for (int i = 0; i < e; i++) rows[at++] = part * c + h * e + i;
+        var (wq, bq) = UnitOmission.Rows(QkvProjection, rows);
+        var qkv = Functional.Linear(x, wq, bq);                                // [B, T, 3ke]
+        var y = Functional.CausalSelfAttentionPacked(qkv, k);                  // [B, T, ke]
+        var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
+        return _residDropout.Forward(Functional.Linear(y, UnitOmission.Columns(OutputProjection, cols), OutputProjection.Bias));
     }
 
     /// <summary>Attention of new positions over the cached ones plus themselves (inference only).</summary>
@@ -299,6 +331,26 @@ public sealed class Mlp : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    private int[]? _keptChannels;
+
+    /// <summary>
+    /// The channels the next forward passes compute (sparsity-accelerated training), ascending; null (default) computes
+    /// all 4C. A channel is a row of the up projection and the matching column of the down projection; the kept ones
+    /// form smaller dense products, and omitted ones get no gradient.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not strictly ascending indices in [0, 4C), or empty.</exception>
+    public int[]? KeptChannels
+    {
+        get => _keptChannels;
+        set => _keptChannels = UnitOmission.Check(value, UpProjection.OutFeatures, "channels");
+    }
+
     /// <inheritdoc />
-    public override Tensor Forward(Tensor x) => _dropout.Forward(DownProjection.Forward(UpProjection.Forward(x).Gelu()));
+    public override Tensor Forward(Tensor x)
+    {
+        if (_keptChannels is not { } kept) return _dropout.Forward(DownProjection.Forward(UpProjection.Forward(x).Gelu()));
+        var (wu, bu) = UnitOmission.Rows(UpProjection, kept);
+        var h = Functional.Linear(x, wu, bu).Gelu();                           // [.., k]
+        return _dropout.Forward(Functional.Linear(h, UnitOmission.Columns(DownProjection, kept), DownProjection.Bias));
+    }
 }
