@@ -21,6 +21,46 @@ public class OptimTests
         opt.State(p)["exp_avg"][1].Should().BeApproximately(-0.1f, 1e-7f);
     }
 
+    [Theory]
+    [InlineData("adamw", false)]
+    [InlineData("adamw", true)]
+    [InlineData("sgd", false)]
+    public void StepPositionsUpdateOnlyThosePlacesAndLeaveTheRestWithTheirMoments(string kind, bool sparseSupport)
+    {
+        // Two parameters with the same values and gradients: one updated everywhere, one only at StepPositions.
+        var values = Enumerable.Range(0, 12).Select(i => 0.1f * (i - 5)).ToArray();
+        var grads = Enumerable.Range(0, 12).Select(i => 0.03f * (i % 5 - 2) + 0.013f).ToArray();
+        Parameter Make() => new(Tensor.From(values.ToArray()).Reshape(3, 4)) { SparseSupport = sparseSupport ? [0, 1, 2, 4, 5, 7, 8, 10, 11] : null };
+        var all = Make(); var some = Make();
+        Optimizer Opt(Parameter p) => kind == "adamw" ? new AdamW([p], 0.05, weightDecay: 0.1) : new Sgd([p], 0.05, momentum: 0.9, weightDecay: 0.1);
+        var optAll = Opt(all); var optSome = Opt(some);
+        int[] positions = [1, 2, 3, 8, 9, 10];
+        for (int step = 0; step < 3; step++)
+        {
+            var before = some.ToArray();
+            var momentBefore = optSome.State(some).ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+            all.Grad = Tensor.From(grads.ToArray()).Reshape(3, 4);
+            some.Grad = Tensor.From(grads.ToArray()).Reshape(3, 4);
+            some.StepPositions = step == 1 ? null : positions; // the middle step updates everything
+            optAll.Step(); optSome.Step();
+            bool Updatable(int i) => !sparseSupport || some.SparseSupport!.Contains(i);
+            if (step == 1)
+            {
+                for (int i = 0; i < 12; i++) if (Updatable(i)) some.AsReadOnlySpan()[i].Should().NotBe(before[i], $"a null StepPositions updates every place ({i})");
+                continue;
+            }
+            if (step == 0)
+                foreach (int i in positions) some.AsReadOnlySpan()[i].Should().Be(all.AsReadOnlySpan()[i], $"place {i} takes the plain update");
+            for (int i = 0; i < 12; i++)
+                if (!positions.Contains(i)) some.AsReadOnlySpan()[i].Should().Be(before[i], $"place {i} was not computed this step");
+            foreach (var (name, m) in optSome.State(some))
+                if (momentBefore.TryGetValue(name, out var mb) && m.Numel == 12)
+                    for (int i = 0; i < 12; i++)
+                        if (!positions.Contains(i)) m.AsReadOnlySpan()[i].Should().Be(mb[i], $"{name} at place {i} is left as it was");
+        }
+        FluentActions.Invoking(() => some.StepPositions = [3, 3]).Should().Throw<ArgumentException>().WithMessage("*StepPositions entry 1 is 3*ascending*");
+    }
+
     [Fact]
     public void SgdMomentumAndNesterov()
     {

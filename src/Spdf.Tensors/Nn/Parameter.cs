@@ -35,4 +35,26 @@ public sealed class Parameter : Tensor
             _sparseSupport = value;
         }
     }
+
+    private int[]? _stepPositions;
+
+    /// <summary>
+    /// The flat (row-major) indices, ascending, that the next optimizer steps update, or null (default) for all of them.
+    /// Sparsity-accelerated training sets it to the places of the units a step computed: the other weights and their
+    /// optimizer moments are left as they are that step (the parameter's step count, which PyTorch keeps per parameter,
+    /// still advances). Positions outside <see cref="SparseSupport"/> are never updated. The array is not copied.
+    /// </summary>
+    /// <exception cref="ArgumentException">The indices are not strictly ascending within <c>[0, Numel)</c>.</exception>
+    public int[]? StepPositions
+    {
+        get => _stepPositions;
+        set
+        {
+            if (value is not null)
+                for (int i = 0; i < value.Length; i++)
+                    if (value[i] < 0 || value[i] >= Numel || (i > 0 && value[i] <= value[i - 1]))
+                        throw new ArgumentException($"StepPositions entry {i} is {value[i]}; expected strictly ascending indices in [0, {Numel}).", nameof(value));
+            _stepPositions = value;
+        }
+    }
 }

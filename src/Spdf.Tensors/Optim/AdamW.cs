@@ -58,7 +58,19 @@ public sealed class AdamW : Optimizer
                 double bc1 = 1 - Math.Pow(Beta1, t), bc2 = 1 - Math.Pow(Beta2, t);
                 float stepSize = (float)(g.LearningRate / bc1);
                 float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
-                if (p.SparseSupport is { } support)
+                if (p.StepPositions is { } positions)
+                {
+                    // Only the places this step computed (sparsity-accelerated training): gather, update, scatter back;
+                    // the others keep their values and moments.
+                    var (pos, idx) = StatePositions(positions, p.SparseSupport);
+                    int n = pos.Length;
+                    var pv = new float[n]; var gv = new float[n]; var mv = new float[n]; var vv = new float[n];
+                    var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan(); var ms = m.AsSpan(); var vs = v.AsSpan();
+                    for (int i = 0; i < n; i++) { pv[i] = param[pos[i]]; gv[i] = grad[pos[i]]; mv[i] = ms[idx[i]]; vv[i] = vs[idx[i]]; }
+                    Update(pv, gv, mv, vv, decay, b1, b2, stepSize, invSqrtBc2, eps);
+                    for (int i = 0; i < n; i++) { param[pos[i]] = pv[i]; ms[idx[i]] = mv[i]; vs[idx[i]] = vv[i]; }
+                }
+                else if (p.SparseSupport is { } support)
                 {
                     // Moments exist only for the support: gather, update, scatter back (positions off the support stay 0).
                     var pv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
@@ -74,6 +86,21 @@ public sealed class AdamW : Optimizer
                 p.MarkModified();
             }
         }
+    }
+
+    /// <summary>The positions to update and their index in the state: the step positions, or those of them in the support.</summary>
+    private static (int[] Positions, int[] StateIndices) StatePositions(int[] positions, int[]? support)
+    {
+        if (support is null) return (positions, positions);
+        var pos = new List<int>(Math.Min(positions.Length, support.Length));
+        var idx = new List<int>(pos.Capacity);
+        for (int i = 0, j = 0; i < positions.Length && j < support.Length;)
+        {
+            if (positions[i] == support[j]) { pos.Add(positions[i]); idx.Add(j); i++; j++; }
+            else if (positions[i] < support[j]) i++;
+            else j++;
+        }
+        return (pos.ToArray(), idx.ToArray());
     }
 
     /// <summary>The fused AdamW update over spans: <paramref name="param"/>, <paramref name="m"/> and <paramref name="v"/> in place.</summary>

@@ -42,6 +42,10 @@ public sealed class Sgd : Optimizer
             {
                 if (p.Grad is null) continue;
                 AdvanceStep(p);
+                // Sparsity-accelerated training: the places outside StepPositions keep their values and momentum.
+                var frozen = p.StepPositions is { } positions ? Complement(positions, p.Numel) : null;
+                float[]? frozenValues = frozen?.Select(i => p.AsReadOnlySpan()[i]).ToArray();
+                float[]? frozenMomentum = frozen is not null && State(p).TryGetValue("momentum_buffer", out var mb) ? frozen.Select(i => mb.AsReadOnlySpan()[i]).ToArray() : null;
                 var d = p.Grad.ToArray();
                 if (g.WeightDecay != 0) TensorPrimitives.MultiplyAdd(p.AsReadOnlySpan(), (float)g.WeightDecay, d, d);
                 if (Momentum != 0)
@@ -58,7 +62,28 @@ public sealed class Sgd : Optimizer
                     else buf.CopyTo(d);
                 }
                 TensorPrimitives.MultiplyAdd(d, (float)-g.LearningRate, p.AsReadOnlySpan(), p.AsSpan());
+                if (frozen is not null)
+                {
+                    var ps = p.AsSpan();
+                    for (int i = 0; i < frozen.Length; i++) ps[frozen[i]] = frozenValues![i];
+                    if (State(p).TryGetValue("momentum_buffer", out var buf))
+                    {
+                        var bs = buf.AsSpan();
+                        for (int i = 0; i < frozen.Length; i++) bs[frozen[i]] = frozenMomentum is null ? 0 : frozenMomentum[i];
+                    }
+                }
                 p.MarkModified();
             }
+    }
+
+    private static int[] Complement(int[] positions, int numel)
+    {
+        var rest = new int[numel - positions.Length];
+        for (int i = 0, j = 0, k = 0; i < numel; i++)
+        {
+            if (j < positions.Length && positions[j] == i) { j++; continue; }
+            rest[k++] = i;
+        }
+        return rest;
     }
 }
