@@ -205,11 +205,21 @@ public sealed class Block : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>SAT's omission driving this block (set by <see cref="Training.SatOmission"/>), or null.</summary>
+    internal Training.SatOmission? Planner { get; set; }
+
+    /// <summary>The block's place in the model (for SAT's seeds and logs).</summary>
+    internal int Index { get; set; }
+
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
-        x = x + Attention.Forward(AttentionNorm.Forward(x));
-        return x + Mlp.Forward(MlpNorm.Forward(x));
+        var a = AttentionNorm.Forward(x);
+        if (Planner is { } p) Attention.KeptHeads = p.Heads(this, a);            // chosen from the batch's input, before the projection
+        x = x + Attention.Forward(a);
+        var m = MlpNorm.Forward(x);
+        if (Planner is { } q) Mlp.KeptChannels = q.Channels(this, m);
+        return x + Mlp.Forward(m);
     }
 }
 
@@ -254,12 +264,32 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     /// <summary>Heads of the layer.</summary>
     public int Heads => _heads;
 
+    /// <summary>Whether training passes record <see cref="ActivationStats"/> (SAT's activation score).</summary>
+    internal bool RecordActivations { get; set; }
+
+    /// <summary>Per head, the mean over tokens of its output's norm in the last pass that computed it; null before.</summary>
+    internal float[]? ActivationStats { get; private set; }
+
+    private void Record(Tensor y, int[]? kept, int e)
+    {
+        var ys = y.AsReadOnlySpan();
+        int width = y.Shape[-1], tokens = ys.Length / width, k = width / e;
+        ActivationStats ??= new float[_heads];
+        for (int j = 0; j < k; j++)
+        {
+            double sum = 0;
+            for (int t = 0; t < tokens; t++) sum += Math.Sqrt(System.Numerics.Tensors.TensorPrimitives.SumOfSquares(ys.Slice(t * width + j * e, e)));
+            ActivationStats[kept?[j] ?? j] = (float)(sum / Math.Max(1, tokens));
+        }
+    }
+
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
         if (_keptHeads is { } kept) return ForwardKept(x, kept);
         var qkv = QkvProjection.Forward(x);                                    // [B, T, 3C]
         var y = Functional.CausalSelfAttentionPacked(qkv, _heads);             // [B, T, C], heads split and merged inside
+        if (RecordActivations && Training) Record(y, null, OutputProjection.InFeatures / _heads);
         return _residDropout.Forward(OutputProjection.Forward(y));
     }
 
@@ -273,6 +303,7 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         var (wq, bq) = UnitOmission.Rows(QkvProjection, rows);
         var qkv = Functional.Linear(x, wq, bq);                                // [B, T, 3ke]
         var y = Functional.CausalSelfAttentionPacked(qkv, k);                  // [B, T, ke]
+        if (RecordActivations) Record(y, kept, e);
         var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
         return _residDropout.Forward(Functional.Linear(y, UnitOmission.Columns(OutputProjection, cols), OutputProjection.Bias));
     }
@@ -333,6 +364,23 @@ public sealed class Mlp : Module<Tensor, Tensor>
 
     private int[]? _keptChannels;
 
+    /// <summary>Whether training passes record <see cref="ActivationStats"/> (SAT's activation score).</summary>
+    internal bool RecordActivations { get; set; }
+
+    /// <summary>Per channel, the mean |GELU output| over tokens in the last pass that computed it; null before.</summary>
+    internal float[]? ActivationStats { get; private set; }
+
+    private void Record(Tensor h, int[]? kept)
+    {
+        var hs = h.AsReadOnlySpan();
+        int width = h.Shape[-1], tokens = hs.Length / width;
+        ActivationStats ??= new float[UpProjection.OutFeatures];
+        var sums = new float[width];
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < width; j++) sums[j] += MathF.Abs(hs[t * width + j]);
+        for (int j = 0; j < width; j++) ActivationStats[kept?[j] ?? j] = sums[j] / Math.Max(1, tokens);
+    }
+
     /// <summary>
     /// The channels the next forward passes compute (sparsity-accelerated training), ascending; null (default) computes
     /// all 4C. A channel is a row of the up projection and the matching column of the down projection; the kept ones
@@ -348,9 +396,15 @@ public sealed class Mlp : Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor Forward(Tensor x)
     {
-        if (_keptChannels is not { } kept) return _dropout.Forward(DownProjection.Forward(UpProjection.Forward(x).Gelu()));
+        if (_keptChannels is not { } kept)
+        {
+            var full = UpProjection.Forward(x).Gelu();
+            if (RecordActivations && Training) Record(full, null);
+            return _dropout.Forward(DownProjection.Forward(full));
+        }
         var (wu, bu) = UnitOmission.Rows(UpProjection, kept);
         var h = Functional.Linear(x, wu, bu).Gelu();                           // [.., k]
+        if (RecordActivations) Record(h, kept);
         return _dropout.Forward(Functional.Linear(h, UnitOmission.Columns(DownProjection, kept), DownProjection.Bias));
     }
 }

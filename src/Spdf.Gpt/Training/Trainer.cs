@@ -78,6 +78,7 @@ public sealed partial class Trainer
     }
 
     private GradientReducer? _reducer; // built for the current masks; null after a mask update or transition
+    private string? _omissionJson, _resumeOmission; // SAT's schedule of the stage being written / resumed
     private long _loggedBytes = -1;
 
     /// <summary>The data-parallel group (<see cref="TrainerOptions.Communicator"/>), or null.</summary>
@@ -172,6 +173,9 @@ public sealed partial class Trainer
         long step = 0;
         if (_resumeStage == stage.Name)
         {
+            string? now = stage.Omission?.Schedule.ToJson().ToJsonString();
+            if (now != _resumeOmission)
+                throw new ArgumentException($"Stage '{stage.Name}' resumes a run whose omission schedule was {_resumeOmission ?? "none"}; this stage gives {now ?? "none"}. Resume with the same TrainingStage.Omission.", nameof(stage));
             step = _resumeStageStep;
             if (_resumeDataState is not null) stage.Data.SetState(_resumeDataState);
             _resumeStage = null;
@@ -184,6 +188,7 @@ public sealed partial class Trainer
         long tokens = 0;
         double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
         var parameters = Model.Parameters().ToList();
+        using var sat = stage.Omission is { } omission ? new SatOmission(Model, omission) : null;
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
         OpProfiler? profiler = null;
@@ -204,6 +209,7 @@ public sealed partial class Trainer
                 Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
                 double lossSum = 0;
                 _controller?.BeginStep(step + 1);
+                sat?.BeginStep(step + 1);
                 for (int micro = 0; micro < stage.GradientAccumulation; micro++)
                 {
                     var (x, y) = stage.Data.Next();
@@ -273,7 +279,12 @@ public sealed partial class Trainer
                 }
                 double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
                 if (step % Options.LogInterval == 0 || last)
+                {
                     LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
+                    if (sat is not null)
+                        LogOmission(_log, stage.Name, step, sat.Rate, string.Join(" ", sat.KeptChannels.Zip(sat.KeptHeads, (c, h) => $"{c}/{h}")),
+                            Model.Blocks[0].Mlp.UpProjection.OutFeatures, Model.Config.Heads);
+                }
                 Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
                 int profiled = (int)(step - firstStep - 1);
                 if (profiler is not null && (profiled == Options.ProfileSteps || last))
@@ -327,6 +338,7 @@ public sealed partial class Trainer
         string root = Options.CheckpointDirectory!;
         var dataStates = GatherDataStates(stage.Data.GetState());
         if (Communicator is { Rank: > 0 }) return; // rank 0 writes the group's checkpoint
+        _omissionJson = stage.Omission?.Schedule.ToJson().ToJsonString();
         string path = SaveCheckpoint(root, stage.Name, stageStep, dataStates);
         LogCheckpoint(_log, path, GlobalStep);
     }
@@ -389,6 +401,7 @@ public sealed partial class Trainer
             ["stage_step"] = stageStep,
             ["completed_stages"] = new JsonArray(_completed.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
             ["phase"] = Sparsity?.Phase.ToString() ?? "dense",
+            ["omission_schedule"] = _omissionJson,
             ["skipped_steps"] = _skipped,
             ["ranks"] = dataStates.Length,
             ["data_state"] = Words(dataStates[0]), // rank 0's; every rank's below
@@ -502,6 +515,7 @@ public sealed partial class Trainer
             _resumeStage = completed.Contains(stage) ? null : stage;
             _resumeStageStep = stageStep;
             _resumeDataState = dataState;
+            _resumeOmission = (string?)root["omission_schedule"];
             _reducer = null;
             LogResumed(_log, checkpointDirectory, stage, stageStep, global);
         }
@@ -554,6 +568,9 @@ public sealed partial class Trainer
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Data-parallel over {Ranks} ranks: {Megabytes:F2} MB of gradients reduced per step and rank ({DenseMegabytes:F2} MB if every weight were dense), {Tensors} tensors")]
     private static partial void LogReducer(ILogger logger, int ranks, double megabytes, double denseMegabytes, int tensors);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Stage} step {Step}: SAT omission rate {Rate:F3}; kept channels/heads per block: {Kept} (of {Channels}/{Heads})")]
+    private static partial void LogOmission(ILogger logger, string stage, long step, double rate, string kept, int channels, int heads);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
     private static partial void LogPhase(ILogger logger, string transition, int layers, long step);

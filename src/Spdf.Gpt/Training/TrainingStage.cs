@@ -65,6 +65,13 @@ public sealed record TrainingStage
     /// <summary>Restart every optimizer moment at this stage's start (e.g. for fine-tuning with a new learning rate).</summary>
     public bool ResetOptimizer { get; init; }
 
+    /// <summary>
+    /// Sparsity-accelerated training (SAT) for this stage: each step computes only the kept MLP channels and attention
+    /// heads of every block (<see cref="SatOmission"/>), at the rate the schedule gives for the stage's step. Null: the
+    /// whole model every step. The schedule is written into checkpoints; a resumed stage must give the same one.
+    /// </summary>
+    public SatOptions? Omission { get; init; }
+
     /// <summary>Throws when a setting is out of range.</summary>
     /// <exception cref="ArgumentException">A setting is out of range; the message names it, its value and what was expected.</exception>
     public void Validate()

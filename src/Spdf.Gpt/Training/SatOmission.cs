@@ -1,0 +1,267 @@
+using Spdf.Sparsity;
+using Spdf.Sparsity.Omission;
+using Spdf.Tensors;
+using Spdf.Tensors.Nn;
+
+namespace Spdf.Gpt.Training;
+
+/// <summary>
+/// How sparsity-accelerated training (SAT; Ma et al., ACL Findings 2024) omits units: the schedule of the omission rate,
+/// the importance score, how kept units are chosen, and which units take part.
+/// </summary>
+/// <param name="Schedule">The rate per step (<see cref="OmissionSchedule.Constant"/>, <see cref="OmissionSchedule.Ladder"/>).</param>
+public sealed record SatOptions(OmissionSchedule Schedule)
+{
+    /// <summary>The importance score (default weight magnitude; the paper also compares random, Wanda-style input norm
+    /// times weight and activations).</summary>
+    public IUnitScorer Scorer { get; init; } = UnitScorers.WeightMagnitude;
+
+    /// <summary>Top-k (default) or sampling in proportion to the score.</summary>
+    public UnitSelection Selection { get; init; } = UnitSelection.TopK;
+
+    /// <summary>Seed of the random score and of sampling.</summary>
+    public ulong Seed { get; init; }
+
+    /// <summary>Omit MLP channels (default true).</summary>
+    public bool Channels { get; init; } = true;
+
+    /// <summary>Omit attention heads (default true).</summary>
+    public bool Heads { get; init; } = true;
+
+    /// <summary>
+    /// When true, omitted units' weights and moments take the optimizer's step with a zero gradient (moments and weights
+    /// decay); by default (false) they are left exactly as they are (<see cref="Parameter.StepPositions"/>).
+    /// </summary>
+    public bool DecayOmitted { get; init; }
+}
+
+/// <summary>
+/// Drives SAT's omission over a <see cref="GptModel"/> step by step: <see cref="BeginStep"/> sets the rate in force;
+/// each block, on its first training forward pass of the step, scores its MLP channels and attention heads (from its
+/// weights, the batch's input to the block, or the previous step's activations), keeps <c>ceil((1 − rate)·n)</c> of
+/// each, and computes only those (<see cref="Mlp.KeptChannels"/>, <see cref="CausalSelfAttention.KeptHeads"/>);
+/// omitted units get no gradient and, unless <see cref="SatOptions.DecayOmitted"/>, no optimizer update. At rate 0 the
+/// blocks run their dense paths. Evaluation (a module in eval mode) always runs the whole model. The
+/// <see cref="Trainer"/> creates one per stage that sets <see cref="TrainingStage.Omission"/>.
+/// </summary>
+public sealed class SatOmission : IDisposable
+{
+    private readonly GptModel _model;
+    private readonly int[]?[] _heads, _channels;       // this step's choice per block (null: all units)
+    private readonly bool[] _headsChosen, _channelsChosen;
+    private long _step;
+
+    /// <summary>Attaches the omission to every block of <paramref name="model"/>.</summary>
+    public SatOmission(GptModel model, SatOptions options)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        Options = options ?? throw new ArgumentNullException(nameof(options));
+        ArgumentNullException.ThrowIfNull(options.Schedule);
+        ArgumentNullException.ThrowIfNull(options.Scorer);
+        int layers = model.Blocks.Count;
+        _heads = new int[layers][];
+        _channels = new int[layers][];
+        _headsChosen = new bool[layers];
+        _channelsChosen = new bool[layers];
+        KeptChannels = new int[layers];
+        KeptHeads = new int[layers];
+        for (int l = 0; l < layers; l++)
+        {
+            var b = model.Blocks[l];
+            b.Planner = this;
+            b.Index = l;
+            b.Mlp.RecordActivations = options.Scorer.NeedsActivations;
+            b.Attention.RecordActivations = options.Scorer.NeedsActivations;
+        }
+    }
+
+    /// <summary>The options.</summary>
+    public SatOptions Options { get; }
+
+    /// <summary>The rate in force this step.</summary>
+    public double Rate { get; private set; }
+
+    /// <summary>MLP channels each block computed in its last planned step (4C when not omitted).</summary>
+    public int[] KeptChannels { get; }
+
+    /// <summary>Attention heads each block computed in its last planned step.</summary>
+    public int[] KeptHeads { get; }
+
+    /// <summary>Starts step <paramref name="step"/> (1-based): the rate in force; the blocks choose their units on their next training forward pass.</summary>
+    public void BeginStep(long step)
+    {
+        if (step <= 0) throw new ArgumentOutOfRangeException(nameof(step), step, "Steps are counted from 1.");
+        _step = step;
+        Rate = Options.Schedule.RateAt(step);
+        Array.Clear(_headsChosen);
+        Array.Clear(_channelsChosen);
+        foreach (var b in _model.Blocks)
+        {
+            b.Mlp.KeptChannels = null;
+            b.Attention.KeptHeads = null;
+            ClearStepPositions(b);
+        }
+    }
+
+    internal int[]? Heads(Block block, Tensor normed) => Plan(block, normed, heads: true);
+
+    internal int[]? Channels(Block block, Tensor normed) => Plan(block, normed, heads: false);
+
+    private int[]? Plan(Block block, Tensor normed, bool heads)
+    {
+        if (!block.Training || _step == 0) return null;                         // evaluation: the whole model
+        int l = block.Index;
+        var chosen = heads ? _headsChosen : _channelsChosen;
+        var choice = heads ? _heads : _channels;
+        if (chosen[l]) return choice[l];                                        // later micro-batches of the step: the same units
+        chosen[l] = true;
+        choice[l] = Choose(block, normed, heads);
+        int units = heads ? block.Attention.Heads : block.Mlp.UpProjection.OutFeatures;
+        if (heads) KeptHeads[l] = choice[l]?.Length ?? units; else KeptChannels[l] = choice[l]?.Length ?? units;
+        return choice[l];
+    }
+
+    private int[]? Choose(Block block, Tensor normed, bool heads)
+    {
+        int units = heads ? block.Attention.Heads : block.Mlp.UpProjection.OutFeatures;
+        if (heads ? !Options.Heads : !Options.Channels) return null;
+        if (Rate == 0) return null;                                             // dense: exactly the dense step
+        int keep = UnitSelector.KeptCount(units, Rate);
+        if (keep == units) return null;
+        var inputs = Inputs(block, normed, heads, units);
+        var scores = new float[units];
+        Options.Scorer.Score(inputs, scores);
+        var kept = new int[keep];
+        UnitSelector.Select(scores, Options.Selection, inputs.Seed, kept);
+        if (!Options.DecayOmitted) SetStepPositions(block, kept, heads);
+        return kept;
+    }
+
+    private UnitScoreInputs Inputs(Block block, Tensor normed, bool heads, int units)
+    {
+        int c = normed.Shape[-1], l = block.Index;
+        var inAbs = new float[units * c];
+        var outAbs = new float[units];
+        if (!ReferenceEquals(Options.Scorer, UnitScorers.Random))
+        {
+            if (heads)
+            {
+                var (w, m) = (Weight(block.Attention.QkvProjection), Mask(block.Attention.QkvProjection));
+                var (wo, mo) = (Weight(block.Attention.OutputProjection), Mask(block.Attention.OutputProjection));
+                int e = c / units;
+                for (int h = 0; h < units; h++)
+                {
+                    var acc = inAbs.AsSpan(h * c, c);
+                    for (int part = 0; part < 3; part++)
+                        for (int i = 0; i < e; i++) AddAbs(w, m, (part * c + h * e + i) * c, acc);
+                    for (int r = 0; r < c; r++)
+                        for (int i = 0; i < e; i++) outAbs[h] += Abs(wo, mo, r * c + h * e + i);
+                }
+            }
+            else
+            {
+                var (w, m) = (Weight(block.Mlp.UpProjection), Mask(block.Mlp.UpProjection));
+                var (wd, md) = (Weight(block.Mlp.DownProjection), Mask(block.Mlp.DownProjection));
+                for (int u = 0; u < units; u++) AddAbs(w, m, u * c, inAbs.AsSpan(u * c, c));
+                for (int r = 0; r < c; r++)
+                    for (int u = 0; u < units; u++) outAbs[u] += Abs(wd, md, r * units + u);
+            }
+        }
+        float[] norms = [];
+        if (Options.Scorer.NeedsInputNorms)
+        {
+            norms = new float[c];
+            var x = normed.AsReadOnlySpan();
+            for (int t = 0; t < x.Length / c; t++)
+                for (int j = 0; j < c; j++) norms[j] += x[t * c + j] * x[t * c + j];
+            for (int j = 0; j < c; j++) norms[j] = MathF.Sqrt(norms[j]);
+        }
+        var act = heads ? block.Attention.ActivationStats : block.Mlp.ActivationStats;
+        return new UnitScoreInputs
+        {
+            Layer = $"h.{l}.{(heads ? "attn" : "mlp")}", Units = units, InFeatures = c, InputWeightAbs = inAbs, OutputWeightAbs = outAbs,
+            InputNorms = norms, PreviousActivations = act is null ? default : act,
+            Step = _step, Seed = UnitSelector.SeedFor(Options.Seed, _step, 2 * l + (heads ? 1 : 0)),
+        };
+
+        static float Abs(ReadOnlyMemory<float> w, ReadOnlyMemory<float> m, int i) => m.IsEmpty ? MathF.Abs(w.Span[i]) : MathF.Abs(w.Span[i] * m.Span[i]);
+        static void AddAbs(ReadOnlyMemory<float> w, ReadOnlyMemory<float> m, int at, Span<float> acc)
+        {
+            var ws = w.Span.Slice(at, acc.Length);
+            if (m.IsEmpty) { for (int j = 0; j < acc.Length; j++) acc[j] += MathF.Abs(ws[j]); return; }
+            var ms = m.Span.Slice(at, acc.Length);
+            for (int j = 0; j < acc.Length; j++) acc[j] += MathF.Abs(ws[j] * ms[j]);
+        }
+    }
+
+    private static ReadOnlyMemory<float> Weight(Linear layer) => layer is SparseLinear { Storage: SparseWeightStorage.Compressed } s
+        ? throw new NotSupportedException($"SAT scores and gathers the dense weight, but this {s.OutFeatures}×{s.InFeatures} sparse layer keeps only its kept weights (SparseWeightStorage.Compressed). Sparsify with SparseWeightStorage.Dense, or Densify first.")
+        : layer.Weight.AsReadOnlyMemory();
+
+    private static ReadOnlyMemory<float> Mask(Linear layer) => layer is SparseLinear s ? s.Mask.Values : default;
+
+    /// <summary>The places of the kept units in each projection's weight and bias: only these take the optimizer step.</summary>
+    private static void SetStepPositions(Block block, int[] kept, bool heads)
+    {
+        if (heads)
+        {
+            var a = block.Attention;
+            int c = a.QkvProjection.InFeatures, e = c / a.Heads;
+            var rows = new List<int>();
+            for (int part = 0; part < 3; part++)
+                foreach (int h in kept)
+                    for (int i = 0; i < e; i++) rows.Add(part * c + h * e + i);      // ascending: parts, then heads
+            a.QkvProjection.Weight.StepPositions = RowsOf(rows, c);
+            if (a.QkvProjection.Bias is { } b) b.StepPositions = rows.ToArray();
+            var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
+            a.OutputProjection.Weight.StepPositions = ColumnsOf(cols, a.OutputProjection.OutFeatures, a.OutputProjection.InFeatures);
+        }
+        else
+        {
+            var m = block.Mlp;
+            m.UpProjection.Weight.StepPositions = RowsOf(kept, m.UpProjection.InFeatures);
+            if (m.UpProjection.Bias is { } b) b.StepPositions = kept;
+            m.DownProjection.Weight.StepPositions = ColumnsOf(kept, m.DownProjection.OutFeatures, m.DownProjection.InFeatures);
+        }
+
+        static int[] RowsOf(IReadOnlyList<int> rows, int cols)
+        {
+            var p = new int[rows.Count * cols];
+            for (int i = 0; i < rows.Count; i++)
+                for (int j = 0; j < cols; j++) p[i * cols + j] = rows[i] * cols + j;
+            return p;
+        }
+
+        static int[] ColumnsOf(int[] columns, int rowsN, int cols)
+        {
+            var p = new int[rowsN * columns.Length];
+            for (int r = 0, at = 0; r < rowsN; r++)
+                foreach (int c in columns) p[at++] = r * cols + c;
+            return p;
+        }
+    }
+
+    private static void ClearStepPositions(Block b)
+    {
+        foreach (var layer in new[] { b.Attention.QkvProjection, b.Attention.OutputProjection, b.Mlp.UpProjection, b.Mlp.DownProjection })
+        {
+            if (layer is SparseLinear { Storage: SparseWeightStorage.Compressed }) continue;
+            layer.Weight.StepPositions = null;
+            if (layer.Bias is { } bias) bias.StepPositions = null;
+        }
+    }
+
+    /// <summary>Detaches from the model: every block computes all its units again and every parameter takes full steps.</summary>
+    public void Dispose()
+    {
+        foreach (var b in _model.Blocks)
+        {
+            b.Planner = null;
+            b.Mlp.KeptChannels = null;
+            b.Attention.KeptHeads = null;
+            b.Mlp.RecordActivations = false;
+            b.Attention.RecordActivations = false;
+            ClearStepPositions(b);
+        }
+    }
+}

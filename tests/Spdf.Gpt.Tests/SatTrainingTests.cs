@@ -1,0 +1,114 @@
+using Spdf.Gpt.Data;
+using Spdf.Gpt.Training;
+using Spdf.Sparsity.Omission;
+using Spdf.Tensors;
+
+namespace Spdf.Gpt.Tests;
+
+/// <summary>
+/// Sparsity-accelerated training driven by the trainer (#22): rate 0 is the dense step exactly; a rate keeps
+/// ceil((1 − rate)·n) channels and heads per block; omitted units' weights are left as they are by the optimizer;
+/// every score runs; a run resumed in the middle of a ladder rung continues exactly, and only with the same schedule.
+/// </summary>
+public class SatTrainingTests
+{
+    private static readonly GptConfig Config = new(2, 24, 3, 16, 64);   // 96 channels, 3 heads of 8 per block
+
+    private static TokenStream Stream()
+    {
+        var g = new Generator(3);
+        // learnable: a repeated pattern with some noise
+        return TokenStream.FromArray(Enumerable.Range(0, 3000).Select(i => g.NextFloat() < 0.1f ? g.NextInt(64) : i % 13 + i / 100 % 3).ToArray(), 64);
+    }
+
+    private static TrainingStage Stage(SatOptions? sat, int steps = 4, int checkpointInterval = 0) => new()
+    {
+        Name = "sat", Data = new WindowSampler(Stream(), 3, 16, 5), Steps = steps, LearningRate = 3e-3, WarmupSteps = 1,
+        Omission = sat, CheckpointInterval = checkpointInterval,
+    };
+
+    [Fact]
+    public void RateZeroIsTheDenseStepExactly()
+    {
+        var a = new GptModel(Config, new Generator(1));
+        var b = new GptModel(Config, new Generator(1));
+        var ra = new Trainer(a).Run(Stage(null));
+        var rb = new Trainer(b).Run(Stage(new SatOptions(OmissionSchedule.Constant(0))));
+        rb.TrainLoss.Select(p => p.Loss).Should().Equal(ra.TrainLoss.Select(p => p.Loss));
+        foreach (var ((name, p), (_, q)) in a.NamedParameters().Zip(b.NamedParameters()))
+            q.AsReadOnlySpan().ToArray().Should().Equal(p.AsReadOnlySpan().ToArray(), name);
+    }
+
+    [Fact]
+    public void ARateKeepsItsShareOfUnitsAndTheOptimizerLeavesTheOthersAsTheyAre()
+    {
+        var model = new GptModel(Config, new Generator(2));
+        var before = model.Blocks[1].Mlp.UpProjection.Weight.ToArray();
+        var beforeOut = model.Blocks[1].Attention.OutputProjection.Weight.ToArray();
+        var fresh = model;
+        using var driver = new SatOmission(fresh, new SatOptions(OmissionSchedule.Constant(0.5)));
+        var opt = new Spdf.Tensors.Optim.AdamW(fresh.Parameters(), 1e-2);
+        var (x, y) = new WindowSampler(Stream(), 3, 16, 5).Next();
+        driver.BeginStep(1);
+        fresh.Loss(x, y).Backward();
+        driver.KeptChannels.Should().Equal(48, 48);
+        driver.KeptHeads.Should().Equal(2, 2);  // ceil(1.5)
+        var kept = fresh.Blocks[1].Mlp.KeptChannels!;
+        var keptHeads = fresh.Blocks[1].Attention.KeptHeads!;
+        opt.Step();
+        var after = fresh.Blocks[1].Mlp.UpProjection.Weight.AsReadOnlySpan();
+        for (int c = 0; c < 96; c++)
+        {
+            bool changed = !after.Slice(c * 24, 24).SequenceEqual(before.AsSpan(c * 24, 24));
+            changed.Should().Be(kept.Contains(c), $"channel {c} was {(kept.Contains(c) ? "kept" : "omitted")}");
+        }
+        var outAfter = fresh.Blocks[1].Attention.OutputProjection.Weight.AsReadOnlySpan();
+        for (int h = 0; h < 3; h++)
+            for (int r = 0; r < 24; r++)
+                for (int i = 0; i < 8; i++)
+                    if (!keptHeads.Contains(h)) outAfter[r * 24 + h * 8 + i].Should().Be(beforeOut[r * 24 + h * 8 + i], $"head {h} was omitted");
+        fresh.Eval();
+        fresh.Loss(x, y);
+        fresh.Blocks[1].Mlp.KeptChannels.Should().BeNull("evaluation runs the whole model");
+    }
+
+    [Theory]
+    [InlineData("random", UnitSelection.TopK)]
+    [InlineData("magnitude", UnitSelection.Sampled)]
+    [InlineData("wanda", UnitSelection.TopK)]
+    [InlineData("activation", UnitSelection.TopK)]
+    public void EveryScoreTrains(string scorer, UnitSelection selection)
+    {
+        var model = new GptModel(Config, new Generator(4));
+        var sat = new SatOptions(OmissionSchedule.Constant(0.5)) { Scorer = UnitScorers.FromName(scorer), Selection = selection, Seed = 3 };
+        var r = new Trainer(model).Run(Stage(sat, steps: 5));
+        r.TrainLoss.Should().HaveCount(5).And.OnlyContain(p => double.IsFinite(p.Loss));
+        r.TrainLoss[^1].Loss.Should().BeLessThan(r.TrainLoss[0].Loss);
+        model.Blocks[0].Mlp.KeptChannels.Should().BeNull("the stage's end detaches the omission");
+        model.Blocks[0].Mlp.UpProjection.Weight.StepPositions.Should().BeNull();
+    }
+
+    [Fact]
+    public void AResumeInTheMiddleOfARungContinuesExactlyAndOnlyWithTheSameSchedule()
+    {
+        var ladder = new SatOptions(OmissionSchedule.Ladder(0.5, firstPhaseSteps: 2, rungs: 3, totalSteps: 12, denseFinalSteps: 1)) { Scorer = UnitScorers.InputNormTimesWeight };
+        var dir = Directory.CreateTempSubdirectory("spdf-sat").FullName;
+        try
+        {
+            var full = new GptModel(Config, new Generator(6));
+            var reference = new Trainer(full, new TrainerOptions { CheckpointDirectory = dir, KeepCheckpoints = 10 }).Run(Stage(ladder, 12, checkpointInterval: 2));
+            var resumedModel = new GptModel(Config, new Generator(99));
+            var resumed = new Trainer(resumedModel, new TrainerOptions());
+            resumed.Resume(Path.Combine(dir, "ckpt-00000006"));                 // step 6: inside the second rung (steps 6-8)
+            var rest = resumed.Run(Stage(ladder, 12));
+            rest.TrainLoss.Select(p => p.Loss).Should().Equal(reference.TrainLoss.Select(p => p.Loss), "the resumed run reproduces every step");
+            foreach (var ((name, p), (_, q)) in full.NamedParameters().Zip(resumedModel.NamedParameters()))
+                q.AsReadOnlySpan().ToArray().Should().Equal(p.AsReadOnlySpan().ToArray(), name);
+            var other = new Trainer(new GptModel(Config, new Generator(6)));
+            other.Resume(Path.Combine(dir, "ckpt-00000006"));
+            FluentActions.Invoking(() => other.Run(Stage(new SatOptions(OmissionSchedule.Constant(0.5)), 12))).Should().Throw<ArgumentException>()
+                .WithMessage("*omission schedule was*ladder*this stage gives*constant*same TrainingStage.Omission*");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
