@@ -15,7 +15,7 @@ namespace Spdf.Benchmarks;
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
-/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--storage compressed|dense]
+/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5] [--storage compressed|dense]
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
@@ -179,19 +179,22 @@ public static class Quick
     private static void Gpt(Dictionary<string, string> o, string[] raw)
     {
         var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.75").Split(',');
+        var omissions = (o.TryGetValue("omission", out var om) ? om : "0").Split(',');
         string self = Environment.ProcessPath!;
         string dll = typeof(Quick).Assembly.Location;
         foreach (var sp in sparsities)
+        foreach (var rate in omissions)
         {
             var psi = new System.Diagnostics.ProcessStartInfo(self) { RedirectStandardOutput = true, UseShellExecute = false };
             if (!self.EndsWith("Spdf.Benchmarks", StringComparison.Ordinal)) psi.ArgumentList.Add(dll);
             psi.ArgumentList.Add("quick"); psi.ArgumentList.Add("gpt-one");
-            foreach (var (k, v) in o) if (k != "sparsity") { psi.ArgumentList.Add("--" + k); psi.ArgumentList.Add(v); }
+            foreach (var (k, v) in o) if (k is not ("sparsity" or "omission")) { psi.ArgumentList.Add("--" + k); psi.ArgumentList.Add(v); }
             psi.ArgumentList.Add("--sparsity"); psi.ArgumentList.Add(sp);
+            psi.ArgumentList.Add("--omission"); psi.ArgumentList.Add(rate);
             using var p = System.Diagnostics.Process.Start(psi)!;
             Console.Write(p.StandardOutput.ReadToEnd());
             p.WaitForExit();
-            if (p.ExitCode != 0) throw new ArgumentException($"gpt benchmark at sparsity {sp} failed with exit code {p.ExitCode}.");
+            if (p.ExitCode != 0) throw new ArgumentException($"gpt benchmark at sparsity {sp}, omission {rate} failed with exit code {p.ExitCode}.");
         }
         _ = raw;
     }
@@ -254,7 +257,9 @@ public static class Quick
     private static (double Sparsity, SparseWeightStorage Storage, SparsifiedModel? Handle) Sparsify(Dictionary<string, string> o, Spdf.Gpt.GptModel model)
     {
         double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
-        var storage = o.TryGetValue("storage", out var st) ? Enum.Parse<SparseWeightStorage>(st, ignoreCase: true) : SparseWeightStorage.Compressed;
+        // SAT gathers rows of the dense weight: with --omission the default storage is the masked dense one
+        bool omits = o.TryGetValue("omission", out var om) && double.Parse(om, CultureInfo.InvariantCulture) > 0;
+        var storage = o.TryGetValue("storage", out var st) ? Enum.Parse<SparseWeightStorage>(st, ignoreCase: true) : omits ? SparseWeightStorage.Dense : SparseWeightStorage.Compressed;
         return (sp, storage, sp > 0 ? Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sp, seed: 2).Groups, 2) { Storage = storage }) : null);
     }
 
@@ -268,6 +273,10 @@ public static class Quick
             foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
         bool useScope = !o.TryGetValue("scope", out var sc) || sc != "0";
+        // SAT (--omission R): each step computes only ceil((1 - R) n) MLP channels and heads per block (weight magnitude, top-k)
+        double omission = o.TryGetValue("omission", out var oms) ? double.Parse(oms, CultureInfo.InvariantCulture) : 0;
+        using var sat = omission > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(omission))) : null;
+        long satStep = 0;
         int runs = 0;
         long alloc0 = 0, gen2 = 0;
         TimeSpan pause0 = default;
@@ -275,6 +284,7 @@ public static class Quick
         {
             if (runs++ == 2) { alloc0 = GC.GetTotalAllocatedBytes(); pause0 = GC.GetTotalPauseDuration(); gen2 = GC.CollectionCount(2); }
             opt.ZeroGrad(setToNone: !useScope);
+            sat?.BeginStep(++satStep);
             using (useScope ? Tensors.Autograd.TensorScope.Enter() : null) model.Loss(idx, tgt).Backward(); // as the Trainer does
             opt.Step();
         }, Seconds(o), warmup: 2, minRuns: 3);
@@ -287,7 +297,7 @@ public static class Quick
         Emit(new Dictionary<string, object>
         {
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
-            ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
+            ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["omission"] = omission, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
             ["peak_of"] = stepPeak ? "steps" : "process", ["setup_peak_mb"] = Math.Round(setupPeak / 1048576.0, 0),
             ["storage"] = handle is null ? "dense" : storage.ToString().ToLowerInvariant(),
