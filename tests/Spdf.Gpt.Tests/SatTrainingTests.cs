@@ -72,6 +72,27 @@ public class SatTrainingTests
         fresh.Blocks[1].Mlp.KeptChannels.Should().BeNull("evaluation runs the whole model");
     }
 
+    [Fact]
+    public void TheMagnitudeScoreKeepsTheUnitsWithTheLargestWeights()
+    {
+        var model = new GptModel(Config, new Generator(8));
+        using var driver = new SatOmission(model, new SatOptions(OmissionSchedule.Constant(0.75)));
+        var (x, y) = new WindowSampler(Stream(), 2, 16, 5).Next();
+        driver.BeginStep(1);
+        model.Loss(x, y);
+        var mlp = model.Blocks[0].Mlp;
+        var up = mlp.UpProjection.Weight.ToArray(); var down = mlp.DownProjection.Weight.ToArray();
+        var score = Enumerable.Range(0, 96).Select(u =>
+            Enumerable.Range(0, 24).Sum(j => Math.Abs(up[u * 24 + j])) + Enumerable.Range(0, 24).Sum(r => Math.Abs(down[r * 96 + u]))).ToArray();
+        mlp.KeptChannels.Should().Equal(Enumerable.Range(0, 96).OrderByDescending(u => score[u]).Take(24).Order());
+        var attn = model.Blocks[0].Attention;
+        var qkv = attn.QkvProjection.Weight.ToArray(); var o = attn.OutputProjection.Weight.ToArray();
+        var headScore = Enumerable.Range(0, 3).Select(h =>
+            Enumerable.Range(0, 3).Sum(part => Enumerable.Range(0, 8).Sum(i => Enumerable.Range(0, 24).Sum(j => Math.Abs(qkv[(part * 24 + h * 8 + i) * 24 + j]))))
+            + Enumerable.Range(0, 24).Sum(r => Enumerable.Range(0, 8).Sum(i => Math.Abs(o[r * 24 + h * 8 + i])))).ToArray();
+        attn.KeptHeads.Should().Equal([Enumerable.Range(0, 3).OrderByDescending(h => headScore[h]).First()]);
+    }
+
     [Theory]
     [InlineData("random", UnitSelection.TopK)]
     [InlineData("magnitude", UnitSelection.Sampled)]

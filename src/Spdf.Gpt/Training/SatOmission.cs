@@ -1,6 +1,8 @@
+using System.Numerics.Tensors;
 using Spdf.Sparsity;
 using Spdf.Sparsity.Omission;
 using Spdf.Tensors;
+using Tensor = Spdf.Tensors.Tensor;
 using Spdf.Tensors.Nn;
 
 namespace Spdf.Gpt.Training;
@@ -144,27 +146,31 @@ public sealed class SatOmission : IDisposable
         var outAbs = new float[units];
         if (!ReferenceEquals(Options.Scorer, UnitScorers.Random))
         {
+            // |w| (times the mask of a masked sparse layer), summed per unit: vectorised, one pass over each weight
+            var scratch = new float[Math.Max(c, units)];
             if (heads)
             {
-                var (w, m) = (Weight(block.Attention.QkvProjection), Mask(block.Attention.QkvProjection));
-                var (wo, mo) = (Weight(block.Attention.OutputProjection), Mask(block.Attention.OutputProjection));
+                var qkv = block.Attention.QkvProjection; var proj = block.Attention.OutputProjection;
+                ReadOnlySpan<float> w = Weight(qkv).Span, m = Mask(qkv).Span;
+                ReadOnlySpan<float> wo = Weight(proj).Span, mo = Mask(proj).Span;
                 int e = c / units;
                 for (int h = 0; h < units; h++)
                 {
                     var acc = inAbs.AsSpan(h * c, c);
                     for (int part = 0; part < 3; part++)
-                        for (int i = 0; i < e; i++) AddAbs(w, m, (part * c + h * e + i) * c, acc);
-                    for (int r = 0; r < c; r++)
-                        for (int i = 0; i < e; i++) outAbs[h] += Abs(wo, mo, r * c + h * e + i);
+                        for (int i = 0; i < e; i++) AddAbs(w, m, (part * c + h * e + i) * c, acc, scratch);
                 }
+                var colAbs = new float[c];
+                for (int r = 0; r < c; r++) AddAbs(wo, mo, r * c, colAbs, scratch);   // Σ_r |w_o[r, col]|
+                for (int h = 0; h < units; h++) outAbs[h] = TensorPrimitives.Sum(colAbs.AsSpan(h * e, e));
             }
             else
             {
-                var (w, m) = (Weight(block.Mlp.UpProjection), Mask(block.Mlp.UpProjection));
-                var (wd, md) = (Weight(block.Mlp.DownProjection), Mask(block.Mlp.DownProjection));
-                for (int u = 0; u < units; u++) AddAbs(w, m, u * c, inAbs.AsSpan(u * c, c));
-                for (int r = 0; r < c; r++)
-                    for (int u = 0; u < units; u++) outAbs[u] += Abs(wd, md, r * units + u);
+                var up = block.Mlp.UpProjection; var down = block.Mlp.DownProjection;
+                ReadOnlySpan<float> w = Weight(up).Span, m = Mask(up).Span;
+                ReadOnlySpan<float> wd = Weight(down).Span, md = Mask(down).Span;
+                for (int u = 0; u < units; u++) AddAbs(w, m, u * c, inAbs.AsSpan(u * c, c), scratch);
+                for (int r = 0; r < c; r++) AddAbs(wd, md, r * units, outAbs, scratch);  // Σ_r |w_down[r, u]|
             }
         }
         float[] norms = [];
@@ -184,13 +190,12 @@ public sealed class SatOmission : IDisposable
             Step = _step, Seed = UnitSelector.SeedFor(Options.Seed, _step, 2 * l + (heads ? 1 : 0)),
         };
 
-        static float Abs(ReadOnlyMemory<float> w, ReadOnlyMemory<float> m, int i) => m.IsEmpty ? MathF.Abs(w.Span[i]) : MathF.Abs(w.Span[i] * m.Span[i]);
-        static void AddAbs(ReadOnlyMemory<float> w, ReadOnlyMemory<float> m, int at, Span<float> acc)
+        static void AddAbs(ReadOnlySpan<float> w, ReadOnlySpan<float> m, int at, Span<float> acc, float[] scratch)
         {
-            var ws = w.Span.Slice(at, acc.Length);
-            if (m.IsEmpty) { for (int j = 0; j < acc.Length; j++) acc[j] += MathF.Abs(ws[j]); return; }
-            var ms = m.Span.Slice(at, acc.Length);
-            for (int j = 0; j < acc.Length; j++) acc[j] += MathF.Abs(ws[j] * ms[j]);
+            var t = scratch.AsSpan(0, acc.Length);
+            if (m.IsEmpty) TensorPrimitives.Abs(w.Slice(at, acc.Length), t);
+            else { TensorPrimitives.Multiply(w.Slice(at, acc.Length), m.Slice(at, acc.Length), t); TensorPrimitives.Abs(t, t); }
+            TensorPrimitives.Add(acc, t, acc);
         }
     }
 
