@@ -207,6 +207,8 @@ public static class Quick
         var (_, _, model, idx, tgt) = GptSetup(o);
         Sparsify(o, model);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
+        double omission = o.TryGetValue("omission", out var oms) ? double.Parse(oms, CultureInfo.InvariantCulture) : 0;
+        using var sat = omission > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(omission))) : null;
         var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
         bool profile = o.TryGetValue("profile", out var pf) && pf != "0";
         Tensors.Autograd.OpProfiler? profiler = null;
@@ -215,6 +217,7 @@ public static class Quick
             if (i == 2 && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
             profiler?.Mark();
             var sw = System.Diagnostics.Stopwatch.StartNew();
+            sat?.BeginStep(i + 1);
             double t1, t2;
             using (o.TryGetValue("scope", out var sc) && sc == "0" ? null : Tensors.Autograd.TensorScope.Enter())
             {

@@ -26,6 +26,7 @@ internal static class UnitOmission
     }
 
     /// <summary>Columns <paramref name="columns"/> of the layer's weight: <c>[out, k]</c>.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public static Tensor Columns(Linear layer, int[] columns)
     {
         var (w, mask) = Dense(layer);

@@ -139,11 +139,16 @@ public sealed class SatOmission : IDisposable
         return kept;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private UnitScoreInputs Inputs(Block block, Tensor normed, bool heads, int units)
     {
         int c = normed.Shape[-1], l = block.Index;
-        var inAbs = new float[units * c];
-        var outAbs = new float[units];
+        // the same buffers every step (the scorer reads them at once): no large allocation per step
+        if (!_buffers.TryGetValue((l, heads), out var buf) || buf.In.Length != units * c)
+            _buffers[(l, heads)] = buf = (new float[units * c], new float[units]);
+        var (inAbs, outAbs) = buf;
+        Array.Clear(inAbs);
+        Array.Clear(outAbs);
         if (!ReferenceEquals(Options.Scorer, UnitScorers.Random))
         {
             // |w| (times the mask of a masked sparse layer), summed per unit: vectorised, one pass over each weight
@@ -205,8 +210,29 @@ public sealed class SatOmission : IDisposable
 
     private static ReadOnlyMemory<float> Mask(Linear layer) => layer is SparseLinear s ? s.Mask.Values : default;
 
-    /// <summary>The places of the kept units in each projection's weight and bias: only these take the optimizer step.</summary>
-    private static void SetStepPositions(Block block, int[] kept, bool heads)
+    private readonly Dictionary<(int Layer, bool Heads), (int[] Kept, int[]?[] Positions)> _positions = [];
+    private readonly Dictionary<(int Layer, bool Heads), (float[] In, float[] Out)> _buffers = [];
+
+    /// <summary>The places of the kept units in each projection's weight and bias: only these take the optimizer step.
+    /// Reused while a block keeps the same units (the arrays are large: a kept row is C places).</summary>
+    private void SetStepPositions(Block block, int[] kept, bool heads)
+    {
+        var layers = heads
+            ? new[] { block.Attention.QkvProjection, block.Attention.OutputProjection }
+            : new[] { block.Mlp.UpProjection, block.Mlp.DownProjection };
+        if (_positions.TryGetValue((block.Index, heads), out var cached) && cached.Kept.AsSpan().SequenceEqual(kept))
+        {
+            layers[0].Weight.StepPositions = cached.Positions[0];
+            if (layers[0].Bias is { } cb) cb.StepPositions = cached.Positions[1];
+            layers[1].Weight.StepPositions = cached.Positions[2];
+            return;
+        }
+        Compute(block, kept, heads, cached.Positions); // fills the last step's arrays again when the sizes match
+        _positions[(block.Index, heads)] = (kept, [layers[0].Weight.StepPositions, layers[0].Bias?.StepPositions, layers[1].Weight.StepPositions]);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void Compute(Block block, int[] kept, bool heads, int[]?[]? reuse)
     {
         if (heads)
         {
@@ -216,30 +242,30 @@ public sealed class SatOmission : IDisposable
             for (int part = 0; part < 3; part++)
                 foreach (int h in kept)
                     for (int i = 0; i < e; i++) rows.Add(part * c + h * e + i);      // ascending: parts, then heads
-            a.QkvProjection.Weight.StepPositions = RowsOf(rows, c);
+            a.QkvProjection.Weight.StepPositions = RowsOf(rows, c, reuse?[0]);
             if (a.QkvProjection.Bias is { } b) b.StepPositions = rows.ToArray();
             var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
-            a.OutputProjection.Weight.StepPositions = ColumnsOf(cols, a.OutputProjection.OutFeatures, a.OutputProjection.InFeatures);
+            a.OutputProjection.Weight.StepPositions = ColumnsOf(cols, a.OutputProjection.OutFeatures, a.OutputProjection.InFeatures, reuse?[2]);
         }
         else
         {
             var m = block.Mlp;
-            m.UpProjection.Weight.StepPositions = RowsOf(kept, m.UpProjection.InFeatures);
+            m.UpProjection.Weight.StepPositions = RowsOf(kept, m.UpProjection.InFeatures, reuse?[0]);
             if (m.UpProjection.Bias is { } b) b.StepPositions = kept;
-            m.DownProjection.Weight.StepPositions = ColumnsOf(kept, m.DownProjection.OutFeatures, m.DownProjection.InFeatures);
+            m.DownProjection.Weight.StepPositions = ColumnsOf(kept, m.DownProjection.OutFeatures, m.DownProjection.InFeatures, reuse?[2]);
         }
 
-        static int[] RowsOf(IReadOnlyList<int> rows, int cols)
+        static int[] RowsOf(IReadOnlyList<int> rows, int cols, int[]? reuse)
         {
-            var p = new int[rows.Count * cols];
+            var p = reuse?.Length == rows.Count * cols ? reuse : new int[rows.Count * cols];
             for (int i = 0; i < rows.Count; i++)
                 for (int j = 0; j < cols; j++) p[i * cols + j] = rows[i] * cols + j;
             return p;
         }
 
-        static int[] ColumnsOf(int[] columns, int rowsN, int cols)
+        static int[] ColumnsOf(int[] columns, int rowsN, int cols, int[]? reuse)
         {
-            var p = new int[rowsN * columns.Length];
+            var p = reuse?.Length == rowsN * columns.Length ? reuse : new int[rowsN * columns.Length];
             for (int r = 0, at = 0; r < rowsN; r++)
                 foreach (int c in columns) p[at++] = r * cols + c;
             return p;

@@ -58,7 +58,20 @@ public sealed class AdamW : Optimizer
                 double bc1 = 1 - Math.Pow(Beta1, t), bc2 = 1 - Math.Pow(Beta2, t);
                 float stepSize = (float)(g.LearningRate / bc1);
                 float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
-                if (p.StepPositions is { } positions)
+                if (p.StepPositions is { } runs && p.SparseSupport is null)
+                {
+                    // Only the places this step computed (sparsity-accelerated training), run by run of consecutive
+                    // positions (a kept row is one run): the fused update on each slice, nothing gathered or allocated.
+                    var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan(); var ms = m.AsSpan(); var vs = v.AsSpan();
+                    for (int i = 0; i < runs.Length;)
+                    {
+                        int start = runs[i], len = 1;
+                        while (i + len < runs.Length && runs[i + len] == start + len) len++;
+                        Update(param.Slice(start, len), grad.Slice(start, len), ms.Slice(start, len), vs.Slice(start, len), decay, b1, b2, stepSize, invSqrtBc2, eps);
+                        i += len;
+                    }
+                }
+                else if (p.StepPositions is { } positions)
                 {
                     // Only the places this step computed (sparsity-accelerated training): gather, update, scatter back;
                     // the others keep their values and moments.
