@@ -26,14 +26,7 @@ public sealed class Parameter : Tensor
     public int[]? SparseSupport
     {
         get => _sparseSupport;
-        set
-        {
-            if (value is not null)
-                for (int i = 0; i < value.Length; i++)
-                    if (value[i] < 0 || value[i] >= Numel || (i > 0 && value[i] <= value[i - 1]))
-                        throw new ArgumentException($"SparseSupport entry {i} is {value[i]}; expected strictly ascending indices in [0, {Numel}).", nameof(value));
-            _sparseSupport = value;
-        }
+        set => _sparseSupport = CheckPositions(value, nameof(SparseSupport));
     }
 
     private int[]? _stepPositions;
@@ -48,13 +41,15 @@ public sealed class Parameter : Tensor
     public int[]? StepPositions
     {
         get => _stepPositions;
-        set
-        {
-            if (value is not null)
-                for (int i = 0; i < value.Length; i++)
-                    if (value[i] < 0 || value[i] >= Numel || (i > 0 && value[i] <= value[i - 1]))
-                        throw new ArgumentException($"StepPositions entry {i} is {value[i]}; expected strictly ascending indices in [0, {Numel}).", nameof(value));
-            _stepPositions = value;
-        }
+        set => _stepPositions = CheckPositions(value, nameof(StepPositions));
+    }
+
+    private int[]? CheckPositions(int[]? value, string what)
+    {
+        if (value is not null)
+            for (int i = 0; i < value.Length; i++)
+                if (value[i] < 0 || value[i] >= Numel || (i > 0 && value[i] <= value[i - 1]))
+                    throw new ArgumentException($"{what} entry {i} is {value[i]}; expected strictly ascending indices in [0, {Numel}).", nameof(value));
+        return value;
     }
 }
