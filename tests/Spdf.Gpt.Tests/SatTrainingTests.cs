@@ -93,6 +93,28 @@ public class SatTrainingTests
         attn.KeptHeads.Should().Equal([Enumerable.Range(0, 3).OrderByDescending(h => headScore[h]).First()]);
     }
 
+    [Fact]
+    public void TheFlopCountIsWhatTheStepComputed()
+    {
+        var model = new GptModel(Config, new Generator(8));
+        var driver = new SatOmission(model, new SatOptions(OmissionSchedule.Constant(0.5)));
+        var (x, y) = new WindowSampler(Stream(), 2, 16, 5).Next();
+        driver.BeginStep(1);
+        model.Loss(x, y);
+        long tokens = 32;
+        double c = 24, t = 16, v = 64, l = 2;
+        // per token: MLP 2·(2·C·4C)·½, QKV 2·C·3C·⅔, projection 2·C·C·⅔, attention 4·T·C·⅔ (2 of 3 heads), LM head 2·C·V
+        double perToken = l * (2 * 2 * c * 4 * c * 0.5 + (2 * c * 3 * c + 2 * c * c + 4 * t * c) * 2 / 3) + 2 * c * v;
+        driver.StepFlops(tokens).Should().BeApproximately(3 * perToken * tokens, 1e-6 * perToken);
+        var dense = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(16), 0).TrainPerStep(tokens, sparse: false);
+        driver.Dispose();
+        using var none = new SatOmission(model, new SatOptions(OmissionSchedule.Constant(0)));
+        none.BeginStep(1);
+        model.Loss(x, y);
+        none.StepFlops(tokens).Should().Be(dense, "rate 0 computes the dense step");
+        FluentActions.Invoking(() => Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(16), 0, 0, 1)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*kept share of MLP channels*");
+    }
+
     [Theory]
     [InlineData("random", UnitSelection.TopK)]
     [InlineData("magnitude", UnitSelection.Sampled)]

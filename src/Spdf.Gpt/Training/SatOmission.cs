@@ -89,6 +89,19 @@ public sealed class SatOmission : IDisposable
     /// <summary>Attention heads each block computed in its last planned step.</summary>
     public int[] KeptHeads { get; }
 
+    /// <summary>
+    /// The training FLOPs of the last planned step over <paramref name="tokens"/> tokens: what it computed, with the kept
+    /// channels and heads averaged over the blocks (<see cref="Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Spdf.Sparsity.Flops.TransformerShape, double, double, double)"/>).
+    /// </summary>
+    public double StepFlops(long tokens, double sparsity = 0)
+    {
+        var cfg = _model.Config;
+        double channels = KeptChannels.Average(k => k == 0 ? 1.0 : (double)k / (cfg.EmbeddingSize * 4));
+        double heads = KeptHeads.Average(k => k == 0 ? 1.0 : (double)k / cfg.Heads);
+        var report = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(cfg.ToTransformerShape(cfg.ContextLength), sparsity, channels, heads);
+        return report.TrainPerStep(tokens, sparse: true);
+    }
+
     /// <summary>Starts step <paramref name="step"/> (1-based): the rate in force; the blocks choose their units on their next training forward pass.</summary>
     public void BeginStep(long step)
     {

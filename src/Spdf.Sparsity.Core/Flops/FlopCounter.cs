@@ -70,21 +70,32 @@ public static class FlopCounter
 {
     /// <summary>FLOPs of a GPT with every attention/MLP matrix at <paramref name="sparsity"/> (the paper's uniform setting).</summary>
     /// <exception cref="ArgumentOutOfRangeException">The sparsity is outside [0, 1).</exception>
-    public static FlopReport ForTransformer(TransformerShape shape, double sparsity)
+    public static FlopReport ForTransformer(TransformerShape shape, double sparsity) => ForTransformer(shape, sparsity, 1, 1);
+
+    /// <summary>
+    /// FLOPs of a GPT step of sparsity-accelerated training (SAT), which computed only the kept share of each block's MLP
+    /// channels (<paramref name="keptChannels"/>) and attention heads (<paramref name="keptHeads"/>): the up and down
+    /// projections scale with the first, the QKV and output projections and attention's products with the second, on top
+    /// of <paramref name="sparsity"/>; the LM head does not shrink. The report's sparse counts are the step's.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The sparsity is outside [0, 1), or a kept share outside (0, 1].</exception>
+    public static FlopReport ForTransformer(TransformerShape shape, double sparsity, double keptChannels, double keptHeads)
     {
+        if (!(keptChannels > 0 && keptChannels <= 1)) throw new ArgumentOutOfRangeException(nameof(keptChannels), keptChannels, "Expected the kept share of MLP channels in (0, 1].");
+        if (!(keptHeads > 0 && keptHeads <= 1)) throw new ArgumentOutOfRangeException(nameof(keptHeads), keptHeads, "Expected the kept share of heads in (0, 1].");
         ArgumentNullException.ThrowIfNull(shape);
         SparsityGuard.Sparsity(sparsity, nameof(sparsity));
         if (shape.Layers <= 0 || shape.EmbeddingSize <= 0 || shape.ContextLength <= 0 || shape.VocabSize <= 0 || shape.MlpRatio <= 0)
             throw new ArgumentException($"Transformer shape {shape} has a non-positive size.", nameof(shape));
         double c = shape.EmbeddingSize, l = shape.Layers, d = 1 - sparsity, m = shape.MlpRatio;
-        LayerFlops Matmul(string name, double inF, double outF) => new(name, shape.Layers, d, l * 2 * inF * outF, l * 2 * inF * outF * d);
+        LayerFlops Matmul(string name, double inF, double outF, double kept) => new(name, shape.Layers, d, l * 2 * inF * outF, l * 2 * inF * outF * d * kept);
         return new FlopReport(
         [
-            Matmul("h.*.attn.c_attn", c, 3 * c),
-            new LayerFlops("h.*.attn (QKᵀ, PV)", shape.Layers, 1, l * 2 * 2 * shape.ContextLength * c, l * 2 * 2 * shape.ContextLength * c),
-            Matmul("h.*.attn.c_proj", c, c),
-            Matmul("h.*.mlp.c_fc", c, m * c),
-            Matmul("h.*.mlp.c_proj", m * c, c),
+            Matmul("h.*.attn.c_attn", c, 3 * c, keptHeads),
+            new LayerFlops("h.*.attn (QKᵀ, PV)", shape.Layers, 1, l * 2 * 2 * shape.ContextLength * c, l * 2 * 2 * shape.ContextLength * c * keptHeads),
+            Matmul("h.*.attn.c_proj", c, c, keptHeads),
+            Matmul("h.*.mlp.c_fc", c, m * c, keptChannels),
+            Matmul("h.*.mlp.c_proj", m * c, c, keptChannels),
             new LayerFlops("lm_head", 1, 1, 2 * c * shape.VocabSize, 2 * c * shape.VocabSize),
         ], sparsity);
     }
@@ -92,7 +103,7 @@ public static class FlopCounter
     /// <summary>
     /// FLOPs of linear layers, each at its own density (1 for a dense layer); the report's sparsity is over the sparse
     /// ones. Operations that are not linear layers (attention products, a tied head) are not seen here; use
-    /// <see cref="ForTransformer"/> for a GPT. Each engine binding lists a model's layers for it (<c>ForModule</c>).
+    /// <see cref="ForTransformer(TransformerShape, double)"/> for a GPT. Each engine binding lists a model's layers for it (<c>ForModule</c>).
     /// </summary>
     /// <exception cref="ArgumentException">A layer has a non-positive size or a density outside [0, 1].</exception>
     public static FlopReport ForLinearLayers(IEnumerable<LinearLayerFlops> layers)

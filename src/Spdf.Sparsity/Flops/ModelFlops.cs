@@ -8,7 +8,7 @@ public static class ModelFlops
     /// <summary>
     /// FLOPs of the <c>Linear</c> layers of any module, each at its own density (a <see cref="SparseLinear"/>'s mask, 1 for a
     /// dense layer). Operations that are not linear layers (attention products, a tied head) are not seen here; use
-    /// <see cref="FlopCounter.ForTransformer"/> for a GPT.
+    /// <see cref="FlopCounter.ForTransformer(TransformerShape, double)"/> for a GPT.
     /// </summary>
     public static FlopReport ForModule(Module model)
     {
