@@ -207,8 +207,7 @@ public static class Quick
         var (_, _, model, idx, tgt) = GptSetup(o);
         Sparsify(o, model);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
-        double omission = o.TryGetValue("omission", out var oms) ? double.Parse(oms, CultureInfo.InvariantCulture) : 0;
-        using var sat = omission > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(omission))) : null;
+        using var sat = Omission(o, model, out _);
         var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
         bool profile = o.TryGetValue("profile", out var pf) && pf != "0";
         Tensors.Autograd.OpProfiler? profiler = null;
@@ -256,6 +255,14 @@ public static class Quick
         return (cfg, batch, model, idx, tgt);
     }
 
+    /// <summary>SAT for --omission R (default 0: none): each step computes only ceil((1 - R) n) MLP channels and heads
+    /// per block (weight magnitude, top-k); call its BeginStep before each step.</summary>
+    private static Spdf.Gpt.Training.SatOmission? Omission(Dictionary<string, string> o, Spdf.Gpt.GptModel model, out double rate)
+    {
+        rate = o.TryGetValue("omission", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
+        return rate > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(rate))) : null;
+    }
+
     /// <summary>Applies --sparsity (default 0: none) with --storage (default compressed) to the benchmark GPT.</summary>
     private static (double Sparsity, SparseWeightStorage Storage, SparsifiedModel? Handle) Sparsify(Dictionary<string, string> o, Spdf.Gpt.GptModel model)
     {
@@ -276,9 +283,7 @@ public static class Quick
             foreach (var l in handle.Layers) l.Layer.KernelMode = Enum.Parse<SparseKernelMode>(km, ignoreCase: true);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
         bool useScope = !o.TryGetValue("scope", out var sc) || sc != "0";
-        // SAT (--omission R): each step computes only ceil((1 - R) n) MLP channels and heads per block (weight magnitude, top-k)
-        double omission = o.TryGetValue("omission", out var oms) ? double.Parse(oms, CultureInfo.InvariantCulture) : 0;
-        using var sat = omission > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(omission))) : null;
+        using var sat = Omission(o, model, out double omission);
         long satStep = 0;
         int runs = 0;
         long alloc0 = 0, gen2 = 0;

@@ -293,19 +293,32 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         return _residDropout.Forward(OutputProjection.Forward(y));
     }
 
-    private Tensor ForwardKept(Tensor x, int[] kept)
+    /// <summary>The rows of the QKV projection that <paramref name="kept"/> heads use, ascending:
+    /// [Q of the kept heads | K of them | V of them], as the packed attention kernel reads them.</summary>
+    internal int[] QkvRows(int[] kept)
     {
-        int c = QkvProjection.InFeatures, e = c / _heads, k = kept.Length;
-        var rows = new int[3 * k * e];   // [Q of the kept heads | K of them | V of them], as the packed kernel reads them
+        int c = QkvProjection.InFeatures, e = c / _heads;
+        var rows = new int[3 * kept.Length * e];
         for (int part = 0, at = 0; part < 3; part++)
             foreach (int h in kept)
                 for (int i = 0; i < e; i++) rows[at++] = part * c + h * e + i;
-        var (wq, bq) = UnitOmission.Rows(QkvProjection, rows);
+        return rows;
+    }
+
+    /// <summary>The columns of the output projection that <paramref name="kept"/> heads feed, ascending.</summary>
+    internal int[] OutputColumns(int[] kept)
+    {
+        int e = OutputProjection.InFeatures / _heads;
+        return kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
+    }
+
+    private Tensor ForwardKept(Tensor x, int[] kept)
+    {
+        var (wq, bq) = UnitOmission.Rows(QkvProjection, QkvRows(kept));
         var qkv = Functional.Linear(x, wq, bq);                                // [B, T, 3ke]
-        var y = Functional.CausalSelfAttentionPacked(qkv, k);                  // [B, T, ke]
-        if (RecordActivations) Record(y, kept, e);
-        var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
-        return _residDropout.Forward(Functional.Linear(y, UnitOmission.Columns(OutputProjection, cols), OutputProjection.Bias));
+        var y = Functional.CausalSelfAttentionPacked(qkv, kept.Length);        // [B, T, ke]
+        if (RecordActivations) Record(y, kept, QkvProjection.InFeatures / _heads);
+        return _residDropout.Forward(Functional.Linear(y, UnitOmission.Columns(OutputProjection, OutputColumns(kept)), OutputProjection.Bias));
     }
 
     /// <summary>Attention of new positions over the cached ones plus themselves (inference only).</summary>

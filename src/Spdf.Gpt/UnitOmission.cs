@@ -55,7 +55,9 @@ internal static class UnitOmission
         });
     }
 
-    private static (Tensor Weight, Tensor? Mask) Dense(Linear layer)
+    /// <summary>The layer's dense weight and, for a masked sparse layer, its mask (a view of the mask's values).</summary>
+    /// <exception cref="NotSupportedException">The layer keeps only its kept weights (compressed storage).</exception>
+    internal static (Tensor Weight, Tensor? Mask) Dense(Linear layer)
     {
         if (layer is not SparseLinear sparse) return (layer.Weight, null);
         if (sparse.Storage == SparseWeightStorage.Compressed)

@@ -130,15 +130,14 @@ public sealed class SatOmission : IDisposable
         var choice = heads ? _heads : _channels;
         if (chosen[l]) return choice[l];                                        // later micro-batches of the step: the same units
         chosen[l] = true;
-        choice[l] = Choose(block, normed, heads);
         int units = heads ? block.Attention.Heads : block.Mlp.UpProjection.OutFeatures;
+        choice[l] = Choose(block, normed, heads, units);
         if (heads) KeptHeads[l] = choice[l]?.Length ?? units; else KeptChannels[l] = choice[l]?.Length ?? units;
         return choice[l];
     }
 
-    private int[]? Choose(Block block, Tensor normed, bool heads)
+    private int[]? Choose(Block block, Tensor normed, bool heads, int units)
     {
-        int units = heads ? block.Attention.Heads : block.Mlp.UpProjection.OutFeatures;
         if (heads ? !Options.Heads : !Options.Channels) return null;
         if (Rate == 0) return null;                                             // dense: exactly the dense step
         int keep = UnitSelector.KeptCount(units, Rate);
@@ -217,11 +216,9 @@ public sealed class SatOmission : IDisposable
         }
     }
 
-    private static ReadOnlyMemory<float> Weight(Linear layer) => layer is SparseLinear { Storage: SparseWeightStorage.Compressed } s
-        ? throw new NotSupportedException($"SAT scores and gathers the dense weight, but this {s.OutFeatures}×{s.InFeatures} sparse layer keeps only its kept weights (SparseWeightStorage.Compressed). Sparsify with SparseWeightStorage.Dense, or Densify first.")
-        : layer.Weight.AsReadOnlyMemory();
+    private static ReadOnlyMemory<float> Weight(Linear layer) => UnitOmission.Dense(layer).Weight.AsReadOnlyMemory();
 
-    private static ReadOnlyMemory<float> Mask(Linear layer) => layer is SparseLinear s ? s.Mask.Values : default;
+    private static ReadOnlyMemory<float> Mask(Linear layer) => UnitOmission.Dense(layer).Mask?.AsReadOnlyMemory() ?? default;
 
     private readonly Dictionary<(int Layer, bool Heads), (int[] Kept, int[]?[] Positions)> _positions = [];
     private readonly Dictionary<(int Layer, bool Heads), (float[] In, float[] Out)> _buffers = [];
@@ -250,15 +247,10 @@ public sealed class SatOmission : IDisposable
         if (heads)
         {
             var a = block.Attention;
-            int c = a.QkvProjection.InFeatures, e = c / a.Heads;
-            var rows = new List<int>();
-            for (int part = 0; part < 3; part++)
-                foreach (int h in kept)
-                    for (int i = 0; i < e; i++) rows.Add(part * c + h * e + i);      // ascending: parts, then heads
-            a.QkvProjection.Weight.StepPositions = RowsOf(rows, c, reuse?[0]);
-            if (a.QkvProjection.Bias is { } b) b.StepPositions = rows.ToArray();
-            var cols = kept.SelectMany(h => Enumerable.Range(h * e, e)).ToArray();
-            a.OutputProjection.Weight.StepPositions = ColumnsOf(cols, a.OutputProjection.OutFeatures, a.OutputProjection.InFeatures, reuse?[2]);
+            var rows = a.QkvRows(kept);
+            a.QkvProjection.Weight.StepPositions = RowsOf(rows, a.QkvProjection.InFeatures, reuse?[0]);
+            if (a.QkvProjection.Bias is { } b) b.StepPositions = rows;
+            a.OutputProjection.Weight.StepPositions = ColumnsOf(a.OutputColumns(kept), a.OutputProjection.OutFeatures, a.OutputProjection.InFeatures, reuse?[2]);
         }
         else
         {
@@ -268,10 +260,10 @@ public sealed class SatOmission : IDisposable
             m.DownProjection.Weight.StepPositions = ColumnsOf(kept, m.DownProjection.OutFeatures, m.DownProjection.InFeatures, reuse?[2]);
         }
 
-        static int[] RowsOf(IReadOnlyList<int> rows, int cols, int[]? reuse)
+        static int[] RowsOf(int[] rows, int cols, int[]? reuse)
         {
-            var p = reuse?.Length == rows.Count * cols ? reuse : new int[rows.Count * cols];
-            for (int i = 0; i < rows.Count; i++)
+            var p = reuse?.Length == rows.Length * cols ? reuse : new int[rows.Length * cols];
+            for (int i = 0; i < rows.Length; i++)
                 for (int j = 0; j < cols; j++) p[i * cols + j] = rows[i] * cols + j;
             return p;
         }
