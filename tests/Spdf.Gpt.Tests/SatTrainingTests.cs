@@ -115,6 +115,35 @@ public class SatTrainingTests
         FluentActions.Invoking(() => Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(16), 0, 0, 1)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*kept share of MLP channels*");
     }
 
+    [Fact]
+    public void TheTrainerCountsTheFlopsEachStageComputedAndWhatItSaved()
+    {
+        const int steps = 3; long positions = 3 * 16;                     // the stage's batch: 3 windows of 16
+        var counter = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(16), 0);
+        double dense = steps * counter.TrainPerStep(positions, sparse: false);
+        var plain = new Trainer(new GptModel(Config, new Generator(1))).Run(Stage(null, steps));
+        plain.Flops.Should().BeApproximately(dense, 1e-9 * dense);
+        plain.DenseFlops.Should().BeApproximately(dense, 1e-9 * dense);
+        plain.FlopsSaved.Should().Be(0);
+
+        var sat = new Trainer(new GptModel(Config, new Generator(1))).Run(Stage(new SatOptions(OmissionSchedule.Constant(0.5)), steps));
+        double c = 24, t = 16, v = 64, l = 2;
+        double perToken = l * (2 * 2 * c * 4 * c * 0.5 + (2 * c * 3 * c + 2 * c * c + 4 * t * c) * 2 / 3) + 2 * c * v; // as counted by hand above
+        sat.Flops.Should().BeApproximately(steps * 3 * perToken * positions, 1e-6 * sat.Flops);
+        sat.DenseFlops.Should().BeApproximately(dense, 1e-9 * dense);
+        sat.FlopsSaved.Should().BeApproximately(1 - 3 * perToken * positions * steps / dense, 1e-9);
+
+        var model = new GptModel(Config, new Generator(1));
+        var handle = Spdf.Sparsity.Sparsifier.Apply(model, Spdf.Sparsity.SparsityConfig.Default(0.75, 1));
+        var trainer = new Trainer(model, new TrainerOptions(), handle);
+        var sparse = trainer.Run(Stage(null, steps));
+        var at75 = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(Config.ToTransformerShape(16), 0.75);
+        sparse.Flops.Should().BeApproximately(steps * at75.TrainPerStep(positions, sparse: true), 1e-6 * sparse.Flops, "every block matrix keeps 25%");
+        trainer.Densify();
+        var after = trainer.Run(Stage(null, steps) with { Name = "finetune" });
+        after.Flops.Should().BeApproximately(after.DenseFlops, 1e-9 * after.Flops, "a densified model computes every weight");
+    }
+
     [Theory]
     [InlineData("random", UnitSelection.TopK)]
     [InlineData("magnitude", UnitSelection.Sampled)]

@@ -189,6 +189,7 @@ public sealed partial class Trainer
         double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
         var parameters = Model.Parameters().ToList();
         using var sat = stage.Omission is { } omission ? new SatOmission(Model, omission) : null;
+        double flopSparsity = FlopSparsity(), flops = 0, denseFlops = 0;
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
         OpProfiler? profiler = null;
@@ -208,11 +209,13 @@ public sealed partial class Trainer
                 Optimizer.SetLearningRate(lr);
                 Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
                 double lossSum = 0;
+                long positions = 0;
                 _controller?.BeginStep(step + 1);
                 sat?.BeginStep(step + 1);
                 for (int micro = 0; micro < stage.GradientAccumulation; micro++)
                 {
                     var (x, y) = stage.Data.Next();
+                    positions += x.Data.Length * (long)(Communicator?.Size ?? 1);
                     using (TensorScope.Enter()) // activations go back to the pool after the backward pass
                     {
                         Tensor loss;
@@ -258,6 +261,9 @@ public sealed partial class Trainer
                 {
                     Optimizer.Step();
                     _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
+                    var (stepFlops, stepDense) = StepFlops(sat, flopSparsity, positions);
+                    flops += stepFlops;
+                    denseFlops += stepDense;
                     if (_controller is not null)
                     {
                         var active = _controller.ActiveAlgorithm;
@@ -265,6 +271,7 @@ public sealed partial class Trainer
                         if (done.MasksChanged > 0) LogMaskUpdate(_log, active!.Name, stage.Name, step, done.MasksChanged, Sparsity!.Report().LayerSparsity);
                         if (done.MasksChanged > 0 || done.Transition is not null)
                         {
+                            flopSparsity = FlopSparsity();
                             _reducer = null; // the kept places changed
                             if (Options.VerifyReplicas && Communicator is { Size: > 1 } g) DataParallel.VerifyReplicas(Model, g);
                         }
@@ -283,7 +290,7 @@ public sealed partial class Trainer
                     LogStep(_log, stage.Name, step, stage.Steps, meanLoss, lr, norm, tps);
                     if (sat is not null)
                         LogOmission(_log, stage.Name, step, sat.Rate, string.Join(" ", sat.KeptChannels.Zip(sat.KeptHeads, (c, h) => $"{c}/{h}")),
-                            Model.Blocks[0].Mlp.UpProjection.OutFeatures, Model.Config.Heads);
+                            Model.Blocks[0].Mlp.UpProjection.OutFeatures, Model.Config.Heads, denseFlops > 0 ? flops / denseFlops : 1);
                 }
                 Progress?.Report(new TrainingProgress(stage.Name, step, stage.Steps, meanLoss, lr, lastVal, tps, Phase));
                 int profiled = (int)(step - firstStep - 1);
@@ -300,11 +307,42 @@ public sealed partial class Trainer
         }
         finally { profiler?.Dispose(); } // a failed or cancelled step leaves no profiler running
         if (stage.Steps == 0) _completed.Add(stage.Name);
-        return Result(stage.Name, clock.Elapsed.TotalSeconds, tokens);
+        return Result(stage.Name, clock.Elapsed.TotalSeconds, tokens) with { Flops = flops, DenseFlops = denseFlops };
     }
 
     private StageResult Result(string name, double seconds, long tokens) =>
         new(name, _train.Where(p => p.Stage == name).ToList(), _val.Where(p => p.Stage == name).ToList(), seconds, tokens, _skipped);
+
+    /// <summary>
+    /// The share of the blocks' attention and MLP weights held at zero while masks apply (0 after Densify): the sparse
+    /// layers' zeroed weights over all <c>12·C²·L</c> such weights, which is what the FLOP counter's uniform sparsity means.
+    /// </summary>
+    private double FlopSparsity()
+    {
+        if (Sparsity is null || Sparsity.Phase == SparsityPhase.DenseFinetune) return 0;
+        var c = Model.Config;
+        double blockWeights = 12.0 * c.EmbeddingSize * c.EmbeddingSize * c.Layers;
+        var blockLayers = Model.Blocks.SelectMany(b => new Module[] { b.Attention.QkvProjection, b.Attention.OutputProjection, b.Mlp.UpProjection, b.Mlp.DownProjection })
+            .ToHashSet(ReferenceEqualityComparer.Instance);
+        var names = Model.NamedModules().Where(m => blockLayers.Contains(m.Module)).Select(m => m.Name).ToHashSet();
+        double zeroed = Sparsity.Report().Rows.Where(r => names.Contains(r.Name)).Sum(r => (double)(r.Numel - r.Kept));
+        return Math.Clamp(zeroed / blockWeights, 0, 0.999);
+    }
+
+    /// <summary>The FLOPs a step over <paramref name="positions"/> token positions computed (the student's forward and
+    /// backward, SAT's kept units and the masks' kept weights), and what the dense model would have.</summary>
+    private (double Flops, double Dense) StepFlops(SatOmission? sat, double sparsity, long positions)
+    {
+        var shape = Model.Config.ToTransformerShape();
+        _flopReports ??= [];
+        if (!_flopReports.TryGetValue(sparsity, out var report))
+            _flopReports[sparsity] = report = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(shape, sparsity);
+        double dense = report.TrainPerStep(positions, sparse: false);
+        double done = sat is not null ? sat.StepFlops(positions, sparsity) : report.TrainPerStep(positions, sparse: true);
+        return (done, dense);
+    }
+
+    private Dictionary<double, Spdf.Sparsity.Flops.FlopReport>? _flopReports;
 
     /// <summary>
     /// The SPDF transition: every sparse layer becomes dense with its dropped weights at 0, trainable from the next
@@ -569,8 +607,8 @@ public sealed partial class Trainer
     [LoggerMessage(EventId = 11, Level = LogLevel.Information, Message = "Data-parallel over {Ranks} ranks: {Megabytes:F2} MB of gradients reduced per step and rank ({DenseMegabytes:F2} MB if every weight were dense), {Tensors} tensors")]
     private static partial void LogReducer(ILogger logger, int ranks, double megabytes, double denseMegabytes, int tensors);
 
-    [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Stage} step {Step}: SAT omission rate {Rate:F3}; kept channels/heads per block: {Kept} (of {Channels}/{Heads})")]
-    private static partial void LogOmission(ILogger logger, string stage, long step, double rate, string kept, int channels, int heads);
+    [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Stage} step {Step}: SAT omission rate {Rate:F3}; kept channels/heads per block: {Kept} (of {Channels}/{Heads}); the stage so far computed {FlopShare:P1} of its dense FLOPs")]
+    private static partial void LogOmission(ILogger logger, string stage, long step, double rate, string kept, int channels, int heads, double flopShare);
 
     [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Phase change: {Transition} ({Layers} layers) at global step {Step}")]
     private static partial void LogPhase(ILogger logger, string transition, int layers, long step);

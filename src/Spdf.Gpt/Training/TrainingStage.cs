@@ -208,6 +208,19 @@ public sealed record StageResult(string Stage, IReadOnlyList<LossPoint> TrainLos
 {
     /// <summary>The last validation loss, or NaN.</summary>
     public double FinalValidationLoss => ValidationLoss.Count > 0 ? ValidationLoss[^1].Loss : double.NaN;
+
+    /// <summary>
+    /// Training FLOPs this session's steps computed (<see cref="Spdf.Sparsity.Flops.FlopCounter"/>'s convention, over the
+    /// group's token positions): the masks' kept weights while they apply and, under SAT, only the kept channels and heads.
+    /// Skipped steps and a distillation teacher's forward passes are not counted.
+    /// </summary>
+    public double Flops { get; init; }
+
+    /// <summary>What the same steps would have computed with the dense model and no omission.</summary>
+    public double DenseFlops { get; init; }
+
+    /// <summary>The share of the dense FLOPs that sparsity and omission saved (0 for a dense stage).</summary>
+    public double FlopsSaved => DenseFlops > 0 ? 1 - Flops / DenseFlops : 0;
 }
 
 /// <summary>Training produced a non-finite loss or gradient.</summary>
