@@ -268,7 +268,7 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     internal bool RecordActivations { get; set; }
 
     /// <summary>Per head, the mean over tokens of its output's norm in the last pass that computed it; null before.</summary>
-    internal float[]? ActivationStats { get; private set; }
+    internal float[]? ActivationStats { get; set; }
 
     private void Record(Tensor y, int[]? kept, int e)
     {
@@ -381,7 +381,7 @@ public sealed class Mlp : Module<Tensor, Tensor>
     internal bool RecordActivations { get; set; }
 
     /// <summary>Per channel, the mean |GELU output| over tokens in the last pass that computed it; null before.</summary>
-    internal float[]? ActivationStats { get; private set; }
+    internal float[]? ActivationStats { get; set; }
 
     private void Record(Tensor h, int[]? kept)
     {

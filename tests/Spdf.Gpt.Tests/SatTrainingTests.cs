@@ -183,4 +183,31 @@ public class SatTrainingTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    [Fact]
+    public void AResumeWithTheActivationScoreRestoresThePreviousStepsStatistics()
+    {
+        var sat = new SatOptions(OmissionSchedule.Constant(0.5)) { Scorer = UnitScorers.Activation };
+        var dir = Directory.CreateTempSubdirectory("spdf-sat-act").FullName;
+        try
+        {
+            var full = new GptModel(Config, new Generator(6));
+            var reference = new Trainer(full, new TrainerOptions { CheckpointDirectory = dir, KeepCheckpoints = 10 }).Run(Stage(sat, 8, checkpointInterval: 4));
+            var resumedModel = new GptModel(Config, new Generator(99));
+            var resumed = new Trainer(resumedModel, new TrainerOptions());
+            resumed.Resume(Path.Combine(dir, "ckpt-00000004"));
+            resumed.Run(Stage(sat, 8)).TrainLoss.Select(p => p.Loss).Should().Equal(reference.TrainLoss.Select(p => p.Loss),
+                "step 5 scores its units by step 4's activations, which the checkpoint holds");
+            foreach (var ((name, p), (_, q)) in full.NamedParameters().Zip(resumedModel.NamedParameters()))
+                q.AsReadOnlySpan().ToArray().Should().Equal(p.AsReadOnlySpan().ToArray(), name);
+
+            string json = Path.Combine(dir, "ckpt-00000004", "trainer.json");
+            var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+            root["omission_activations"]!["1.mlp"] = new System.Text.Json.Nodes.JsonArray(1f, 2f);
+            File.WriteAllText(json, root.ToJsonString());
+            FluentActions.Invoking(() => new Trainer(new GptModel(Config, new Generator(6))).Resume(Path.Combine(dir, "ckpt-00000004")))
+                .Should().Throw<Spdf.Tensors.Serialization.SpdfFormatException>().WithMessage("*omission_activations.1.mlp: 2 values; the model's block has 96 MLP channels*");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

@@ -440,6 +440,7 @@ public sealed partial class Trainer
             ["completed_stages"] = new JsonArray(_completed.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
             ["phase"] = Sparsity?.Phase.ToString() ?? "dense",
             ["omission_schedule"] = _omissionJson,
+            ["omission_activations"] = ActivationsJson(),
             ["skipped_steps"] = _skipped,
             ["ranks"] = dataStates.Length,
             ["data_state"] = Words(dataStates[0]), // rank 0's; every rank's below
@@ -454,6 +455,20 @@ public sealed partial class Trainer
         static JsonArray Words(ulong[] w) => new(w.Select(u => (JsonNode)JsonValue.Create(u.ToString(CultureInfo.InvariantCulture))!).ToArray());
 
         static JsonArray Curve(List<LossPoint> c) => new(c.Select(p => (JsonNode)new JsonArray(p.Stage, p.Step, p.GlobalStep, p.Loss.ToString("R", CultureInfo.InvariantCulture))).ToArray());
+    }
+
+    /// <summary>SAT's activation statistics per block (the previous steps' inputs to the activation score), or null.</summary>
+    private JsonObject? ActivationsJson()
+    {
+        var o = new JsonObject();
+        for (int l = 0; l < Model.Blocks.Count; l++)
+        {
+            if (Model.Blocks[l].Attention.ActivationStats is { } a) o[$"{l}.attn"] = Floats(a);
+            if (Model.Blocks[l].Mlp.ActivationStats is { } m) o[$"{l}.mlp"] = Floats(m);
+        }
+        return o.Count == 0 ? null : o;
+
+        static JsonArray Floats(float[] v) => new(v.Select(f => (JsonNode)JsonValue.Create(f)).ToArray());
     }
 
     /// <summary>The newest checkpoint folder under <paramref name="root"/> (per its <c>latest</c> pointer), or null.</summary>
@@ -514,6 +529,7 @@ public sealed partial class Trainer
             var trainCurve = Curve(root["train_loss"], "train_loss").ToList();
             var valCurve = Curve(root["val_loss"], "val_loss").ToList();
             int skipped = (int?)root["skipped_steps"] ?? 0;
+            var activations = ParseActivations(root["omission_activations"]);
             foreach (var f in new[] { "model.safetensors", "optimizer.safetensors" })
                 if (!File.Exists(Path.Combine(checkpointDirectory, f))) throw new SpdfFormatException($"{checkpointDirectory}: {f} is missing; the checkpoint is incomplete.");
             var (weights, _) = SafeTensors.Load(Path.Combine(checkpointDirectory, "model.safetensors"));
@@ -554,6 +570,11 @@ public sealed partial class Trainer
             _resumeStageStep = stageStep;
             _resumeDataState = dataState;
             _resumeOmission = (string?)root["omission_schedule"];
+            for (int l = 0; l < Model.Blocks.Count; l++)
+            {
+                Model.Blocks[l].Attention.ActivationStats = activations[l].Attention;
+                Model.Blocks[l].Mlp.ActivationStats = activations[l].Mlp;
+            }
             _reducer = null;
             LogResumed(_log, checkpointDirectory, stage, stageStep, global);
         }
@@ -563,6 +584,26 @@ public sealed partial class Trainer
         }
 
         SpdfFormatException Missing(string key) => new($"{stateFile}: $.{key}: missing or of the wrong type.");
+
+        (float[]? Attention, float[]? Mlp)[] ParseActivations(JsonNode? node)
+        {
+            var stats = new (float[]?, float[]?)[Model.Blocks.Count];
+            if (node is null) return stats;
+            if (node is not JsonObject o) throw Missing("omission_activations");
+            foreach (var (key, value) in o)
+            {
+                var parts = key.Split('.');
+                if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int l) || l >= stats.Length || parts[1] is not ("attn" or "mlp"))
+                    throw new SpdfFormatException($"{stateFile}: $.omission_activations.{key}: expected '<block>.attn' or '<block>.mlp' for one of the model's {stats.Length} blocks.");
+                bool attn = parts[1] == "attn";
+                int expected = attn ? Model.Config.Heads : Model.Blocks[l].Mlp.UpProjection.OutFeatures;
+                var v = (value as JsonArray ?? throw Missing($"omission_activations.{key}")).Select(f => (float?)f ?? throw Missing($"omission_activations.{key}[]")).ToArray();
+                if (v.Length != expected)
+                    throw new SpdfFormatException($"{stateFile}: $.omission_activations.{key}: {v.Length} values; the model's block has {expected} {(attn ? "heads" : "MLP channels")}.");
+                if (attn) stats[l].Item1 = v; else stats[l].Item2 = v;
+            }
+            return stats;
+        }
 
         ulong[] Words(JsonNode? n, string key) => (n as JsonArray ?? throw Missing(key))
             .Select(v => ulong.Parse((string?)v ?? throw Missing(key), NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
