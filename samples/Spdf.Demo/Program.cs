@@ -24,10 +24,19 @@ var quickOption = new Option<bool>("--quick") { Description = "The same workflow
 var reportOption = new Option<string?>("--report") { Description = "Folder for results.json, the SVG charts and report.md (default: a dated folder under spdf-demo-results/)." };
 var corpusOption = new Option<string?>("--corpus") { Description = "A UTF-8 text file to pre-train on instead of the generated corpus (documents separated by blank lines)." };
 var taskOption = new Option<string?>("--task") { Description = "An E2E CSV file (mr,ref columns) to fine-tune on instead of the generated task; the last 10% of MRs are held out." };
+var continualOption = new Option<string?>("--continual-corpus") { Description = "A UTF-8 text file of more data for SAT's continual pre-training (default: generated with another seed, or the --corpus again)." };
+var satOption = new Option<string>("--sat") { Description = "SAT's rows: 'on' (default), 'off', or 'only' (dense pre-training and fine-tuning and the SAT rows, nothing else).", DefaultValueFactory = _ => "on" };
+satOption.AcceptOnlyFromAmong("on", "off", "only");
+var satScoreOption = new Option<string>("--sat-score") { Description = "SAT's unit score: random, magnitude, wanda or activation.", DefaultValueFactory = _ => "magnitude" };
+satScoreOption.AcceptOnlyFromAmong("random", "magnitude", "wanda", "activation");
+var satSelectionOption = new Option<string>("--sat-selection") { Description = "SAT's choice of kept units: topk or sampled (in proportion to the score).", DefaultValueFactory = _ => "topk" };
+satSelectionOption.AcceptOnlyFromAmong("topk", "sampled");
+var satLadderOption = new Option<double>("--sat-ladder-rate") { Description = "The first rate of SAT's ladder (held for the first half of a run, then 3 rungs down to dense).", DefaultValueFactory = _ => 0.75 };
+var satRateOption = new Option<double>("--sat-rate") { Description = "The constant omission rate SAT is compared at.", DefaultValueFactory = _ => 0.5 };
 var seedOption = new Option<int>("--seed") { Description = "Seed for data, initialisation, masks and batches.", DefaultValueFactory = _ => 2026 };
 var root = new RootCommand("Spdf demo: sparse pre-training and dense fine-tuning of a GPT, reported like the SPDF paper. Subcommand: flops (see 'flops --help').")
 {
-    quickOption, reportOption, corpusOption, taskOption, seedOption,
+    quickOption, reportOption, corpusOption, taskOption, continualOption, satOption, satScoreOption, satSelectionOption, satLadderOption, satRateOption, seedOption,
 };
 root.SetAction(parse =>
 {
@@ -40,6 +49,13 @@ root.SetAction(parse =>
         OutputDirectory = Path.GetFullPath(dir),
         CorpusFile = parse.GetValue(corpusOption),
         TaskFile = parse.GetValue(taskOption),
+        ContinualCorpusFile = parse.GetValue(continualOption),
+        Sat = parse.GetValue(satOption) != "off",
+        SatOnly = parse.GetValue(satOption) == "only",
+        SatScore = parse.GetValue(satScoreOption)!,
+        SatLadderRate = parse.GetValue(satLadderOption),
+        SatConstantRate = parse.GetValue(satRateOption),
+        SatSelection = parse.GetValue(satSelectionOption) == "sampled" ? Spdf.Sparsity.Omission.UnitSelection.Sampled : Spdf.Sparsity.Omission.UnitSelection.TopK,
         Seed = (ulong)parse.GetValue(seedOption),
         Command = Spdf.Mpi.MpiCommunicator.LaunchedByMpiexec
             ? $"mpiexec -n {Environment.GetEnvironmentVariable("PMI_SIZE")} dotnet samples/Spdf.Demo/bin/Release/net10.0/Spdf.Demo.dll {string.Join(' ', args)}".TrimEnd()
@@ -88,6 +104,15 @@ internal static class DemoRunner
             table.AddRow(r.Name, $"{r.Sparsity:P0}", $"{r.PretrainFlops:E2}", $"{r.PretrainSeconds:F1}", $"{r.ValLoss:F3}", $"{Math.Exp(r.ValLoss):F2}",
                 $"{r.FinetuneValLoss:F3}", $"{r.Bleu:F2}", $"{r.RougeL:F2}", $"{r.PeakMb:F0}");
         AnsiConsole.Write(table);
+        if (w.SatResults.Count > 0)
+        {
+            var sat = new Table().AddColumns("SAT", "run", "schedule", "wall s", "tok/s", "FLOPs saved", "val loss", "BLEU", "ROUGE-L");
+            foreach (var r in w.SatResults)
+                sat.AddRow(r.Stage, r.Name, Markup.Escape(r.Schedule), $"{r.Seconds:F1}", $"{r.TokensPerSecond:F0}", $"{r.FlopsSaved:P0}", $"{r.ValLoss:F4}",
+                    double.IsFinite(r.Bleu) ? $"{r.Bleu:F2}" : "–", double.IsFinite(r.RougeL) ? $"{r.RougeL:F2}" : "–");
+            AnsiConsole.Write(sat);
+            foreach (var line in SatVerdict.Lines(w.SatResults)) AnsiConsole.MarkupLine(Markup.Escape(line));
+        }
         foreach (var r in w.Results.Where(r => r.Name == Workflow.DenseRun || (r.Name == Workflow.SpdfRun && r.Sparsity == 0.75)))
         {
             AnsiConsole.MarkupLine($"[bold]{Markup.Escape(r.Name)} {r.Sparsity:P0}[/]");

@@ -53,6 +53,27 @@ public static class Report
         return $"{cpu}, {Environment.ProcessorCount} logical cores, GEMM micro-kernel {Spdf.Tensors.Kernels.Cpu.Gemm.KernelName}";
     }
 
+    /// <summary>The SAT section: setup, table, what the run shows against the target, charts.</summary>
+    private static void Sat(StringBuilder md, Workflow w, DemoSettings s)
+    {
+        md.AppendLine("## Sparsity-accelerated training (SAT)").AppendLine();
+        md.Append(CultureInfo.InvariantCulture, $"SAT (Ma et al. 2024) omits, at each step and in each block, the least important MLP channels and attention heads, and computes the rest as smaller dense products. ");
+        md.Append(CultureInfo.InvariantCulture, $"The dense pre-trained model above is trained on, each time dense, with SAT's ladder ({s.Ladder(s.ContinualSteps)} for continual pre-training; the same shape over the fine-tuning steps) ");
+        md.Append(CultureInfo.InvariantCulture, $"and at a constant rate of {s.SatConstantRate:0.##}; units are scored by {s.SatScore} and chosen by {(s.SatSelection == Spdf.Sparsity.Omission.UnitSelection.TopK ? "top-k" : "sampling in proportion to the score")}. ");
+        md.Append(CultureInfo.InvariantCulture, $"Continual pre-training: {s.ContinualSteps} steps × {s.Batch} × {w.Config.ContextLength} tokens on {w.ContinualData} (fresh AdamW moments, peak learning rate 1e-3, cosine to 1e-4), validated on that data's held-out 5%. ");
+        md.Append("Fine-tuning: as above, the dense row being the `dense` run of the first table. Wall time counts the training steps and their validation passes, not the evaluation by generation; FLOPs saved are the trainer's count (`StageResult.FlopsSaved`).").AppendLine().AppendLine();
+        md.AppendLine("| stage | run | schedule | wall s | tok/s | FLOPs saved | val loss | vs dense | BLEU | ROUGE-L |");
+        md.AppendLine("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var r in w.SatResults)
+        {
+            var dense = w.SatResults.First(d => d.Stage == r.Stage);
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.Stage} | {r.Name} | {r.Schedule} | {r.Seconds:F1} | {r.TokensPerSecond:F0} | {r.FlopsSaved:P0} | {F(r.ValLoss, "F4")} | {(r.ValLoss / dense.ValLoss - 1):+0.0%;-0.0%;0.0%} | {F(r.Bleu, "F2")} | {F(r.RougeL, "F2")} |");
+        }
+        md.AppendLine();
+        foreach (var line in SatVerdict.Lines(w.SatResults)) md.AppendLine(CultureInfo.InvariantCulture, $"- {line}");
+        md.AppendLine().AppendLine("![SAT continual pre-training loss](loss_sat_continual.svg)").AppendLine().AppendLine("![SAT fine-tuning loss](loss_sat_finetune.svg)").AppendLine();
+    }
+
     public static void Write(string dir, Workflow w, DemoSettings s, TimeSpan elapsed)
     {
         Directory.CreateDirectory(dir);
@@ -83,6 +104,18 @@ public static class Report
             ["batch"] = s.Batch,
             ["seconds"] = Math.Round(elapsed.TotalSeconds, 1),
             ["runs"] = runs,
+            ["sat"] = w.SatResults.Count == 0 ? null : new JsonArray(w.SatResults.Select(r => (JsonNode)new JsonObject
+            {
+                ["stage"] = r.Stage,
+                ["name"] = r.Name,
+                ["schedule"] = r.Schedule,
+                ["seconds"] = Math.Round(r.Seconds, 3),
+                ["tokens_per_second"] = Math.Round(r.TokensPerSecond),
+                ["flops_saved"] = Math.Round(r.FlopsSaved, 4),
+                ["val_loss"] = Math.Round(r.ValLoss, 5),
+                ["bleu"] = double.IsFinite(r.Bleu) ? Math.Round(r.Bleu, 3) : null,
+                ["rouge_l"] = double.IsFinite(r.RougeL) ? Math.Round(r.RougeL, 3) : null,
+            }).ToArray()),
         };
         AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
 
@@ -92,6 +125,14 @@ public static class Report
         Charts.Save(Charts.LogLines("Pre-training loss (moving average)", "step", "training loss", pre), dir, "loss_pretrain");
         var ft = w.Results.Select(r => (Label(r), Smooth(r.FinetuneCurve, Math.Max(1, s.FinetuneSteps / 25)))).ToList();
         Charts.Save(Charts.LogLines("Fine-tuning loss on the data-to-text task (moving average)", "step", "training loss (target tokens)", ft), dir, "loss_finetune");
+        foreach (var (stage, file) in new[] { ("continual pre-training", "loss_sat_continual"), ("fine-tuning", "loss_sat_finetune") })
+        {
+            var runsOf = w.SatResults.Where(r => r.Stage == stage).ToList();
+            if (runsOf.Count == 0) continue;
+            int win = Math.Max(1, runsOf.Max(r => r.Curve.Count) / 25);
+            Charts.Save(Charts.LogLines($"SAT, {stage}: training loss (moving average)", "step", "training loss",
+                runsOf.Select(r => (r.Name == "dense" ? "dense" : $"{r.Name} ({r.Schedule})", Smooth(r.Curve, win))).ToList()), dir, file);
+        }
         if (w.SparsityReports.Count > 0)
         {
             var layers = w.SparsityReports[0].Report.Rows.Select(r => r.Name.Replace("transformer.", "", StringComparison.Ordinal)).ToList();
@@ -125,6 +166,7 @@ public static class Report
         md.AppendLine().AppendLine("Peak MB: the process's peak resident memory during the run (its pre-training and its fine-tuning), Linux's VmHWM, reset at the start of each (which also resets what `getrusage` reports: `/usr/bin/time` then shows the last run's peak only); the process's peak is the column's largest value.");
         md.AppendLine().AppendLine("![pre-training loss](loss_pretrain.svg)").AppendLine().AppendLine("![fine-tuning loss](loss_finetune.svg)").AppendLine();
         if (w.SparsityReports.Count > 0) md.AppendLine("![per-layer sparsity](sparsity.svg)").AppendLine();
+        if (w.SatResults.Count > 0) Sat(md, w, s);
         md.AppendLine("## Generated sentences").AppendLine();
         foreach (var r in w.Results)
         {
@@ -134,5 +176,31 @@ public static class Report
         }
         md.AppendLine("Files: `results.json` (every number above), the charts as SVG and PNG, `data/` (the corpus, the E2E CSV files and `tokenizer.json` this run used), `train.log`.");
         AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), md.ToString());
+    }
+}
+
+/// <summary>What the SAT rows show against the issue's target: the ladder within 1% of the dense run's validation loss
+/// with at least 25% less wall time, per stage, in sentences the console and the report share.</summary>
+public static class SatVerdict
+{
+    /// <summary>The ladder's target: validation loss within this share of the dense run's.</summary>
+    public const double LossTolerance = 0.01;
+    /// <summary>The ladder's target: at least this share less wall time than the dense run.</summary>
+    public const double TimeSaved = 0.25;
+
+    public static IEnumerable<string> Lines(IReadOnlyList<SatResult> results)
+    {
+        foreach (var stage in results.Select(r => r.Stage).Distinct())
+        {
+            var dense = results.FirstOrDefault(r => r.Stage == stage && r.Name == "dense");
+            if (dense is null) continue;
+            foreach (var sat in results.Where(r => r.Stage == stage && r.Name != "dense"))
+            {
+                double loss = sat.ValLoss / dense.ValLoss - 1, time = 1 - sat.Seconds / dense.Seconds;
+                bool met = loss <= LossTolerance && time >= TimeSaved;
+                yield return string.Create(CultureInfo.InvariantCulture,
+                    $"{stage}, {sat.Name}: validation loss {sat.ValLoss:F4} against {dense.ValLoss:F4} dense ({loss:+0.0%;-0.0%}), wall time {sat.Seconds:F1} s against {dense.Seconds:F1} s ({time:0%} less){(sat.Name == "SAT ladder" ? met ? ": target met (within 1%, ≥ 25% less time)" : ": target not met (within 1%, ≥ 25% less time)" : "")}.");
+            }
+        }
     }
 }

@@ -43,12 +43,54 @@ public sealed record DemoSettings
     public int Documents => Quick ? 600 : 12000;
     public int TrainExamples => Quick ? 200 : 1500;
     public int TestExamples => Quick ? 12 : 100;
+
+    /// <summary>A text file of more data for SAT's continual pre-training; null: generated (another seed), or the
+    /// <see cref="CorpusFile"/>'s training split again when that was given.</summary>
+    public string? ContinualCorpusFile { get; init; }
+    /// <summary>Documents generated for continual pre-training.</summary>
+    public int ContinualDocuments => Quick ? 300 : 6000;
+    /// <summary>Steps of continual pre-training (each of dense, SAT ladder, SAT constant).</summary>
+    public int ContinualSteps => Quick ? 60 : 400;
+    /// <summary>Whether the main job runs the SAT rows (continual pre-training and fine-tuning, dense vs SAT).</summary>
+    public bool Sat { get; init; } = true;
+    /// <summary>Runs only the dense pre-training and fine-tuning and the SAT rows.</summary>
+    public bool SatOnly { get; init; }
+    /// <summary>SAT's unit score (random, magnitude, wanda, activation).</summary>
+    public string SatScore { get; init; } = "magnitude";
+    /// <summary>SAT's selection of kept units.</summary>
+    public Spdf.Sparsity.Omission.UnitSelection SatSelection { get; init; } = Spdf.Sparsity.Omission.UnitSelection.TopK;
+    /// <summary>The ladder's first rate (held for the first half, then 3 rungs down, the last tenth dense).</summary>
+    public double SatLadderRate { get; init; } = 0.75;
+    /// <summary>The constant rate SAT is compared at (about the ladder's mean rate).</summary>
+    public double SatConstantRate { get; init; } = 0.5;
+
+    /// <summary>SAT's ladder over <paramref name="steps"/>: <see cref="SatLadderRate"/> for the first half, 3 rungs, the last tenth dense.</summary>
+    public Spdf.Sparsity.Omission.OmissionSchedule Ladder(int steps) =>
+        Spdf.Sparsity.Omission.OmissionSchedule.Ladder(SatLadderRate, steps / 2, 3, steps, Math.Max(1, steps / 10));
 }
+
+/// <summary>One run of the SAT rows: continual pre-training or fine-tuning, dense or with SAT's omission.</summary>
+/// <param name="Stage">"continual pre-training" or "fine-tuning".</param>
+/// <param name="Name">dense, SAT ladder or SAT constant.</param>
+/// <param name="Schedule">The omission schedule in words ("none" for dense).</param>
+/// <param name="Seconds">Wall time of the training steps (validation included, evaluation by generation not).</param>
+/// <param name="TokensPerSecond">Training tokens (loss targets) per second.</param>
+/// <param name="FlopsSaved">Share of the dense run's training FLOPs that omission saved.</param>
+/// <param name="ValLoss">Final validation loss.</param>
+/// <param name="Bleu">BLEU after fine-tuning (NaN for continual pre-training).</param>
+/// <param name="RougeL">ROUGE-L after fine-tuning (NaN for continual pre-training).</param>
+/// <param name="Curve">Training loss per step.</param>
+public sealed record SatResult(string Stage, string Name, string Schedule, double Seconds, double TokensPerSecond, double FlopsSaved,
+    double ValLoss, double Bleu, double RougeL, IReadOnlyList<LossPoint> Curve);
 
 /// <summary>One run's results.</summary>
 public sealed record RunResult(string Name, double Sparsity, double PretrainFlops, double PretrainSeconds, double ValLoss, double FinetuneValLoss,
     double Bleu, double RougeL, string Kernels, IReadOnlyList<LossPoint> PretrainCurve, IReadOnlyList<LossPoint> FinetuneCurve,
-    IReadOnlyList<(string MeaningRepresentation, string Output)> Samples, double PeakMb = double.NaN);
+    IReadOnlyList<(string MeaningRepresentation, string Output)> Samples, double PeakMb = double.NaN)
+{
+    /// <summary>The fine-tuning stage's outcome (time, tokens, FLOPs).</summary>
+    public StageResult? Finetune { get; init; }
+}
 
 /// <summary>A pre-trained model, kept so that several fine-tunings start from the same weights.</summary>
 internal sealed record Pretrained(double Sparsity, Dictionary<string, Tensor> State, double Flops, double Seconds, double ValLoss,
@@ -94,7 +136,11 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     public GptConfig Config { get; private set; } = null!;
     public List<RunResult> Results { get; } = [];
     public List<(double Sparsity, SparsityReport Report)> SparsityReports { get; } = [];
-    private TokenStream _train = null!, _val = null!;
+    /// <summary>The SAT rows (continual pre-training and fine-tuning, dense vs SAT ladder vs SAT constant).</summary>
+    public List<SatResult> SatResults { get; } = [];
+    /// <summary>Where continual pre-training's data came from, for the report.</summary>
+    public string ContinualData { get; private set; } = "";
+    private TokenStream _train = null!, _val = null!, _more = null!, _moreVal = null!;
 
     /// <summary>Data, tokenizer and token files (generated unless files were given), written under the output folder.</summary>
     public void PrepareData()
@@ -134,12 +180,45 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         TokenFile.Write(tokens, TokenFile.EncodeDocuments(Tokenizer, docs), Tokenizer.VocabSize);
         var stream = TokenFile.Open(tokens);
         (_train, _val) = stream.Split(0.05);
+        PrepareContinualData(dataDir, gen);
         Config = settings.Model(Tokenizer.VocabSize);
         FitTaskToContext();
         if (_val.Length < Config.ContextLength + 1)
             throw new ArgumentException($"The corpus encodes to {stream.Length} tokens; the validation split needs at least {Config.ContextLength + 1}. Give a longer corpus.");
+        if (settings.Sat && _moreVal.Length < Config.ContextLength + 1)
+            throw new ArgumentException($"The continual pre-training corpus encodes to {_more.Length + _moreVal.Length} tokens; its validation split needs at least {Config.ContextLength + 1}. Give a longer --continual-corpus.");
         logger.LogInformation("Data: {Docs} documents, {Tokens} tokens, {Train} train / {Test} test MRs, vocabulary {Vocab}",
             docs.Count, stream.Length, TrainExamples.Count, TestExamples.Count, Tokenizer.VocabSize);
+    }
+
+    /// <summary>
+    /// More data for SAT's continual pre-training, encoded with the tokenizer the model was pre-trained with: a file,
+    /// documents generated with another seed, or (with a <c>--corpus</c> and no <c>--continual-corpus</c>) the corpus's
+    /// training split again.
+    /// </summary>
+    private void PrepareContinualData(string dataDir, RestaurantData gen)
+    {
+        List<string>? more = null;
+        if (settings.ContinualCorpusFile is { } file)
+        {
+            more = TokenFile.SplitDocuments(TokenFile.ReadCorpus(file)).ToList();
+            ContinualData = $"the corpus `{Path.GetFileName(file)}`";
+        }
+        else if (settings.CorpusFile is null)
+        {
+            more = new RestaurantData(settings.Seed + 1).Corpus(settings.ContinualDocuments);
+            Spdf.Tensors.Serialization.AtomicFile.WriteAllText(Path.Combine(dataDir, "corpus_continual.txt"), string.Join("\n\n", more) + "\n");
+            ContinualData = $"{settings.ContinualDocuments:N0} more generated documents (seed {settings.Seed + 1}), none of them seen in pre-training";
+        }
+        if (more is null)
+        {
+            (_more, _moreVal) = (_train, _val);
+            ContinualData = "the pre-training corpus's training split again (give --continual-corpus for new data)";
+            return;
+        }
+        string tokens = Path.Combine(dataDir, "corpus_continual.tokens");
+        TokenFile.Write(tokens, TokenFile.EncodeDocuments(Tokenizer, more), Tokenizer.VocabSize);
+        (_more, _moreVal) = TokenFile.Open(tokens).Split(0.05);
     }
 
     /// <summary>Task references held out because prompt + reference did not fit the context (0 when all fit).</summary>
@@ -220,7 +299,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     }
 
     /// <summary>How a pre-trained model is fine-tuned.</summary>
-    internal sealed record FinetuneKind(string Name, bool Densify, double GmpTarget = 0, GptModel? Teacher = null);
+    internal sealed record FinetuneKind(string Name, bool Densify, double GmpTarget = 0, GptModel? Teacher = null, SatOptions? Sat = null);
 
     internal (RunResult Run, GptModel Model) Finetune(Pretrained pre, FinetuneKind kind, IProgress<TrainingProgress> progress, IProgress<int> evalProgress)
     {
@@ -254,16 +333,75 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             EvalInterval = Math.Max(1, settings.FinetuneSteps / 5),
             SparsityAlgorithm = algorithm,
             Distillation = kind.Teacher is null ? null : new DistillationOptions(kind.Teacher, Gain: 1.0),
+            Omission = kind.Sat,
         });
         var scores = DataToTextEvaluation.Evaluate(model, Tokenizer, TestExamples, maxNewTokens: 64, evalProgress);
         string name = kind.Name;
         double sparsity = gmp ? kind.GmpTarget : pre.Sparsity;
         string kernels = gmp ? "dense (pruned while fine-tuning)" : pre.Report is null ? "dense" : string.Join(", ", pre.Report.Rows.GroupBy(r => r.Kernel).Select(g => $"{g.Key} ×{g.Count()}"));
         var run = new RunResult(name, sparsity, pre.Flops, pre.Seconds, pre.ValLoss, result.FinalValidationLoss, scores.Bleu, scores.RougeL,
-            kernels, pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList(), Math.Max(pre.PeakMb, PeakMemory.Mb()));
+            kernels, pre.Curve, result.TrainLoss, scores.Outputs.Take(3).ToList(), Math.Max(pre.PeakMb, PeakMemory.Mb())) { Finetune = result };
         logger.LogInformation("{Name} @ {Sparsity:P0}: val loss {Val:F3}, fine-tune val loss {Ft:F3}, BLEU {Bleu:F2}, ROUGE-L {Rouge:F2}",
             name, sparsity, run.ValLoss, run.FinetuneValLoss, run.Bleu, run.RougeL);
         return (run, model);
+    }
+
+    /// <summary>SAT's options for a run of <paramref name="steps"/>: the ladder, or the constant rate.</summary>
+    internal SatOptions SatFor(bool ladder, int steps) =>
+        new(ladder ? settings.Ladder(steps) : Spdf.Sparsity.Omission.OmissionSchedule.Constant(settings.SatConstantRate))
+        {
+            Scorer = Spdf.Sparsity.Omission.UnitScorers.FromName(settings.SatScore), Selection = settings.SatSelection, Seed = settings.Seed,
+        };
+
+    /// <summary>Continual pre-training of the dense pre-trained model on more data, dense or with SAT.</summary>
+    internal SatResult Continue(Pretrained dense, string name, SatOptions? sat, IProgress<TrainingProgress> progress)
+    {
+        var model = new GptModel(Config, new Generator(settings.Seed));
+        model.LoadStateDict(dense.State);
+        var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50, Communicator = settings.World }, null, logger, progress);
+        int ctx = Config.ContextLength, steps = settings.ContinualSteps;
+        var result = trainer.Run(new TrainingStage
+        {
+            Name = "continual",
+            Data = WindowSampler.ForRank(_more, settings.BatchPerRank, ctx, settings.Seed + 2, settings.Rank, settings.Ranks),
+            Steps = steps,
+            LearningRate = 1e-3,
+            MinLearningRate = 1e-4,
+            WarmupSteps = Math.Max(1, steps / 20),
+            WeightDecay = 0.1,
+            Validation = () => WindowSampler.Sequential(_moreVal, settings.Batch, ctx, maxBatches: settings.Quick ? 2 : 8),
+            EvalInterval = Math.Max(1, steps / 5),
+            Omission = sat,
+        });
+        var run = new SatResult("continual pre-training", name, sat?.Schedule.ToString() ?? "none", result.Seconds, result.Tokens / Math.Max(1e-9, result.Seconds),
+            result.FlopsSaved, result.FinalValidationLoss, double.NaN, double.NaN, result.TrainLoss);
+        logger.LogInformation("SAT continual pre-training, {Name}: {Seconds:F1} s, validation loss {Val:F4}, {Saved:P1} of the FLOPs saved", name, run.Seconds, run.ValLoss, run.FlopsSaved);
+        return run;
+    }
+
+    /// <summary>A fine-tuning run as a row of the SAT table.</summary>
+    private static SatResult SatRow(RunResult r, string name, SatOptions? sat) =>
+        new("fine-tuning", name, sat?.Schedule.ToString() ?? "none", r.Finetune!.Seconds, r.Finetune.Tokens / Math.Max(1e-9, r.Finetune.Seconds),
+            r.Finetune.FlopsSaved, r.FinetuneValLoss, r.Bleu, r.RougeL, r.FinetuneCurve);
+
+    /// <summary>SAT's rows: continual pre-training and fine-tuning of the dense pre-trained model, each dense, with
+    /// the ladder and at a constant rate.</summary>
+    private void RunSat(ProgressContext ctx, Pretrained densePre, RunResult denseFinetune)
+    {
+        foreach (var (name, ladder) in new[] { ("dense", (bool?)null), ("SAT ladder", true), ("SAT constant", false) })
+        {
+            var sat = ladder is { } l ? SatFor(l, settings.ContinualSteps) : null;
+            var task = ctx.AddTask($"continue {name,-13}", maxValue: settings.ContinualSteps);
+            SatResults.Add(Continue(densePre, name, sat,
+                new SyncProgress<TrainingProgress>(p => { task.Value = p.Step; task.Description = $"continue {name,-13} loss {p.Loss:F3}"; })));
+        }
+        SatResults.Add(SatRow(denseFinetune, "dense", null));
+        foreach (var (name, ladder) in new[] { ("SAT ladder", true), ("SAT constant", false) })
+        {
+            var sat = SatFor(ladder, settings.FinetuneSteps);
+            FinetuneTask(ctx, densePre, new FinetuneKind($"dense-pretrain+{name.ToLowerInvariant().Replace(' ', '-')}-finetune", true, Sat: sat), name, out var run);
+            SatResults.Add(SatRow(run, name, sat));
+        }
     }
 
     private static IEnumerable<(IntTensor, IntTensor)> Take(E2EBatcher b, int n)
@@ -279,11 +417,18 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
 
     private GptModel FinetuneTask(ProgressContext ctx, Pretrained pre, FinetuneKind kind, string label)
     {
+        var model = FinetuneTask(ctx, pre, kind, label, out var run);
+        Results.Add(run);
+        return model;
+    }
+
+    private GptModel FinetuneTask(ProgressContext ctx, Pretrained pre, FinetuneKind kind, string label, out RunResult result)
+    {
         var ft = ctx.AddTask($"fine-tune {label,-12}", maxValue: settings.FinetuneSteps + TestExamples.Count);
         var (run, model) = Finetune(pre, kind,
             new SyncProgress<TrainingProgress>(p => { ft.Value = p.Step; ft.Description = $"fine-tune {label,-12} loss {p.Loss:F3}"; }),
             new SyncProgress<int>(i => { ft.Value = settings.FinetuneSteps + i; ft.Description = $"evaluate  {label,-12} {i}/{TestExamples.Count}"; }));
-        Results.Add(run);
+        result = run;
         return model;
     }
 
@@ -295,6 +440,13 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
             .Start(ctx =>
             {
+                if (settings.SatOnly)
+                {
+                    var pre = PretrainTask(ctx, 0, "dense", rigl: false);
+                    FinetuneTask(ctx, pre, new FinetuneKind(DenseRun, true), "dense");
+                    RunSat(ctx, pre, Results[0]);
+                    return;
+                }
                 Pretrained? densePre = null;
                 GptModel? denseFinetuned = null;
                 foreach (double s in levels)
@@ -318,6 +470,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
                 double rs = settings.Sparsities.Max();
                 var riglPre = PretrainTask(ctx, rs, $"RigL {rs:P0}", rigl: true);
                 FinetuneTask(ctx, riglPre, new FinetuneKind(RigLRun, true), $"RigL {rs:P0} → dense");
+                if (settings.Sat) RunSat(ctx, densePre!, Results.First(r => r.Name == DenseRun));
             });
     }
 }

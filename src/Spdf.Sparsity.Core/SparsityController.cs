@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Spdf.Sparsity.Algorithms;
 using Spdf.Sparsity.Distributed;
+using Spdf.Sparsity.Omission;
 
 namespace Spdf.Sparsity;
 
@@ -10,10 +11,10 @@ namespace Spdf.Sparsity;
 public readonly record struct SparsityStepResult(int MasksChanged, string? Transition);
 
 /// <summary>
-/// The one per-step driver of mask updates and phase transitions, engine-free: any training loop, in any engine, calls
-/// it around its optimizer step.
+/// The one per-step driver of mask updates, phase transitions and unit omission (SAT), engine-free: any training loop,
+/// in any engine, calls it around its optimizer step.
 /// <code>
-/// controller.BeginStep(step);            // before forward: RigL's update steps record dense gradients
+/// controller.BeginStep(step);            // before forward: RigL's update steps record dense gradients; SAT's rate for the step
 /// loss = model(x); loss.backward();
 /// controller.BeforeOptimizerStep(step);  // dropped gradients exactly 0 (engines without masked layers)
 /// optimizer.step();
@@ -28,8 +29,15 @@ public sealed class SparsityController
     /// <summary>Creates a controller over a sparsified model's handle.</summary>
     public SparsityController(SparseModelHandle model) => Model = model ?? throw new ArgumentNullException(nameof(model));
 
-    /// <summary>The model's sparsity handle.</summary>
-    public SparseModelHandle Model { get; }
+    /// <summary>Creates a controller for a model without weight masks (a dense model), which drives <see cref="Omission"/> only.</summary>
+    public SparsityController() { }
+
+    /// <summary>The model's sparsity handle; null for a dense model.</summary>
+    public SparseModelHandle? Model { get; }
+
+    /// <summary>SAT's omission of MLP channels and attention heads, or null. It composes with the masks: an omitted unit
+    /// of a sparse layer skips its kept weights.</summary>
+    public IUnitOmission? Omission { get; set; }
 
     /// <summary>An algorithm that overrides the config's (e.g. GMP for one stage), or null.</summary>
     public ISparsityAlgorithm? Algorithm { get; set; }
@@ -51,26 +59,28 @@ public sealed class SparsityController
     public ICommunicator? Communicator { get; set; }
 
     /// <summary>The algorithm that updates masks now, or null.</summary>
-    public ISparsityAlgorithm? ActiveAlgorithm => Model.Phase == SparsityPhase.DenseFinetune ? null
+    public ISparsityAlgorithm? ActiveAlgorithm => Model is null || Model.Phase == SparsityPhase.DenseFinetune ? null
         : Algorithm ?? (Model.Phase == SparsityPhase.SparsePretrain ? Model.Algorithm : null);
 
     /// <summary>Whether step <paramref name="step"/> records the weights' dense gradients (RigL's update steps).</summary>
     public bool NeedsDenseGradient(long step) => ActiveAlgorithm?.NeedsDenseGradient(step) == true;
 
-    /// <summary>Before the forward pass of step <paramref name="step"/>: asks the layers to record dense gradients where the algorithm needs them.</summary>
+    /// <summary>Before the forward pass of step <paramref name="step"/>: <see cref="Omission"/>'s rate for the step, and
+    /// the layers record dense gradients where the algorithm needs them.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The step is not positive.</exception>
     public void BeginStep(long step)
     {
         CheckStep(step);
+        Omission?.BeginStep(step);
         if (!NeedsDenseGradient(step)) return;
-        foreach (var w in Model.Weights) { w.ClearDenseGradient(); w.CaptureDenseGradient = true; }
+        foreach (var w in Model!.Weights) { w.ClearDenseGradient(); w.CaptureDenseGradient = true; }
     }
 
     /// <summary>After backward, before the optimizer step: gradients at dropped places become exactly 0.</summary>
     public void BeforeOptimizerStep(long step)
     {
         CheckStep(step);
-        if (Model.Phase == SparsityPhase.DenseFinetune) return;
+        if (Model is null || Model.Phase == SparsityPhase.DenseFinetune) return;
         Model.BeforeOptimizerStep(); // an engine that masks gradients here records the dense ones first
         bool average = Communicator is { Size: > 1 } && NeedsDenseGradient(step);
         foreach (var w in Model.Weights)
@@ -86,7 +96,7 @@ public sealed class SparsityController
     public SparsityStepResult AfterOptimizerStep(long step)
     {
         CheckStep(step);
-        if (Model.Phase == SparsityPhase.DenseFinetune) return default;
+        if (Model is null || Model.Phase == SparsityPhase.DenseFinetune) return default;
         Model.AfterOptimizerStep();
         int changed = ActiveAlgorithm?.Update(Model, step) ?? 0;
         string? transition = null;

@@ -95,4 +95,39 @@ public class ControllerTests
         var (_, _, _, c) = Make(SparsityConfig.Default(0.5));
         FluentActions.Invoking(() => c.BeginStep(0)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*counted from 1*");
     }
+
+    private sealed class RecordingOmission(Spdf.Sparsity.Omission.OmissionSchedule schedule) : Spdf.Sparsity.Omission.IUnitOmission
+    {
+        public List<long> Steps { get; } = [];
+        public Spdf.Sparsity.Omission.OmissionSchedule Schedule => schedule;
+        public double Rate { get; private set; }
+        public void BeginStep(long step) { Steps.Add(step); Rate = Schedule.RateAt(step); }
+    }
+
+    [Fact]
+    public void TheControllerDrivesUnitOmissionWithOrWithoutMasks()
+    {
+        var ladder = Spdf.Sparsity.Omission.OmissionSchedule.Ladder(0.5, firstPhaseSteps: 2, rungs: 1, totalSteps: 5, denseFinalSteps: 1);
+        var dense = new SparsityController { Omission = new RecordingOmission(ladder) };
+        dense.Model.Should().BeNull();
+        dense.ActiveAlgorithm.Should().BeNull();
+        var rates = new List<double>();
+        for (long step = 1; step <= 5; step++)
+        {
+            dense.BeginStep(step);
+            rates.Add(dense.Omission!.Rate);
+            dense.BeforeOptimizerStep(step);
+            dense.AfterOptimizerStep(step).Should().Be(default(SparsityStepResult), "a model without masks has nothing to update");
+        }
+        rates.Should().Equal(0.5, 0.5, 0.25, 0.25, 0.0);
+        ((RecordingOmission)dense.Omission!).Steps.Should().Equal(1, 2, 3, 4, 5);
+
+        var (model, handle, opt, masked) = Make(new SparsityConfig([new SparsityGroup("*weight", 0.75)], seed: 3));
+        var omission = new RecordingOmission(Spdf.Sparsity.Omission.OmissionSchedule.Constant(0.25));
+        masked.Omission = omission;
+        Step(model, opt, masked, 1);
+        omission.Steps.Should().Equal(1);
+        omission.Rate.Should().Be(0.25);
+        FluentActions.Invoking(() => dense.BeginStep(0)).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*counted from 1*");
+    }
 }

@@ -46,7 +46,7 @@ public sealed record SatOptions(OmissionSchedule Schedule)
 /// blocks run their dense paths. Evaluation (a module in eval mode) always runs the whole model. The
 /// <see cref="Trainer"/> creates one per stage that sets <see cref="TrainingStage.Omission"/>.
 /// </summary>
-public sealed class SatOmission : IDisposable
+public sealed class SatOmission : IUnitOmission, IDisposable
 {
     private readonly GptModel _model;
     private readonly int[]?[] _heads, _channels;       // this step's choice per block (null: all units)
@@ -80,6 +80,9 @@ public sealed class SatOmission : IDisposable
     /// <summary>The options.</summary>
     public SatOptions Options { get; }
 
+    /// <inheritdoc />
+    public OmissionSchedule Schedule => Options.Schedule;
+
     /// <summary>The rate in force this step.</summary>
     public double Rate { get; private set; }
 
@@ -102,7 +105,8 @@ public sealed class SatOmission : IDisposable
         return report.TrainPerStep(tokens, sparse: true);
     }
 
-    /// <summary>Starts step <paramref name="step"/> (1-based): the rate in force; the blocks choose their units on their next training forward pass.</summary>
+    /// <summary>Starts step <paramref name="step"/> (1-based): the rate in force; the blocks choose their units on their next
+    /// training forward pass. The <see cref="SparsityController"/> calls it (<see cref="SparsityController.Omission"/>).</summary>
     public void BeginStep(long step)
     {
         if (step <= 0) throw new ArgumentOutOfRangeException(nameof(step), step, "Steps are counted from 1.");

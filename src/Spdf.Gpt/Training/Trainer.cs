@@ -65,11 +65,9 @@ public sealed partial class Trainer
         _decay = new ParameterGroup(ps.Where(Decays), weightDecay: TrainingStage.DefaultWeightDecay);
         _noDecay = new ParameterGroup(ps.Where(p => !Decays(p)), weightDecay: 0);
         Optimizer = new AdamW([_decay, _noDecay], TrainingStage.DefaultLearningRate, Options.Beta1, Options.Beta2, Options.Eps);
-        if (sparsity is not null)
-        {
-            sparsity.Optimizer = Optimizer;
-            _controller = new SparsityController(sparsity) { Communicator = Communicator };
-        }
+        if (sparsity is not null) sparsity.Optimizer = Optimizer;
+        _controller = sparsity is null ? new SparsityController() : new SparsityController(sparsity);
+        _controller.Communicator = Communicator;
         if (Communicator is { Size: > 1 } group)
         {
             DataParallel.BroadcastParameters(model, group); // every rank starts from rank 0's weights
@@ -108,7 +106,7 @@ public sealed partial class Trainer
         return _reducer;
     }
 
-    private readonly SparsityController? _controller; // mask updates around each optimizer step
+    private readonly SparsityController _controller; // mask updates and SAT's omission around each optimizer step
 
     /// <summary>The model.</summary>
     public GptModel Model { get; }
@@ -161,8 +159,8 @@ public sealed partial class Trainer
             throw new ArgumentException($"Stage '{stage.Name}' has a sparsity algorithm but the trainer has no sparsity handle; sparsify the model (at 0% to prune a dense one) and pass the handle.", nameof(stage));
         // The config's algorithm drives sparse pre-training; a frozen mask (FreezeMask) stays frozen unless the stage names
         // one. The controller decides which is in force (SparsityController.ActiveAlgorithm).
-        if (_controller is not null) _controller.Algorithm = stage.SparsityAlgorithm;
-        var algorithm = _controller?.ActiveAlgorithm;
+        _controller.Algorithm = stage.SparsityAlgorithm;
+        var algorithm = _controller.ActiveAlgorithm;
         if (algorithm is not null && Sparsity!.Layers.FirstOrDefault(l => l.Layer.Storage == SparseWeightStorage.Compressed) is { } fixedMask)
             throw new ArgumentException($"Stage '{stage.Name}': sparsity algorithm '{algorithm.Name}' changes masks, but layer '{fixedMask.Name}' stores only its kept weights (SparseWeightStorage.Compressed, a fixed mask); sparsify with SparseWeightStorage.Dense for dynamic sparsity.", nameof(stage));
         if (_completed.Contains(stage.Name))
@@ -189,6 +187,7 @@ public sealed partial class Trainer
         double? lastVal = _val.LastOrDefault(v => v.Stage == stage.Name)?.Loss;
         var parameters = Model.Parameters().ToList();
         using var sat = stage.Omission is { } omission ? new SatOmission(Model, omission) : null;
+        _controller.Omission = sat;
         double flopSparsity = FlopSparsity(), flops = 0, denseFlops = 0;
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
@@ -210,8 +209,7 @@ public sealed partial class Trainer
                 Optimizer.ZeroGrad(setToNone: false); // accumulate into last step's arrays: no new gradient memory
                 double lossSum = 0;
                 long positions = 0;
-                _controller?.BeginStep(step + 1);
-                sat?.BeginStep(step + 1);
+                _controller.BeginStep(step + 1); // SAT's rate for the step; RigL's dense gradients
                 for (int micro = 0; micro < stage.GradientAccumulation; micro++)
                 {
                     var (x, y) = stage.Data.Next();
@@ -237,7 +235,7 @@ public sealed partial class Trainer
                     }
                     tokens += y.Data.Count(t => t != Functional.IgnoreIndex) * (long)(Communicator?.Size ?? 1); // the group's tokens
                 }
-                _controller?.BeforeOptimizerStep(step + 1);
+                _controller.BeforeOptimizerStep(step + 1);
                 if (Communicator is { Size: > 1 } group)
                 {
                     Reducer().AverageGradients(); // every rank now holds the group's mean gradient
@@ -264,7 +262,7 @@ public sealed partial class Trainer
                     var (stepFlops, stepDense) = StepFlops(sat, flopSparsity, positions);
                     flops += stepFlops;
                     denseFlops += stepDense;
-                    if (_controller is not null)
+                    if (Sparsity is not null)
                     {
                         var active = _controller.ActiveAlgorithm;
                         var done = _controller.AfterOptimizerStep(step);
@@ -305,7 +303,11 @@ public sealed partial class Trainer
                     SaveCheckpoint(stage, step);
             }
         }
-        finally { profiler?.Dispose(); } // a failed or cancelled step leaves no profiler running
+        finally
+        {
+            profiler?.Dispose();        // a failed or cancelled step leaves no profiler running
+            _controller.Omission = null; // the stage's omission ends with it
+        }
         if (stage.Steps == 0) _completed.Add(stage.Name);
         return Result(stage.Name, clock.Elapsed.TotalSeconds, tokens) with { Flops = flops, DenseFlops = denseFlops };
     }
