@@ -27,24 +27,37 @@ var taskOption = new Option<string?>("--task") { Description = "An E2E CSV file 
 var continualOption = new Option<string?>("--continual-corpus") { Description = "A UTF-8 text file of more data for SAT's continual pre-training (default: generated with another seed, or the --corpus again)." };
 var satOption = new Option<string>("--sat") { Description = "SAT's rows: 'on' (default), 'off', or 'only' (dense pre-training and fine-tuning and the SAT rows, nothing else).", DefaultValueFactory = _ => "on" };
 satOption.AcceptOnlyFromAmong("on", "off", "only");
-var satScoreOption = new Option<string>("--sat-score") { Description = "SAT's unit score: random, magnitude, wanda or activation.", DefaultValueFactory = _ => "magnitude" };
+var satScoreOption = new Option<string>("--sat-score") { Description = "SAT's unit score: random, magnitude, wanda or activation.", DefaultValueFactory = _ => "activation" };
 satScoreOption.AcceptOnlyFromAmong("random", "magnitude", "wanda", "activation");
-var satSelectionOption = new Option<string>("--sat-selection") { Description = "SAT's choice of kept units: topk or sampled (in proportion to the score).", DefaultValueFactory = _ => "topk" };
+var satSelectionOption = new Option<string>("--sat-selection") { Description = "SAT's choice of kept units: topk or sampled (in proportion to the score).", DefaultValueFactory = _ => "sampled" };
 satSelectionOption.AcceptOnlyFromAmong("topk", "sampled");
-var satLadderOption = new Option<double>("--sat-ladder-rate") { Description = "The first rate of SAT's ladder (held for the first half of a run, then 3 rungs down to dense).", DefaultValueFactory = _ => 0.75 };
-var satRateOption = new Option<double>("--sat-rate") { Description = "The constant omission rate SAT is compared at.", DefaultValueFactory = _ => 0.5 };
+var satLadderOption = new Option<double?>("--sat-ladder-rate") { Description = "The first rate of SAT's ladder, held for the first half of a run, then 3 rungs down to dense (default: 0.75 continual pre-training, 0.9 fine-tuning)." };
+var satRateOption = new Option<double?>("--sat-rate") { Description = "The constant omission rate SAT is compared at (default: 0.5 continual pre-training, 0.6 fine-tuning)." };
+var satDenseOption = new Option<double?>("--sat-dense-final") { Description = "The share of a run SAT's ladder ends dense (default: 0.1 continual pre-training, 0.2 fine-tuning)." };
+var satUnitsOption = new Option<string?>("--sat-units") { Description = "What SAT omits: both (MLP channels and attention heads), channels or heads (default: both in continual pre-training, channels in fine-tuning)." };
+satUnitsOption.AcceptOnlyFromAmong("both", "channels", "heads");
 var seedOption = new Option<int>("--seed") { Description = "Seed for data, initialisation, masks and batches.", DefaultValueFactory = _ => 2026 };
 var root = new RootCommand("Spdf demo: sparse pre-training and dense fine-tuning of a GPT, reported like the SPDF paper. Subcommand: flops (see 'flops --help').")
 {
-    quickOption, reportOption, corpusOption, taskOption, continualOption, satOption, satScoreOption, satSelectionOption, satLadderOption, satRateOption, seedOption,
+    quickOption, reportOption, corpusOption, taskOption, continualOption, satOption, satScoreOption, satSelectionOption, satLadderOption, satRateOption, satDenseOption, satUnitsOption, seedOption,
 };
 root.SetAction(parse =>
 {
     bool quick = parse.GetValue(quickOption);
     string dir = parse.GetValue(reportOption)
         ?? Path.Combine("spdf-demo-results", DateTime.Now.ToString("yyyy-MM-dd_HH-mm-ss", CultureInfo.InvariantCulture) + (quick ? "-quick" : ""));
+    SatChoice Override(SatChoice c) => c with
+    {
+        Units = parse.GetValue(satUnitsOption) ?? c.Units,
+        LadderRate = parse.GetValue(satLadderOption) ?? c.LadderRate,
+        ConstantRate = parse.GetValue(satRateOption) ?? c.ConstantRate,
+        DenseFinal = parse.GetValue(satDenseOption) ?? c.DenseFinal,
+    };
+    var defaults = new DemoSettings { Quick = quick, OutputDirectory = "" };
     var settings = new DemoSettings
     {
+        SatContinual = Override(defaults.SatContinual),
+        SatFinetune = Override(defaults.SatFinetune),
         Quick = quick,
         OutputDirectory = Path.GetFullPath(dir),
         CorpusFile = parse.GetValue(corpusOption),
@@ -53,8 +66,6 @@ root.SetAction(parse =>
         Sat = parse.GetValue(satOption) != "off",
         SatOnly = parse.GetValue(satOption) == "only",
         SatScore = parse.GetValue(satScoreOption)!,
-        SatLadderRate = parse.GetValue(satLadderOption),
-        SatConstantRate = parse.GetValue(satRateOption),
         SatSelection = parse.GetValue(satSelectionOption) == "sampled" ? Spdf.Sparsity.Omission.UnitSelection.Sampled : Spdf.Sparsity.Omission.UnitSelection.TopK,
         Seed = (ulong)parse.GetValue(seedOption),
         Command = Spdf.Mpi.MpiCommunicator.LaunchedByMpiexec

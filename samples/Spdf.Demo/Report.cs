@@ -58,8 +58,11 @@ public static class Report
     {
         md.AppendLine("## Sparsity-accelerated training (SAT)").AppendLine();
         md.Append(CultureInfo.InvariantCulture, $"SAT (Ma et al. 2024) omits, at each step and in each block, the least important MLP channels and attention heads, and computes the rest as smaller dense products. ");
-        md.Append(CultureInfo.InvariantCulture, $"The dense pre-trained model above is trained on, each time dense, with SAT's ladder ({s.Ladder(s.ContinualSteps)} for continual pre-training; the same shape over the fine-tuning steps) ");
-        md.Append(CultureInfo.InvariantCulture, $"and at a constant rate of {s.SatConstantRate:0.##}; units are scored by {s.SatScore} and chosen by {(s.SatSelection == Spdf.Sparsity.Omission.UnitSelection.TopK ? "top-k" : "sampling in proportion to the score")}. ");
+        string Choice(SatChoice c, int steps) => string.Create(CultureInfo.InvariantCulture,
+            $"omitting {c.UnitsText}, with the ladder ({c.Ladder(steps)}) and at a constant rate of {c.ConstantRate:0.##}");
+        md.Append(CultureInfo.InvariantCulture, $"The dense pre-trained model above is trained on, each time dense and with SAT: continual pre-training {Choice(s.SatContinual, s.ContinualSteps)}; ");
+        md.Append(CultureInfo.InvariantCulture, $"fine-tuning {Choice(s.SatFinetune, s.FinetuneSteps)}. ");
+        md.Append(CultureInfo.InvariantCulture, $"Units are scored by {s.SatScore} and chosen by {(s.SatSelection == Spdf.Sparsity.Omission.UnitSelection.TopK ? "top-k" : "sampling in proportion to the score")}. ");
         md.Append(CultureInfo.InvariantCulture, $"Continual pre-training: {s.ContinualSteps} steps × {s.Batch} × {w.Config.ContextLength} tokens on {w.ContinualData} (fresh AdamW moments, peak learning rate 1e-3, cosine to 1e-4), validated on that data's held-out 5%. ");
         md.Append("Fine-tuning: as above, the dense row being the `dense` run of the first table. Wall time counts the training steps and their validation passes, not the evaluation by generation; FLOPs saved are the trainer's count (`StageResult.FlopsSaved`).").AppendLine().AppendLine();
         md.AppendLine("| stage | run | schedule | wall s | tok/s | FLOPs saved | val loss | vs dense | BLEU | ROUGE-L |");

@@ -56,17 +56,28 @@ public sealed record DemoSettings
     /// <summary>Runs only the dense pre-training and fine-tuning and the SAT rows.</summary>
     public bool SatOnly { get; init; }
     /// <summary>SAT's unit score (random, magnitude, wanda, activation).</summary>
-    public string SatScore { get; init; } = "magnitude";
+    public string SatScore { get; init; } = "activation";
     /// <summary>SAT's selection of kept units.</summary>
-    public Spdf.Sparsity.Omission.UnitSelection SatSelection { get; init; } = Spdf.Sparsity.Omission.UnitSelection.TopK;
-    /// <summary>The ladder's first rate (held for the first half, then 3 rungs down, the last tenth dense).</summary>
-    public double SatLadderRate { get; init; } = 0.75;
-    /// <summary>The constant rate SAT is compared at (about the ladder's mean rate).</summary>
-    public double SatConstantRate { get; init; } = 0.5;
+    public Spdf.Sparsity.Omission.UnitSelection SatSelection { get; init; } = Spdf.Sparsity.Omission.UnitSelection.Sampled;
+    /// <summary>SAT's choices for continual pre-training.</summary>
+    public SatChoice SatContinual { get; init; } = new("both", LadderRate: 0.75, ConstantRate: 0.5, DenseFinal: 0.1);
+    /// <summary>SAT's choices for fine-tuning: MLP channels only (omitting some of 4 heads costs the task far more).</summary>
+    public SatChoice SatFinetune { get; init; } = new("channels", LadderRate: 0.9, ConstantRate: 0.6, DenseFinal: 0.2);
+}
 
-    /// <summary>SAT's ladder over <paramref name="steps"/>: <see cref="SatLadderRate"/> for the first half, 3 rungs, the last tenth dense.</summary>
+/// <summary>What SAT omits and how much, for one kind of run.</summary>
+/// <param name="Units">"both" (MLP channels and attention heads), "channels" or "heads".</param>
+/// <param name="LadderRate">The ladder's first rate, held for the first half of the run; then 3 even rungs down to dense.</param>
+/// <param name="ConstantRate">The constant rate SAT is compared at.</param>
+/// <param name="DenseFinal">The share of the run the ladder ends dense.</param>
+public sealed record SatChoice(string Units, double LadderRate, double ConstantRate, double DenseFinal)
+{
+    /// <summary>The ladder over <paramref name="steps"/>.</summary>
     public Spdf.Sparsity.Omission.OmissionSchedule Ladder(int steps) =>
-        Spdf.Sparsity.Omission.OmissionSchedule.Ladder(SatLadderRate, steps / 2, 3, steps, Math.Max(1, steps / 10));
+        Spdf.Sparsity.Omission.OmissionSchedule.Ladder(LadderRate, steps / 2, 3, steps, Math.Max(1, (int)Math.Round(steps * DenseFinal)));
+
+    /// <summary>The units in words.</summary>
+    public string UnitsText => Units switch { "channels" => "MLP channels", "heads" => "attention heads", _ => "MLP channels and attention heads" };
 }
 
 /// <summary>One run of the SAT rows: continual pre-training or fine-tuning, dense or with SAT's omission.</summary>
@@ -347,10 +358,11 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     }
 
     /// <summary>SAT's options for a run of <paramref name="steps"/>: the ladder, or the constant rate.</summary>
-    internal SatOptions SatFor(bool ladder, int steps) =>
-        new(ladder ? settings.Ladder(steps) : Spdf.Sparsity.Omission.OmissionSchedule.Constant(settings.SatConstantRate))
+    internal SatOptions SatFor(SatChoice choice, bool ladder, int steps) =>
+        new(ladder ? choice.Ladder(steps) : Spdf.Sparsity.Omission.OmissionSchedule.Constant(choice.ConstantRate))
         {
             Scorer = Spdf.Sparsity.Omission.UnitScorers.FromName(settings.SatScore), Selection = settings.SatSelection, Seed = settings.Seed,
+            Channels = choice.Units != "heads", Heads = choice.Units != "channels",
         };
 
     /// <summary>Continual pre-training of the dense pre-trained model on more data, dense or with SAT.</summary>
@@ -390,7 +402,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     {
         foreach (var (name, ladder) in new[] { ("dense", (bool?)null), ("SAT ladder", true), ("SAT constant", false) })
         {
-            var sat = ladder is { } l ? SatFor(l, settings.ContinualSteps) : null;
+            var sat = ladder is { } l ? SatFor(settings.SatContinual, l, settings.ContinualSteps) : null;
             var task = ctx.AddTask($"continue {name,-13}", maxValue: settings.ContinualSteps);
             SatResults.Add(Continue(densePre, name, sat,
                 new SyncProgress<TrainingProgress>(p => { task.Value = p.Step; task.Description = $"continue {name,-13} loss {p.Loss:F3}"; })));
@@ -398,7 +410,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         SatResults.Add(SatRow(denseFinetune, "dense", null));
         foreach (var (name, ladder) in new[] { ("SAT ladder", true), ("SAT constant", false) })
         {
-            var sat = SatFor(ladder, settings.FinetuneSteps);
+            var sat = SatFor(settings.SatFinetune, ladder, settings.FinetuneSteps);
             FinetuneTask(ctx, densePre, new FinetuneKind($"dense-pretrain+{name.ToLowerInvariant().Replace(' ', '-')}-finetune", true, Sat: sat), name, out var run);
             SatResults.Add(SatRow(run, name, sat));
         }
