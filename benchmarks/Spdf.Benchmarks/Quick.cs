@@ -15,7 +15,7 @@ namespace Spdf.Benchmarks;
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
-/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5] [--storage compressed|dense]
+/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense]
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
@@ -256,11 +256,22 @@ public static class Quick
     }
 
     /// <summary>SAT for --omission R (default 0: none): each step computes only ceil((1 - R) n) MLP channels and heads
-    /// per block (weight magnitude, top-k); call its BeginStep before each step.</summary>
+    /// per block (--omit-units both|channels|heads, --omit-score magnitude|random|wanda|activation, --omit-selection
+    /// topk|sampled; default both, magnitude, top-k); call its BeginStep before each step.</summary>
     private static Spdf.Gpt.Training.SatOmission? Omission(Dictionary<string, string> o, Spdf.Gpt.GptModel model, out double rate)
     {
         rate = o.TryGetValue("omission", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0;
-        return rate > 0 ? new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(rate))) : null;
+        if (rate <= 0) return null;
+        string units = o.GetValueOrDefault("omit-units", "both");
+        if (units is not ("both" or "channels" or "heads")) throw new ArgumentException($"--omit-units is '{units}'; expected both, channels or heads.");
+        string selection = o.GetValueOrDefault("omit-selection", "topk");
+        if (selection is not ("topk" or "sampled")) throw new ArgumentException($"--omit-selection is '{selection}'; expected topk or sampled.");
+        return new Spdf.Gpt.Training.SatOmission(model, new Spdf.Gpt.Training.SatOptions(Sparsity.Omission.OmissionSchedule.Constant(rate))
+        {
+            Scorer = Sparsity.Omission.UnitScorers.FromName(o.GetValueOrDefault("omit-score", "magnitude")),
+            Selection = selection == "sampled" ? Sparsity.Omission.UnitSelection.Sampled : Sparsity.Omission.UnitSelection.TopK,
+            Channels = units != "heads", Heads = units != "channels",
+        });
     }
 
     /// <summary>Applies --sparsity (default 0: none) with --storage (default compressed) to the benchmark GPT.</summary>

@@ -38,6 +38,26 @@ public class DemoTests
             File.Exists(Path.Combine(dir, "data", "e2e_train.csv")).Should().BeTrue();
             File.Exists(Path.Combine(dir, "data", "tokenizer.json")).Should().BeTrue();
             File.ReadAllText(Path.Combine(dir, "train.log")).Should().Contain("validation loss");
+
+            // SAT's rows: continual pre-training and fine-tuning, each dense, ladder and constant; omission saves FLOPs
+            var sat = doc.RootElement.GetProperty("sat").EnumerateArray().ToList();
+            sat.Select(r => (r.GetProperty("stage").GetString(), r.GetProperty("name").GetString())).Should().Equal(
+                ("continual pre-training", "dense"), ("continual pre-training", "SAT ladder"), ("continual pre-training", "SAT constant"),
+                ("fine-tuning", "dense"), ("fine-tuning", "SAT ladder"), ("fine-tuning", "SAT constant"));
+            foreach (var r in sat)
+            {
+                r.GetProperty("val_loss").GetDouble().Should().BeInRange(0, Math.Log(512));
+                r.GetProperty("seconds").GetDouble().Should().BePositive();
+                var saved = r.GetProperty("flops_saved").GetDouble();
+                if (r.GetProperty("name").GetString() == "dense") saved.Should().Be(0);
+                else saved.Should().BeInRange(0.05, 0.9, "omission computes less than the dense run");
+            }
+            sat[4].GetProperty("bleu").GetDouble().Should().BeInRange(0, 100);
+            sat[1].GetProperty("schedule").GetString().Should().StartWith("ladder from 0.75");
+            File.Exists(Path.Combine(dir, "data", "corpus_continual.txt")).Should().BeTrue();
+            XDocument.Load(Path.Combine(dir, "loss_sat_continual.svg")).Root!.Name.LocalName.Should().Be("svg");
+            File.ReadAllText(Path.Combine(dir, "report.md")).Should().Contain("## Sparsity-accelerated training (SAT)").And.Contain("continual pre-training, SAT ladder: validation loss");
+            File.ReadAllText(Path.Combine(dir, "train.log")).Should().Contain("SAT omission rate");
         }
         finally { Directory.Delete(dir, true); }
     }
