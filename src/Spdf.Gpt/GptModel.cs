@@ -388,10 +388,14 @@ public sealed class Mlp : Module<Tensor, Tensor>
         var hs = h.AsReadOnlySpan();
         int width = h.Shape[-1], tokens = hs.Length / width;
         ActivationStats ??= new float[UpProjection.OutFeatures];
-        var sums = new float[width];
+        var sums = new float[2 * width];
+        Span<float> sum = sums.AsSpan(0, width), row = sums.AsSpan(width);
         for (int t = 0; t < tokens; t++)
-            for (int j = 0; j < width; j++) sums[j] += MathF.Abs(hs[t * width + j]);
-        for (int j = 0; j < width; j++) ActivationStats[kept?[j] ?? j] = sums[j] / Math.Max(1, tokens);
+        {
+            System.Numerics.Tensors.TensorPrimitives.Abs(hs.Slice(t * width, width), row);
+            System.Numerics.Tensors.TensorPrimitives.Add(sum, row, sum);
+        }
+        for (int j = 0; j < width; j++) ActivationStats[kept?[j] ?? j] = sum[j] / Math.Max(1, tokens);
     }
 
     /// <summary>

@@ -121,6 +121,12 @@ public class OmissionTests
         var kept = new int[1];
         UnitSelector.Select(s, UnitSelection.TopK, 0, kept);
         kept.Should().Equal(2);
+        // which scores need the pass over the weights: the activation score only before activations exist
+        UnitScorers.Activation.NeedsWeightMagnitudes(activationsRecorded: true).Should().BeFalse();
+        UnitScorers.Activation.NeedsWeightMagnitudes(activationsRecorded: false).Should().BeTrue();
+        UnitScorers.Random.NeedsWeightMagnitudes(false).Should().BeFalse();
+        UnitScorers.WeightMagnitude.NeedsWeightMagnitudes(true).Should().BeTrue();
+        own.NeedsWeightMagnitudes(true).Should().BeTrue("a scorer of one's own gets the weights unless it says otherwise");
     }
 
     private sealed class LastUnitFirst : IUnitScorer

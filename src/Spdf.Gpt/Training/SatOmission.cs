@@ -165,7 +165,8 @@ public sealed class SatOmission : IUnitOmission, IDisposable
         var (inAbs, outAbs) = buf;
         Array.Clear(inAbs);
         Array.Clear(outAbs);
-        if (!ReferenceEquals(Options.Scorer, UnitScorers.Random))
+        var act = heads ? block.Attention.ActivationStats : block.Mlp.ActivationStats;
+        if (Options.Scorer.NeedsWeightMagnitudes(act is not null))
         {
             // |w| (times the mask of a masked sparse layer), summed per unit: vectorised, one pass over each weight
             var scratch = new float[Math.Max(c, units)];
@@ -203,7 +204,6 @@ public sealed class SatOmission : IUnitOmission, IDisposable
                 for (int j = 0; j < c; j++) norms[j] += x[t * c + j] * x[t * c + j];
             for (int j = 0; j < c; j++) norms[j] = MathF.Sqrt(norms[j]);
         }
-        var act = heads ? block.Attention.ActivationStats : block.Mlp.ActivationStats;
         return new UnitScoreInputs
         {
             Layer = $"h.{l}.{(heads ? "attn" : "mlp")}", Units = units, InFeatures = c, InputWeightAbs = inAbs, OutputWeightAbs = outAbs,

@@ -52,6 +52,11 @@ public interface IUnitScorer
 
     /// <summary>Writes one score ≥ 0 per unit into <paramref name="scores"/> (<c>[Units]</c>).</summary>
     void Score(UnitScoreInputs inputs, Span<float> scores);
+
+    /// <summary>Whether <see cref="UnitScoreInputs.InputWeightAbs"/> and <see cref="UnitScoreInputs.OutputWeightAbs"/> must
+    /// be filled (a pass over the group's weights), given whether previous activations are recorded; true unless a
+    /// scorer says otherwise. When false the binding may leave them zero.</summary>
+    bool NeedsWeightMagnitudes(bool activationsRecorded) => true;
 }
 
 /// <summary>The importance scores the SAT paper compares (Ma et al. 2024), engine-free.</summary>
@@ -94,6 +99,7 @@ public static class UnitScorers
         public string Name => "random";
         public bool NeedsInputNorms => false;
         public bool NeedsActivations => false;
+        public bool NeedsWeightMagnitudes(bool activationsRecorded) => false;
         public void Score(UnitScoreInputs x, Span<float> scores)
         {
             Check(x, scores);
@@ -136,6 +142,7 @@ public static class UnitScorers
         public string Name => "activation";
         public bool NeedsInputNorms => false;
         public bool NeedsActivations => true;
+        public bool NeedsWeightMagnitudes(bool activationsRecorded) => !activationsRecorded; // the fallback of the first step
         public void Score(UnitScoreInputs x, Span<float> scores)
         {
             Check(x, scores);
