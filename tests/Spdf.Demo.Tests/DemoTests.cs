@@ -76,6 +76,22 @@ public class DemoTests
     }
 
     [Fact]
+    public void AContinualCorpusTooShortForValidationIsNamed()
+    {
+        var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
+        try
+        {
+            var more = Path.Combine(dir, "more.txt");
+            File.WriteAllText(more, "A short note about a pub.\n");
+            var w = new Workflow(new DemoSettings { Quick = true, OutputDirectory = Path.Combine(dir, "out"), ContinualCorpusFile = more },
+                Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            FluentActions.Invoking(w.PrepareData).Should().Throw<ArgumentException>()
+                .WithMessage("The continual pre-training corpus encodes to * tokens; its validation split needs at least *. Give a longer --continual-corpus.");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void ABinaryCorpusIsRefusedAsTheTaskFileIs()
     {
         var dir = Directory.CreateTempSubdirectory("spdf-demo").FullName;
