@@ -144,6 +144,38 @@ public class SatTrainingTests
         after.Flops.Should().BeApproximately(after.DenseFlops, 1e-9 * after.Flops, "a densified model computes every weight");
     }
 
+    [Fact]
+    public void SatComposesWithSpdfMaskedFineTuningKeepsDroppedWeightsAtZeroAndDensifiedFineTuningTrainsThemAll()
+    {
+        const int steps = 3; long positions = 3 * 16;
+        var model = new GptModel(Config, new Generator(5));
+        var handle = Spdf.Sparsity.Sparsifier.Apply(model, Spdf.Sparsity.SparsityConfig.Default(0.75, 2)); // masked, dense storage
+        var trainer = new Trainer(model, new TrainerOptions(), handle);
+        trainer.Run(Stage(null, steps) with { Name = "pretrain" });
+        trainer.FreezeMask();                                                    // sparse fine-tuning, with SAT
+        var sat = new SatOptions(OmissionSchedule.Constant(0.5));
+        var masked = trainer.Run(Stage(sat, steps) with { Name = "sparse-ft" });
+        masked.TrainLoss.Should().OnlyContain(p => double.IsFinite(p.Loss));
+        foreach (var l in handle.Layers)
+        {
+            var w = l.Layer.Weight.AsReadOnlySpan(); var m = l.Layer.Mask.Values;
+            for (int i = 0; i < w.Length; i++)
+                if (m[i] == 0) w[i].Should().Be(0f, $"{l.Name}[{i}] is dropped: SAT's kept units skip it");
+        }
+        double c = 24, t = 16, v = 64, layers = 2;
+        // 75% of each block matrix dropped, half the channels and 2 of 3 heads kept: the products shrink by both
+        double perToken = layers * (0.25 * (2 * 2 * c * 4 * c * 0.5 + (2 * c * 3 * c + 2 * c * c) * 2 / 3) + 4 * t * c * 2 / 3) + 2 * c * v;
+        masked.Flops.Should().BeApproximately(steps * 3 * perToken * positions, 1e-6 * masked.Flops);
+
+        var weights = handle.Layers.Select(l => (l.Layer.Weight, Mask: l.Layer.Mask.Values.ToArray())).ToList(); // Densify keeps these parameters
+        trainer.Densify();                                                       // SPDF's dense fine-tuning, with SAT
+        var dense = trainer.Run(Stage(sat, steps) with { Name = "dense-ft" });
+        dense.TrainLoss.Should().OnlyContain(p => double.IsFinite(p.Loss));
+        foreach (var (w, mask) in weights)
+            w.AsReadOnlySpan().ToArray().Where((x, i) => mask[i] == 0 && x != 0).Should().NotBeEmpty("after Densify the weights that were dropped learn again, in the kept units");
+        dense.FlopsSaved.Should().BeApproximately(1 - 3 * (layers * (2 * 2 * c * 4 * c * 0.5 + (2 * c * 3 * c + 2 * c * c + 4 * t * c) * 2 / 3) + 2 * c * v) * positions * steps / dense.DenseFlops, 1e-9);
+    }
+
     [Theory]
     [InlineData("random", UnitSelection.TopK)]
     [InlineData("magnitude", UnitSelection.Sampled)]
