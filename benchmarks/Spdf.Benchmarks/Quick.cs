@@ -15,7 +15,7 @@ namespace Spdf.Benchmarks;
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
-/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense]
+/// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
@@ -249,6 +249,10 @@ public static class Quick
         var cfg = new Spdf.Gpt.GptConfig(Int(o, "layers", 6), Int(o, "embd", 384), Int(o, "heads", 6), Int(o, "ctx", 256), Int(o, "vocab", 8192));
         int batch = Int(o, "batch", 8);
         var model = new Spdf.Gpt.GptModel(cfg, new Generator(1));
+        string loss = o.GetValueOrDefault("loss", "fused");
+        if (loss is not ("fused" or "unfused")) throw new ArgumentException($"--loss is '{loss}'; expected fused (the LM head and the loss as one op, the default) or unfused.");
+        model.FusedHeadLoss = loss == "fused";
+        model.HeadLossChunk = Int(o, "loss-chunk", 0);
         var g = new Generator(3);
         var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
         var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));
@@ -316,7 +320,8 @@ public static class Quick
         Emit(new Dictionary<string, object>
         {
             ["op"] = "gpt_train_step", ["layers"] = cfg.Layers, ["embd"] = cfg.EmbeddingSize, ["heads"] = cfg.Heads, ["ctx"] = cfg.ContextLength,
-            ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["omission"] = omission, ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
+            ["batch"] = batch, ["vocab"] = cfg.VocabSize, ["sparsity"] = sp, ["omission"] = omission, ["loss"] = model.FusedHeadLoss ? "fused" : "unfused",
+            ["ms"] = Math.Round(ms, 1), ["tok_s"] = Math.Round(tokens / ms * 1e3, 0),
             ["peak_mb"] = Math.Round(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 0),
             ["peak_of"] = stepPeak ? "steps" : "process", ["setup_peak_mb"] = Math.Round(setupPeak / 1048576.0, 0),
             ["storage"] = handle is null ? "dense" : storage.ToString().ToLowerInvariant(),

@@ -72,13 +72,31 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         return (Tensor.MatMul(x, TokenEmbedding, false, true), hidden);
     }
 
-    /// <summary>Mean next-token cross-entropy of logits for <paramref name="idx"/> against <paramref name="targets"/> <c>[B, T]</c> (−100 ignored).</summary>
+    /// <summary>
+    /// Mean next-token cross-entropy of logits for <paramref name="idx"/> against <paramref name="targets"/> <c>[B, T]</c>
+    /// (−100 ignored). With <see cref="FusedHeadLoss"/> (the default) the tied LM head and the loss run as one op over
+    /// chunks of tokens (<see cref="Functional.LinearCrossEntropy"/>): the <c>[B·T, V]</c> logits and their gradient are
+    /// never held.
+    /// </summary>
     public Tensor Loss(IntTensor idx, IntTensor targets)
     {
         ArgumentNullException.ThrowIfNull(targets);
-        var logits = Forward(idx);
-        return Functional.CrossEntropy(logits.Reshape(-1, Config.VocabSize), targets);
+        if (!FusedHeadLoss) return Functional.CrossEntropy(Forward(idx).Reshape(-1, Config.VocabSize), targets);
+        ArgumentNullException.ThrowIfNull(idx);
+        if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
+        if (idx.Shape[1] > Config.ContextLength)
+            throw new ArgumentException($"Sequence length {idx.Shape[1]} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
+        var x = _transformer.Forward(idx);                                   // [B, T, C]
+        return Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk);
     }
+
+    /// <summary>Tokens per chunk of the fused head and loss (0, the default: <see cref="Functional.LinearCrossEntropyChunk"/>).
+    /// Larger chunks hold more logits at a time and repack the head's weight fewer times.</summary>
+    public int HeadLossChunk { get; set; }
+
+    /// <summary>Whether <see cref="Loss"/> fuses the LM head with the loss (default true); false computes the logits,
+    /// then <see cref="Functional.CrossEntropy"/> (the reference, and the way to compare the two).</summary>
+    public bool FusedHeadLoss { get; set; } = true;
 
     /// <summary>Creates an empty key/value cache for <see cref="ForwardCached"/>.</summary>
     public KvCache CreateCache() => new(Config);

@@ -29,6 +29,25 @@ public class GptModelTests
     }
 
     [Fact]
+    public void TheFusedHeadAndLossEqualTheLogitsThenTheLoss()
+    {
+        var cfg = new GptConfig(2, 24, 3, 16, 67);
+        var g = new Generator(8);
+        var idx = new IntTensor(Enumerable.Range(0, 3 * 16).Select(_ => g.NextInt(67)).ToArray(), new Shape(3, 16));
+        var tgt = new IntTensor(Enumerable.Range(0, 3 * 16).Select(i => i % 5 == 0 ? Functional.IgnoreIndex : g.NextInt(67)).ToArray(), new Shape(3 * 16));
+        var fused = new GptModel(cfg, new Generator(1)) { HeadLossChunk = 7 };   // several chunks, the last one short
+        var plain = new GptModel(cfg, new Generator(1)) { FusedHeadLoss = false };
+        var lf = fused.Loss(idx, tgt); lf.Backward();
+        var lp = plain.Loss(idx, tgt); lp.Backward();
+        lf.Item().Should().BeApproximately(lp.Item(), 1e-5f);
+        foreach (var ((name, p), (_, q)) in fused.NamedParameters().Zip(plain.NamedParameters()))
+        {
+            var a = p.Grad!.ToArray(); var b = q.Grad!.ToArray();
+            for (int i = 0; i < a.Length; i++) a[i].Should().BeApproximately(b[i], 1e-5f + 1e-4f * Math.Abs(b[i]), $"{name}[{i}]");
+        }
+    }
+
+    [Fact]
     public void ForwardGivesLogitsPerPositionAndIsCausal()
     {
         var model = new GptModel(GptConfig.Tiny, new Generator(1));
