@@ -53,11 +53,10 @@ root.SetAction(parse =>
         ConstantRate = parse.GetValue(satRateOption) ?? c.ConstantRate,
         DenseFinal = parse.GetValue(satDenseOption) ?? c.DenseFinal,
     };
-    var defaults = new DemoSettings { Quick = quick, OutputDirectory = "" };
     var settings = new DemoSettings
     {
-        SatContinual = Override(defaults.SatContinual),
-        SatFinetune = Override(defaults.SatFinetune),
+        SatContinual = Override(SatChoice.ContinualDefault),
+        SatFinetune = Override(SatChoice.FinetuneDefault),
         Quick = quick,
         OutputDirectory = Path.GetFullPath(dir),
         CorpusFile = parse.GetValue(corpusOption),

@@ -60,9 +60,9 @@ public sealed record DemoSettings
     /// <summary>SAT's selection of kept units.</summary>
     public Spdf.Sparsity.Omission.UnitSelection SatSelection { get; init; } = Spdf.Sparsity.Omission.UnitSelection.Sampled;
     /// <summary>SAT's choices for continual pre-training.</summary>
-    public SatChoice SatContinual { get; init; } = new("both", LadderRate: 0.75, ConstantRate: 0.5, DenseFinal: 0.1);
-    /// <summary>SAT's choices for fine-tuning: MLP channels only (omitting some of 4 heads costs the task far more).</summary>
-    public SatChoice SatFinetune { get; init; } = new("channels", LadderRate: 0.9, ConstantRate: 0.6, DenseFinal: 0.2);
+    public SatChoice SatContinual { get; init; } = SatChoice.ContinualDefault;
+    /// <summary>SAT's choices for fine-tuning.</summary>
+    public SatChoice SatFinetune { get; init; } = SatChoice.FinetuneDefault;
 }
 
 /// <summary>What SAT omits and how much, for one kind of run.</summary>
@@ -72,6 +72,13 @@ public sealed record DemoSettings
 /// <param name="DenseFinal">The share of the run the ladder ends dense.</param>
 public sealed record SatChoice(string Units, double LadderRate, double ConstantRate, double DenseFinal)
 {
+    /// <summary>The main job's continual pre-training: channels and heads, a ladder from 0.75, a dense tenth.</summary>
+    public static SatChoice ContinualDefault { get; } = new("both", LadderRate: 0.75, ConstantRate: 0.5, DenseFinal: 0.1);
+
+    /// <summary>The main job's fine-tuning: MLP channels only (omitting some of 4 heads costs the task far more), a
+    /// ladder from 0.9, a dense fifth.</summary>
+    public static SatChoice FinetuneDefault { get; } = new("channels", LadderRate: 0.9, ConstantRate: 0.6, DenseFinal: 0.2);
+
     /// <summary>The ladder over <paramref name="steps"/>.</summary>
     public Spdf.Sparsity.Omission.OmissionSchedule Ladder(int steps) =>
         Spdf.Sparsity.Omission.OmissionSchedule.Ladder(LadderRate, steps / 2, 3, steps, Math.Max(1, (int)Math.Round(steps * DenseFinal)));

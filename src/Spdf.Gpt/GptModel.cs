@@ -51,11 +51,7 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     /// <exception cref="ArgumentException">The ids are not 2-D, T exceeds the context length, or an id is outside the vocabulary.</exception>
     public override Tensor Forward(IntTensor idx)
     {
-        ArgumentNullException.ThrowIfNull(idx);
-        if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
-        int t = idx.Shape[1];
-        if (t > Config.ContextLength)
-            throw new ArgumentException($"Sequence length {t} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
+        CheckIds(idx);
         var x = _transformer.Forward(idx);                                   // [B, T, C]
         return Tensor.MatMul(x, TokenEmbedding, false, true);                // [B, T, V], tied head
     }
@@ -63,10 +59,7 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     /// <summary>Logits <c>[B, T, V]</c> and every block's output <c>[B, T, C]</c> (the hidden states SquareHead distillation compares).</summary>
     public (Tensor Logits, IReadOnlyList<Tensor> Hidden) ForwardWithHidden(IntTensor idx)
     {
-        ArgumentNullException.ThrowIfNull(idx);
-        if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
-        if (idx.Shape[1] > Config.ContextLength)
-            throw new ArgumentException($"Sequence length {idx.Shape[1]} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
+        CheckIds(idx);
         var hidden = new List<Tensor>(Config.Layers);
         var x = _transformer.Forward(idx, hidden);
         return (Tensor.MatMul(x, TokenEmbedding, false, true), hidden);
@@ -82,12 +75,18 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(targets);
         if (!FusedHeadLoss) return Functional.CrossEntropy(Forward(idx).Reshape(-1, Config.VocabSize), targets);
+        CheckIds(idx);
+        var x = _transformer.Forward(idx);                                   // [B, T, C]
+        return Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk);
+    }
+
+    /// <summary>Token ids must be <c>[B, T]</c> with T within the context.</summary>
+    private void CheckIds(IntTensor idx)
+    {
         ArgumentNullException.ThrowIfNull(idx);
         if (idx.Shape.Rank != 2) throw new ArgumentException($"GptModel expects token ids [B, T]; got shape {idx.Shape}.", nameof(idx));
         if (idx.Shape[1] > Config.ContextLength)
             throw new ArgumentException($"Sequence length {idx.Shape[1]} exceeds the model's context length {Config.ContextLength}.", nameof(idx));
-        var x = _transformer.Forward(idx);                                   // [B, T, C]
-        return Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk);
     }
 
     /// <summary>Tokens per chunk of the fused head and loss (0, the default: <see cref="Functional.LinearCrossEntropyChunk"/>).

@@ -88,10 +88,6 @@ public partial class Tensor
     /// <summary>The elements as a read-only span (row-major).</summary>
     public ReadOnlySpan<float> AsReadOnlySpan() => Storage;
 
-    /// <summary>The elements as read-only memory (row-major), for code that keeps a view across calls; the storage is the
-    /// tensor's own, so the values change when the tensor does.</summary>
-    public ReadOnlyMemory<float> AsReadOnlyMemory() => Storage;
-
     /// <summary>Copies the elements into a new array.</summary>
     public float[] ToArray() => (float[])Storage.Clone();
 

@@ -27,6 +27,22 @@ public class OmissionTests
         return (y.ToArray(), xi.Grad!.ToArray(), module.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.Grad?.ToArray() ?? new float[p.Parameter.Numel]));
     }
 
+    /// <summary>The MLP computing only <paramref name="kept"/> channels against the full MLP with the other channels' GELU
+    /// outputs zeroed: equal outputs and parameter gradients (checked here); both passes and the 0/1 channel mask returned.</summary>
+    private static ((float[] Y, float[] Dx, Dictionary<string, float[]> Grads) Omitted, (float[] Y, float[] Dx, Dictionary<string, float[]> Grads) Reference, float[] Keep)
+        KeptAgainstZeroedChannels(Mlp mlp, Tensor x, Tensor r, int[] kept)
+    {
+        int width = mlp.UpProjection.OutFeatures;
+        var keep = new float[width];
+        foreach (int c in kept) keep[c] = 1;
+        var reference = Pass(mlp, x, xi => mlp.DownProjection.Forward(mlp.UpProjection.Forward(xi).Gelu() * new Tensor(keep, new Shape(width))), r);
+        mlp.KeptChannels = kept;
+        var omitted = Pass(mlp, x, mlp.Forward, r);
+        Close(omitted.Y, reference.Y, "y");
+        foreach (var (name, grad) in reference.Grads) Close(omitted.Grads[name], grad, "grad " + name);
+        return (omitted, reference, keep);
+    }
+
     [Fact]
     public void KeptChannelsEqualTheFullMlpWithTheOthersZeroedAndOmittedOnesGetNoGradient()
     {
@@ -36,14 +52,8 @@ public class OmissionTests
         var x = Tensor.Randn(new Shape(2, 7, 13), g);
         var r = Tensor.Randn(new Shape(2, 7, 13), g);
         int[] kept = [0, 3, 4, 9, 17, 18, 25, 31, 40, 44, 51];       // 11 of 52
-        var keep = new float[52];
-        foreach (int c in kept) keep[c] = 1;
-        var reference = Pass(mlp, x, xi => mlp.DownProjection.Forward(mlp.UpProjection.Forward(xi).Gelu() * new Tensor(keep, new Shape(52))), r);
-        mlp.KeptChannels = kept;
-        var omitted = Pass(mlp, x, mlp.Forward, r);
-        Close(omitted.Y, reference.Y, "y");
+        var (omitted, reference, keep) = KeptAgainstZeroedChannels(mlp, x, r, kept);
         Close(omitted.Dx, reference.Dx, "dx");
-        foreach (var (name, grad) in reference.Grads) Close(omitted.Grads[name], grad, "grad " + name);
         var dUp = omitted.Grads["c_fc.weight"];
         var dDown = omitted.Grads["c_proj.weight"];
         for (int c = 0; c < 52; c++)
@@ -93,13 +103,7 @@ public class OmissionTests
         var x = Tensor.Randn(new Shape(3, 12), g);
         var r = Tensor.Randn(new Shape(3, 12), g);
         int[] kept = Enumerable.Range(0, 48).Where(c => c % 3 != 1).ToArray();
-        var keep = new float[48];
-        foreach (int c in kept) keep[c] = 1;
-        var reference = Pass(mlp, x, xi => mlp.DownProjection.Forward(mlp.UpProjection.Forward(xi).Gelu() * new Tensor(keep, new Shape(48))), r);
-        mlp.KeptChannels = kept;
-        var omitted = Pass(mlp, x, mlp.Forward, r);
-        Close(omitted.Y, reference.Y, "y");
-        foreach (var (name, grad) in reference.Grads) Close(omitted.Grads[name], grad, "grad " + name);
+        var (omitted, _, _) = KeptAgainstZeroedChannels(mlp, x, r, kept);
         var mask = up.Mask.Values;
         var dUp = omitted.Grads["c_fc.weight"];
         for (int i = 0; i < mask.Length; i++) if (mask[i] == 0) dUp[i].Should().Be(0, "a dropped weight gets no gradient");

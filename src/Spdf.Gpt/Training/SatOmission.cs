@@ -173,8 +173,7 @@ public sealed class SatOmission : IUnitOmission, IDisposable
             if (heads)
             {
                 var qkv = block.Attention.QkvProjection; var proj = block.Attention.OutputProjection;
-                ReadOnlySpan<float> w = Weight(qkv).Span, m = Mask(qkv).Span;
-                ReadOnlySpan<float> wo = Weight(proj).Span, mo = Mask(proj).Span;
+                ReadOnlySpan<float> w = Weight(qkv, out var m), wo = Weight(proj, out var mo);
                 int e = c / units;
                 for (int h = 0; h < units; h++)
                 {
@@ -189,8 +188,7 @@ public sealed class SatOmission : IUnitOmission, IDisposable
             else
             {
                 var up = block.Mlp.UpProjection; var down = block.Mlp.DownProjection;
-                ReadOnlySpan<float> w = Weight(up).Span, m = Mask(up).Span;
-                ReadOnlySpan<float> wd = Weight(down).Span, md = Mask(down).Span;
+                ReadOnlySpan<float> w = Weight(up, out var m), wd = Weight(down, out var md);
                 for (int u = 0; u < units; u++) AddAbs(w, m, u * c, inAbs.AsSpan(u * c, c), scratch);
                 for (int r = 0; r < c; r++) AddAbs(wd, md, r * units, outAbs, scratch);  // Σ_r |w_down[r, u]|
             }
@@ -220,9 +218,13 @@ public sealed class SatOmission : IUnitOmission, IDisposable
         }
     }
 
-    private static ReadOnlyMemory<float> Weight(Linear layer) => UnitOmission.Dense(layer).Weight.AsReadOnlyMemory();
-
-    private static ReadOnlyMemory<float> Mask(Linear layer) => UnitOmission.Dense(layer).Mask?.AsReadOnlyMemory() ?? default;
+    /// <summary>The layer's dense weight and, for a masked sparse layer, its <paramref name="mask"/> (empty otherwise).</summary>
+    private static ReadOnlySpan<float> Weight(Linear layer, out ReadOnlySpan<float> mask)
+    {
+        var (w, m) = UnitOmission.Dense(layer);
+        mask = m is null ? default : m.AsReadOnlySpan();
+        return w.AsReadOnlySpan();
+    }
 
     private readonly Dictionary<(int Layer, bool Heads), (int[] Kept, int[]?[] Positions)> _positions = [];
     private readonly Dictionary<(int Layer, bool Heads), (float[] In, float[] Out)> _buffers = [];

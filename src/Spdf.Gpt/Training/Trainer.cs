@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Spdf.Sparsity;
 using Spdf.Sparsity.Distributed;
+using Spdf.Sparsity.Flops;
 using Spdf.Tensors;
 using Spdf.Tensors.Autograd;
 using Spdf.Tensors.Nn;
@@ -76,7 +77,7 @@ public sealed partial class Trainer
     }
 
     private GradientReducer? _reducer; // built for the current masks; null after a mask update or transition
-    private string? _omissionJson, _resumeOmission; // SAT's schedule of the stage being written / resumed
+    private string? _resumeOmission; // SAT's schedule of the stage being resumed
     private long _loggedBytes = -1;
 
     /// <summary>The data-parallel group (<see cref="TrainerOptions.Communicator"/>), or null.</summary>
@@ -171,7 +172,7 @@ public sealed partial class Trainer
         long step = 0;
         if (_resumeStage == stage.Name)
         {
-            string? now = stage.Omission?.Schedule.ToJson().ToJsonString();
+            string? now = OmissionJson(stage);
             if (now != _resumeOmission)
                 throw new ArgumentException($"Stage '{stage.Name}' resumes a run whose omission schedule was {_resumeOmission ?? "none"}; this stage gives {now ?? "none"}. Resume with the same TrainingStage.Omission.", nameof(stage));
             step = _resumeStageStep;
@@ -189,6 +190,7 @@ public sealed partial class Trainer
         using var sat = stage.Omission is { } omission ? new SatOmission(Model, omission) : null;
         _controller.Omission = sat;
         double flopSparsity = FlopSparsity(), flops = 0, denseFlops = 0;
+        var flopReport = FlopCounter.ForTransformer(Model.Config.ToTransformerShape(), flopSparsity);
         Model.Train();
         if (stage.Distillation is { } distill) distill.Teacher.Eval();
         OpProfiler? profiler = null;
@@ -259,9 +261,10 @@ public sealed partial class Trainer
                 {
                     Optimizer.Step();
                     _train.Add(new LossPoint(stage.Name, step, GlobalStep, meanLoss));
-                    var (stepFlops, stepDense) = StepFlops(sat, flopSparsity, positions);
-                    flops += stepFlops;
-                    denseFlops += stepDense;
+                    // what the step computed (the student's forward and backward: SAT's kept units, the masks' kept
+                    // weights), and what the dense model would have
+                    flops += sat?.StepFlops(positions, flopSparsity) ?? flopReport.TrainPerStep(positions, sparse: true);
+                    denseFlops += flopReport.TrainPerStep(positions, sparse: false);
                     if (Sparsity is not null)
                     {
                         var active = _controller.ActiveAlgorithm;
@@ -270,6 +273,7 @@ public sealed partial class Trainer
                         if (done.MasksChanged > 0 || done.Transition is not null)
                         {
                             flopSparsity = FlopSparsity();
+                            flopReport = FlopCounter.ForTransformer(Model.Config.ToTransformerShape(), flopSparsity);
                             _reducer = null; // the kept places changed
                             if (Options.VerifyReplicas && Communicator is { Size: > 1 } g) DataParallel.VerifyReplicas(Model, g);
                         }
@@ -331,21 +335,6 @@ public sealed partial class Trainer
         return Math.Clamp(zeroed / blockWeights, 0, 0.999);
     }
 
-    /// <summary>The FLOPs a step over <paramref name="positions"/> token positions computed (the student's forward and
-    /// backward, SAT's kept units and the masks' kept weights), and what the dense model would have.</summary>
-    private (double Flops, double Dense) StepFlops(SatOmission? sat, double sparsity, long positions)
-    {
-        var shape = Model.Config.ToTransformerShape();
-        _flopReports ??= [];
-        if (!_flopReports.TryGetValue(sparsity, out var report))
-            _flopReports[sparsity] = report = Spdf.Sparsity.Flops.FlopCounter.ForTransformer(shape, sparsity);
-        double dense = report.TrainPerStep(positions, sparse: false);
-        double done = sat is not null ? sat.StepFlops(positions, sparsity) : report.TrainPerStep(positions, sparse: true);
-        return (done, dense);
-    }
-
-    private Dictionary<double, Spdf.Sparsity.Flops.FlopReport>? _flopReports;
-
     /// <summary>
     /// The SPDF transition: every sparse layer becomes dense with its dropped weights at 0, trainable from the next
     /// step (see <see cref="Transitions.Densify"/>). A no-op when a resumed run is already past it.
@@ -378,8 +367,7 @@ public sealed partial class Trainer
         string root = Options.CheckpointDirectory!;
         var dataStates = GatherDataStates(stage.Data.GetState());
         if (Communicator is { Rank: > 0 }) return; // rank 0 writes the group's checkpoint
-        _omissionJson = stage.Omission?.Schedule.ToJson().ToJsonString();
-        string path = SaveCheckpoint(root, stage.Name, stageStep, dataStates);
+        string path = SaveCheckpoint(root, stage.Name, OmissionJson(stage), stageStep, dataStates);
         LogCheckpoint(_log, path, GlobalStep);
     }
 
@@ -396,7 +384,10 @@ public sealed partial class Trainer
         return Enumerable.Range(0, group.Size).Select(r => all.AsSpan(r * local.Length, local.Length).ToArray()).ToArray();
     }
 
-    private string SaveCheckpoint(string root, string stage, long stageStep, ulong[][] dataStates)
+    /// <summary>The stage's SAT schedule in its checkpoint form, or null.</summary>
+    private static string? OmissionJson(TrainingStage stage) => stage.Omission?.Schedule.ToJson().ToJsonString();
+
+    private string SaveCheckpoint(string root, string stage, string? omissionJson, long stageStep, ulong[][] dataStates)
     {
         Directory.CreateDirectory(root);
         foreach (var stale in Directory.GetDirectories(root, ".ckpt-*.tmp"))   // left by a process killed mid-write
@@ -410,7 +401,7 @@ public sealed partial class Trainer
             var meta = Sparsity?.CheckpointMetadata() ?? [];
             SafeTensors.Save(Path.Combine(tmp, "model.safetensors"), Model.StateDict(), meta);
             SafeTensors.Save(Path.Combine(tmp, "optimizer.safetensors"), Optimizer.StateDict());
-            AtomicFile.WriteAllText(Path.Combine(tmp, "trainer.json"), StateJson(stage, stageStep, dataStates));
+            AtomicFile.WriteAllText(Path.Combine(tmp, "trainer.json"), StateJson(stage, omissionJson, stageStep, dataStates));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(tmp, final);
         }
@@ -427,7 +418,7 @@ public sealed partial class Trainer
         return final;
     }
 
-    private string StateJson(string stage, long stageStep, ulong[][] dataStates)
+    private string StateJson(string stage, string? omissionJson, long stageStep, ulong[][] dataStates)
     {
         var kernels = new JsonObject();
         if (Sparsity is not null)
@@ -441,7 +432,7 @@ public sealed partial class Trainer
             ["stage_step"] = stageStep,
             ["completed_stages"] = new JsonArray(_completed.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
             ["phase"] = Sparsity?.Phase.ToString() ?? "dense",
-            ["omission_schedule"] = _omissionJson,
+            ["omission_schedule"] = omissionJson,
             ["omission_activations"] = ActivationsJson(),
             ["skipped_steps"] = _skipped,
             ["ranks"] = dataStates.Length,

@@ -25,9 +25,7 @@ public static partial class Functional
         if (targets.Numel != n)
             throw new ArgumentException($"CrossEntropy: {n} rows of logits (shape {logits.Shape}) but {targets.Numel} targets (shape {targets.Shape}).", nameof(targets));
         var t = targets.Data;
-        for (int i = 0; i < n; i++)
-            if (t[i] != ignoreIndex && (uint)t[i] >= (uint)v)
-                throw new ArgumentException($"CrossEntropy: target {t[i]} at row {i} is outside [0, {v}) and is not the ignore index {ignoreIndex}.", nameof(targets));
+        int count = CountTargets(t, v, ignoreIndex, "CrossEntropy");
         // Per row: log-sum-exp with the max subtracted, in two vectorised passes; rows in parallel, each into its own slot.
         var lse = new float[n];
         var rowLoss = new double[n];
@@ -35,12 +33,11 @@ public static partial class Functional
         {
             if (t[i] == ignoreIndex) return;
             var row = logits.Storage.AsSpan(i * v, v);
-            float max = TensorPrimitives.Max(row);
-            lse[i] = max + MathF.Log(Kernels.Cpu.VectorMath.SumExp(row, max));
+            lse[i] = LogSumExp(row);
             rowLoss[i] = lse[i] - row[t[i]];
         });
-        double total = 0; int count = 0;
-        for (int i = 0; i < n; i++) if (t[i] != ignoreIndex) { total += rowLoss[i]; count++; }
+        double total = 0;
+        for (int i = 0; i < n; i++) if (t[i] != ignoreIndex) total += rowLoss[i];
         float loss = count == 0 ? 0f : (float)(total / count);
         return AutogradEngine.Record(Tensor.Scalar(loss), "CrossEntropy", [logits], g =>
         {
@@ -57,5 +54,27 @@ public static partial class Functional
             });
             return [new Tensor(dl, logits.Shape)];
         });
+    }
+
+    /// <summary>Checks every target against a vocabulary of <paramref name="v"/> and counts those not ignored.</summary>
+    /// <exception cref="ArgumentException">A target is outside <c>[0, v)</c> and not the ignore index; the message names <paramref name="op"/>.</exception>
+    private static int CountTargets(int[] targets, int v, int ignoreIndex, string op)
+    {
+        int count = 0;
+        for (int i = 0; i < targets.Length; i++)
+        {
+            if (targets[i] == ignoreIndex) continue;
+            if ((uint)targets[i] >= (uint)v)
+                throw new ArgumentException($"{op}: target {targets[i]} at row {i} is outside [0, {v}) and is not the ignore index {ignoreIndex}.", nameof(targets));
+            count++;
+        }
+        return count;
+    }
+
+    /// <summary>log Σ exp(row), with the row's maximum subtracted first: two vectorised passes.</summary>
+    private static float LogSumExp(ReadOnlySpan<float> row)
+    {
+        float max = TensorPrimitives.Max(row);
+        return max + MathF.Log(Kernels.Cpu.VectorMath.SumExp(row, max));
     }
 }

@@ -38,14 +38,7 @@ public static partial class Functional
         if (chunk < 0) throw new ArgumentException($"LinearCrossEntropy: chunk is {chunk}; expected a positive number of rows (0: automatic).", nameof(chunk));
         if (chunk == 0) chunk = LinearCrossEntropyChunk(v);
         var t = targets.Data;
-        int count = 0;
-        for (int i = 0; i < n; i++)
-        {
-            if (t[i] == ignoreIndex) continue;
-            if ((uint)t[i] >= (uint)v)
-                throw new ArgumentException($"LinearCrossEntropy: target {t[i]} at row {i} is outside [0, {v}) and is not the ignore index {ignoreIndex}.", nameof(targets));
-            count++;
-        }
+        int count = CountTargets(t, v, ignoreIndex, "LinearCrossEntropy");
         bool grads = GradMode.IsEnabled && (x.RequiresGrad || w.RequiresGrad) && count > 0;
         var xs = x.Storage.AsSpan(0, n * c);
         var ws = w.Storage.AsSpan(0, v * c);
@@ -73,8 +66,7 @@ public static partial class Functional
                         if (grads) row.Clear();
                         return;
                     }
-                    float max = TensorPrimitives.Max(row);
-                    float lse = max + MathF.Log(VectorMath.SumExp(row, max));
+                    float lse = LogSumExp(row);
                     rowLoss[i] = lse - row[target];
                     if (!grads) return;
                     VectorMath.ScaledExp(row, lse, scale, row); // softmax / count, in place

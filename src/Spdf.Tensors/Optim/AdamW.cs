@@ -58,7 +58,15 @@ public sealed class AdamW : Optimizer
                 double bc1 = 1 - Math.Pow(Beta1, t), bc2 = 1 - Math.Pow(Beta2, t);
                 float stepSize = (float)(g.LearningRate / bc1);
                 float invSqrtBc2 = (float)(1 / Math.Sqrt(bc2));
-                if (p.StepPositions is { } runs && p.SparseSupport is null)
+                if (p.SparseSupport is { } support)
+                {
+                    // Moments exist only for the support: gather, update, scatter back (positions off the support stay 0).
+                    // With StepPositions (sparsity-accelerated training) only the support's places this step computed
+                    // take the step; the others keep their values and moments.
+                    var (pos, stateIndices) = p.StepPositions is { } positions ? InSupport(positions, support) : (support, null);
+                    GatherUpdateScatter(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), pos, stateIndices, decay, b1, b2, stepSize, invSqrtBc2, eps);
+                }
+                else if (p.StepPositions is { } runs)
                 {
                     // Only the places this step computed (sparsity-accelerated training), run by run of consecutive
                     // positions (a kept row is one run): the fused update on each slice, nothing gathered or allocated.
@@ -71,40 +79,15 @@ public sealed class AdamW : Optimizer
                         i += len;
                     }
                 }
-                else if (p.StepPositions is { } positions)
-                {
-                    // Only the places this step computed (sparsity-accelerated training): gather, update, scatter back;
-                    // the others keep their values and moments.
-                    var (pos, idx) = StatePositions(positions, p.SparseSupport);
-                    int n = pos.Length;
-                    var pv = new float[n]; var gv = new float[n]; var mv = new float[n]; var vv = new float[n];
-                    var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan(); var ms = m.AsSpan(); var vs = v.AsSpan();
-                    for (int i = 0; i < n; i++) { pv[i] = param[pos[i]]; gv[i] = grad[pos[i]]; mv[i] = ms[idx[i]]; vv[i] = vs[idx[i]]; }
-                    Update(pv, gv, mv, vv, decay, b1, b2, stepSize, invSqrtBc2, eps);
-                    for (int i = 0; i < n; i++) { param[pos[i]] = pv[i]; ms[idx[i]] = mv[i]; vs[idx[i]] = vv[i]; }
-                }
-                else if (p.SparseSupport is { } support)
-                {
-                    // Moments exist only for the support: gather, update, scatter back (positions off the support stay 0).
-                    var pv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
-                    var gv = System.Buffers.ArrayPool<float>.Shared.Rent(support.Length);
-                    var param = p.AsSpan(); var grad = p.Grad.AsReadOnlySpan();
-                    for (int i = 0; i < support.Length; i++) { pv[i] = param[support[i]]; gv[i] = grad[support[i]]; }
-                    Update(pv.AsSpan(0, support.Length), gv.AsSpan(0, support.Length), m.AsSpan(), v.AsSpan(), decay, b1, b2, stepSize, invSqrtBc2, eps);
-                    for (int i = 0; i < support.Length; i++) param[support[i]] = pv[i];
-                    System.Buffers.ArrayPool<float>.Shared.Return(pv);
-                    System.Buffers.ArrayPool<float>.Shared.Return(gv);
-                }
                 else Update(p.AsSpan(), p.Grad.AsReadOnlySpan(), m.AsSpan(), v.AsSpan(), decay, b1, b2, stepSize, invSqrtBc2, eps);
                 p.MarkModified();
             }
         }
     }
 
-    /// <summary>The positions to update and their index in the state: the step positions, or those of them in the support.</summary>
-    private static (int[] Positions, int[] StateIndices) StatePositions(int[] positions, int[]? support)
+    /// <summary>The step positions that lie in the support, and their index in the support (where their moments are).</summary>
+    private static (int[] Positions, int[] StateIndices) InSupport(int[] positions, int[] support)
     {
-        if (support is null) return (positions, positions);
         var pos = new List<int>(Math.Min(positions.Length, support.Length));
         var idx = new List<int>(pos.Capacity);
         for (int i = 0, j = 0; i < positions.Length && j < support.Length;)
@@ -114,6 +97,33 @@ public sealed class AdamW : Optimizer
             else j++;
         }
         return (pos.ToArray(), idx.ToArray());
+    }
+
+    /// <summary>
+    /// The fused update at <paramref name="positions"/> of the parameter, gathered into pooled buffers and scattered back.
+    /// The moments are at <paramref name="stateIndices"/>, or, when null, are exactly the gathered places in order (the
+    /// moments of a sparse support) and are updated where they lie.
+    /// </summary>
+    private static void GatherUpdateScatter(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, int[] positions, int[]? stateIndices,
+                                            float decay, float b1, float b2, float stepSize, float invSqrtBc2, float eps)
+    {
+        int n = positions.Length;
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        float[] pv = pool.Rent(n), gv = pool.Rent(n);
+        float[]? mv = stateIndices is null ? null : pool.Rent(n), vv = stateIndices is null ? null : pool.Rent(n);
+        for (int i = 0; i < n; i++) { pv[i] = param[positions[i]]; gv[i] = grad[positions[i]]; }
+        if (stateIndices is null) Update(pv.AsSpan(0, n), gv.AsSpan(0, n), m, v, decay, b1, b2, stepSize, invSqrtBc2, eps);
+        else
+        {
+            for (int i = 0; i < n; i++) { mv![i] = m[stateIndices[i]]; vv![i] = v[stateIndices[i]]; }
+            Update(pv.AsSpan(0, n), gv.AsSpan(0, n), mv.AsSpan(0, n), vv.AsSpan(0, n), decay, b1, b2, stepSize, invSqrtBc2, eps);
+            for (int i = 0; i < n; i++) { m[stateIndices[i]] = mv![i]; v[stateIndices[i]] = vv![i]; }
+            pool.Return(mv!);
+            pool.Return(vv!);
+        }
+        for (int i = 0; i < n; i++) param[positions[i]] = pv[i];
+        pool.Return(pv);
+        pool.Return(gv);
     }
 
     /// <summary>The fused AdamW update over spans: <paramref name="param"/>, <paramref name="m"/> and <paramref name="v"/> in place.</summary>

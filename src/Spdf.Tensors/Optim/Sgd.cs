@@ -44,8 +44,8 @@ public sealed class Sgd : Optimizer
                 AdvanceStep(p);
                 // Sparsity-accelerated training: the places outside StepPositions keep their values and momentum.
                 var frozen = p.StepPositions is { } positions ? Complement(positions, p.Numel) : null;
-                float[]? frozenValues = frozen?.Select(i => p.AsReadOnlySpan()[i]).ToArray();
-                float[]? frozenMomentum = frozen is not null && State(p).TryGetValue("momentum_buffer", out var mb) ? frozen.Select(i => mb.AsReadOnlySpan()[i]).ToArray() : null;
+                float[]? frozenValues = frozen is null ? null : Gather(p.AsReadOnlySpan(), frozen);
+                float[]? frozenMomentum = frozen is not null && State(p).TryGetValue("momentum_buffer", out var mb) ? Gather(mb.AsReadOnlySpan(), frozen) : null;
                 var d = p.Grad.ToArray();
                 if (g.WeightDecay != 0) TensorPrimitives.MultiplyAdd(p.AsReadOnlySpan(), (float)g.WeightDecay, d, d);
                 if (Momentum != 0)
@@ -74,6 +74,13 @@ public sealed class Sgd : Optimizer
                 }
                 p.MarkModified();
             }
+    }
+
+    private static float[] Gather(ReadOnlySpan<float> values, int[] at)
+    {
+        var g = new float[at.Length];
+        for (int i = 0; i < at.Length; i++) g[i] = values[at[i]];
+        return g;
     }
 
     private static int[] Complement(int[] positions, int numel)
