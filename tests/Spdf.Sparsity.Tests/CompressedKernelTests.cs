@@ -114,6 +114,9 @@ public class CompressedKernelTests
     }
 
     [Fact]
+    public void EveryWeightDropped() => Compare(67, 20, 12, new Tensor(new float[12 * 20], new Shape(12, 20)).ToMask(), 0, true, 5); // no kept weight: the bias alone
+
+    [Fact]
     public void EmptyRowsAndColumns()
     {
         var m = new float[12 * 20];

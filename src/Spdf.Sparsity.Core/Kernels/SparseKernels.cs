@@ -65,7 +65,7 @@ public static unsafe class SparseKernels
         AlignedBuffer? gathered = null;
         if (paddedValues.IsEmpty)
         {
-            gathered = AlignedBuffer.Rent(layout.Groups * PaddedPanels.GroupSize);
+            gathered = AlignedBuffer.Rent(Math.Max(1, layout.Groups * PaddedPanels.GroupSize)); // an empty mask has no groups
             layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), gathered.Span);
             paddedValues = gathered.Span;
         }
