@@ -1,0 +1,284 @@
+using ILGPU;
+
+namespace Spdf.Gpu;
+
+/// <summary>The shapes of a sparse product: <c>Cᵀ[rows, n] = A[rows, cols]·Bᵀ[cols, n]</c> with A in CSR.</summary>
+internal readonly record struct SparseShape(int Rows, int N, int HasBias);
+
+/// <summary>
+/// The strides of a dense product <c>C[M, N] (+)= A·B + bias</c>: A's element (i, k) is at <c>A[i·A0 + k·A1]</c>, B's (k, j)
+/// at <c>B[k·B0 + j·B1]</c>, C is row-major. Accumulate 1 adds to C; HasBias 1 adds <c>bias[j]</c>.
+/// </summary>
+internal readonly record struct GemmShape(int M, int N, int K, int A0, int A1, int B0, int B1, int Accumulate, int HasBias);
+
+/// <summary>AdamW's scalars for one step, as Spdf.Tensors' fused update takes them: <c>Decay = 1 − lr·wd</c>,
+/// <c>StepSize = lr / (1 − β1ᵗ)</c>, <c>InvSqrtBc2 = 1 / √(1 − β2ᵗ)</c>.</summary>
+internal readonly record struct AdamWScalars(float Decay, float Beta1, float Beta2, float StepSize, float InvSqrtBc2, float Epsilon);
+
+/// <summary>
+/// The GPU kernels, as C# methods that ILGPU compiles to PTX at run time (and runs on its CPU accelerator in tests). All
+/// activations live on the device feature-major (<c>Xᵀ [features, tokens]</c>), so that a warp's 32 lanes read 32
+/// consecutive tokens of one feature in one coalesced transaction, whatever feature a kept weight points at (the
+/// transposed-activation layout of SparseProp, Nikdan et al., 2023, and of Sputnik's row-split SpMM, Gale et al., 2020).
+/// </summary>
+internal static class GpuKernelSources
+{
+    /// <summary>Lanes per warp; the kernels are written for NVIDIA's 32 (ILGPU's CPU accelerator emulates it).</summary>
+    public const int WarpSize = 32;
+
+    /// <summary>Warps per group of the row kernels (SpMM, SDDMM, row sums, SpMV).</summary>
+    public const int RowWarps = 4;
+
+    /// <summary>Tokens one warp of the SpMM covers: four per lane.</summary>
+    public const int SpmmTokens = 4 * WarpSize;
+
+    /// <summary>The transpose's tile edge and its group (32 × 8 threads, four elements each).</summary>
+    public const int TransposeTile = 32, TransposeRows = 8;
+
+    /// <summary>The SGEMM's output tile (64 × 64, 4 × 4 per thread of a 256-thread group) and its K step.</summary>
+    public const int GemmTile = 64, GemmK = 16, GemmThreads = 256;
+
+    private const int TileStride = WarpSize + 1; // SDDMM's shared tile row, padded against bank conflicts
+    private const int SddmmShared = RowWarps * (WarpSize * TileStride + WarpSize);
+    private const int TransposeShared = TransposeTile * (TransposeTile + 1);
+    private const int GemmShared = GemmK * GemmTile;
+
+    /// <summary>
+    /// <c>dst[c, r] = src[r, c]</c> for a row-major <c>[rows, cols]</c> source, through a padded 32 × 33 shared tile
+    /// (reads and writes both coalesced). Grid: one group per tile, tiles of columns fastest.
+    /// </summary>
+    public static void Transpose(ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
+    {
+        var tile = SharedMemory.Allocate<float>(TransposeShared);
+        int tilesC = (cols + TransposeTile - 1) / TransposeTile;
+        int c0 = Grid.IdxX % tilesC * TransposeTile, r0 = Grid.IdxX / tilesC * TransposeTile;
+        int tx = Group.IdxX % TransposeTile, ty = Group.IdxX / TransposeTile;
+        for (int j = ty; j < TransposeTile; j += TransposeRows)
+        {
+            int r = r0 + j, c = c0 + tx;
+            if (r < rows && c < cols) tile[j * (TransposeTile + 1) + tx] = src[(long)r * cols + c];
+        }
+        Group.Barrier();
+        for (int j = ty; j < TransposeTile; j += TransposeRows)
+        {
+            int c = c0 + j, r = r0 + tx;
+            if (r < rows && c < cols) dst[(long)c * rows + r] = tile[tx * (TransposeTile + 1) + j];
+        }
+    }
+
+    /// <summary>
+    /// The sparse-dense product over kept weights only: <c>Cᵀ[r, t] = Σ_e vals[e]·Bᵀ[cols[e], t] (+ bias[r])</c> for the
+    /// entries e of CSR row r. One warp per (row, 128 tokens); the warp reads 32 entries at once (one per lane) and
+    /// broadcasts each by shuffle, then every lane does four FMAs on four coalesced loads. Rows fastest in the grid, so
+    /// the groups running together share one 128-token slab of Bᵀ in L2. Serves the forward (A = W, B = X) and the input
+    /// gradient (A = Wᵀ in CSR, B = dY).
+    /// </summary>
+    public static void Spmm(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> vals, ArrayView<float> bt,
+        ArrayView<float> bias, ArrayView<float> ct, SparseShape s)
+    {
+        int lane = Warp.LaneIdx;
+        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
+        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+        int t0 = Grid.IdxX / rowBlocks * SpmmTokens + lane;
+        if (r >= s.Rows) return; // a whole warp leaves together
+        int n = s.N;
+        bool full = Grid.IdxX / rowBlocks * SpmmTokens + SpmmTokens <= n;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int start = rowPtr[r], end = rowPtr[r + 1];
+        for (int b = start; b < end; b += WarpSize)
+        {
+            int e = b + lane;
+            float myV = e < end ? vals[e] : 0f;
+            int myC = e < end ? cols[e] : 0;
+            int count = IntrinsicMath.Min(WarpSize, end - b);
+            for (int j = 0; j < count; j++)
+            {
+                float v = Warp.Shuffle(myV, j);
+                long off = (long)Warp.Shuffle(myC, j) * n + t0;
+                if (full)
+                {
+                    a0 += v * bt[off];
+                    a1 += v * bt[off + WarpSize];
+                    a2 += v * bt[off + 2 * WarpSize];
+                    a3 += v * bt[off + 3 * WarpSize];
+                }
+                else
+                {
+                    if (t0 < n) a0 += v * bt[off];
+                    if (t0 + WarpSize < n) a1 += v * bt[off + WarpSize];
+                    if (t0 + 2 * WarpSize < n) a2 += v * bt[off + 2 * WarpSize];
+                    if (t0 + 3 * WarpSize < n) a3 += v * bt[off + 3 * WarpSize];
+                }
+            }
+        }
+        float bv = s.HasBias != 0 ? bias[r] : 0f;
+        long o = (long)r * n + t0;
+        if (t0 < n) ct[o] = a0 + bv;
+        if (t0 + WarpSize < n) ct[o + WarpSize] = a1 + bv;
+        if (t0 + 2 * WarpSize < n) ct[o + 2 * WarpSize] = a2 + bv;
+        if (t0 + 3 * WarpSize < n) ct[o + 3 * WarpSize] = a3 + bv;
+    }
+
+    /// <summary>
+    /// The weight gradient at kept positions only (a sampled dense-dense product):
+    /// <c>dw[e] = Σ_t dYᵀ[r, t]·Xᵀ[cols[e], t]</c> for the entries e of row r. One warp per row; for each batch of 32
+    /// entries the warp walks the tokens 32 at a time, loading the 32 × 32 tile of Xᵀ coalesced into shared memory
+    /// (padded rows: no bank conflicts) and the 32 values of dYᵀ beside it, and lane j accumulates entry j.
+    /// </summary>
+    public static void Sddmm(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> dyt, ArrayView<float> xt,
+        ArrayView<float> dw, SparseShape s)
+    {
+        var shared = SharedMemory.Allocate<float>(SddmmShared);
+        int lane = Warp.LaneIdx, w = Warp.WarpIdx;
+        int tile = w * (WarpSize * TileStride + WarpSize), dyAt = tile + WarpSize * TileStride;
+        int r = Grid.IdxX * RowWarps + w;
+        int n = s.N;
+        int start = r < s.Rows ? rowPtr[r] : 0, end = r < s.Rows ? rowPtr[r + 1] : 0;
+        // Every warp runs the same number of batches (barriers are per group); a row with fewer entries idles.
+        int batches = (end - start + WarpSize - 1) / WarpSize;
+        for (int q = 0; q < batches; q++)
+        {
+            int b = start + q * WarpSize;
+            int count = IntrinsicMath.Min(WarpSize, end - b);
+            int myC = lane < count ? cols[b + lane] : 0;
+            float acc = 0;
+            for (int t = 0; t < n; t += WarpSize)
+            {
+                bool ok = t + lane < n;
+                shared[dyAt + lane] = ok ? dyt[(long)r * n + t + lane] : 0f;
+                for (int j = 0; j < count; j++)
+                {
+                    long c = Warp.Shuffle(myC, j);
+                    shared[tile + j * TileStride + lane] = ok ? xt[c * n + t + lane] : 0f;
+                }
+                Warp.Barrier();
+                if (lane < count)
+                    for (int i = 0; i < WarpSize; i++) acc += shared[tile + lane * TileStride + i] * shared[dyAt + i];
+                Warp.Barrier();
+            }
+            if (lane < count) dw[b + lane] = acc;
+        }
+    }
+
+    /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>: one warp per row, lanes over tokens, a shuffle reduction (the bias gradient).</summary>
+    public static void RowSums(ArrayView<float> ct, ArrayView<float> sums, int rows, int n)
+    {
+        int r = Grid.IdxX * RowWarps + Warp.WarpIdx;
+        if (r >= rows) return;
+        float acc = 0;
+        for (int t = Warp.LaneIdx; t < n; t += WarpSize) acc += ct[(long)r * n + t];
+        acc = WarpSum(acc);
+        if (Warp.LaneIdx == 0) sums[r] = acc;
+    }
+
+    /// <summary>
+    /// Batch-1 decode, <c>y[r] = Σ_e vals[e]·x[cols[e]] (+ bias[r])</c>: one warp per row, lanes over its entries, a
+    /// shuffle reduction.
+    /// </summary>
+    public static void Spmv(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> vals, ArrayView<float> x,
+        ArrayView<float> bias, ArrayView<float> y, SparseShape s)
+    {
+        int r = Grid.IdxX * RowWarps + Warp.WarpIdx;
+        if (r >= s.Rows) return;
+        float acc = 0;
+        for (int e = rowPtr[r] + Warp.LaneIdx, end = rowPtr[r + 1]; e < end; e += WarpSize) acc += vals[e] * x[cols[e]];
+        acc = WarpSum(acc);
+        if (Warp.LaneIdx == 0) y[r] = acc + (s.HasBias != 0 ? bias[r] : 0f);
+    }
+
+    private static float WarpSum(float v)
+    {
+        for (int d = WarpSize / 2; d > 0; d >>= 1) v += Warp.ShuffleDown(v, d);
+        return v;
+    }
+
+    /// <summary>
+    /// AdamW (Loshchilov and Hutter, 2019; PyTorch's <c>torch.optim.AdamW</c>) over one flat array, e.g. a sparse layer's
+    /// compressed values, whose moments then exist for kept weights only; the same arithmetic as Spdf.Tensors'
+    /// <c>AdamW.Update</c>: <c>m = β1·m + (1−β1)·g</c>, <c>v = β2·v + (1−β2)·g²</c>,
+    /// <c>p = p·(1 − lr·wd) − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)</c>.
+    /// </summary>
+    public static void AdamW(Index1D i, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamWScalars a)
+    {
+        float gi = g[i];
+        float mi = a.Beta1 * m[i] + (1 - a.Beta1) * gi;
+        float vi = a.Beta2 * v[i] + (1 - a.Beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * a.Decay - a.StepSize * mi / (MathF.Sqrt(vi) * a.InvSqrtBc2 + a.Epsilon);
+    }
+
+    /// <summary><c>dst[i] = src[map[i]]</c>: refreshes Wᵀ's values (CSR of the transpose) from W's after an update.</summary>
+    public static void Gather(Index1D i, ArrayView<float> src, ArrayView<int> map, ArrayView<float> dst) => dst[i] = src[map[i]];
+
+    /// <summary><c>sums[j] = Σ_i C[i, j]</c> for a row-major <c>[rows, cols]</c> C: a thread per column (the dense bias gradient).</summary>
+    public static void ColSums(Index1D j, ArrayView<float> c, ArrayView<float> sums, int rows, int cols)
+    {
+        float acc = 0;
+        for (int i = 0; i < rows; i++) acc += c[(long)i * cols + j];
+        sums[j] = acc;
+    }
+
+    /// <summary>
+    /// A tiled dense SGEMM, <c>C[M, N] (+)= A·B (+ bias)</c> with A and B at any strides (so one kernel serves
+    /// <c>X·Wᵀ</c>, <c>dY·W</c> and <c>dYᵀ·X</c>): 64 × 64 output tiles, K in steps of 16 through shared memory, each of
+    /// 256 threads holding a 4 × 4 block of accumulators in registers (rows ty + 16i, columns tx + 16j). Tiles are
+    /// loaded along whichever of A's and B's dimensions is contiguous, so the loads coalesce for every layout.
+    /// </summary>
+    public static void Sgemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, ArrayView<float> c, GemmShape s)
+    {
+        var sa = SharedMemory.Allocate<float>(GemmShared); // sa[kk·64 + i]
+        var sb = SharedMemory.Allocate<float>(GemmShared); // sb[kk·64 + j]
+        int tilesN = (s.N + GemmTile - 1) / GemmTile;
+        int i0 = Grid.IdxX / tilesN * GemmTile, j0 = Grid.IdxX % tilesN * GemmTile;
+        int tid = Group.IdxX, tx = tid % 16, ty = tid / 16;
+        bool aAlongK = s.A1 == 1, bAlongK = s.B0 == 1;
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        for (int k0 = 0; k0 < s.K; k0 += GemmK)
+        {
+            for (int q = tid; q < GemmShared; q += GemmThreads)
+            {
+                int kk = aAlongK ? q % GemmK : q / GemmTile, ii = aAlongK ? q / GemmK : q % GemmTile;
+                int gi = i0 + ii, gk = k0 + kk;
+                sa[kk * GemmTile + ii] = gi < s.M && gk < s.K ? a[(long)gi * s.A0 + (long)gk * s.A1] : 0f;
+                int kb = bAlongK ? q % GemmK : q / GemmTile, jj = bAlongK ? q / GemmK : q % GemmTile;
+                int gj = j0 + jj, gkb = k0 + kb;
+                sb[kb * GemmTile + jj] = gj < s.N && gkb < s.K ? b[(long)gkb * s.B0 + (long)gj * s.B1] : 0f;
+            }
+            Group.Barrier();
+            for (int kk = 0; kk < GemmK; kk++)
+            {
+                int ra = kk * GemmTile + ty, rb = kk * GemmTile + tx;
+                float a0 = sa[ra], a1 = sa[ra + 16], a2 = sa[ra + 32], a3 = sa[ra + 48];
+                float b0 = sb[rb], b1 = sb[rb + 16], b2 = sb[rb + 32], b3 = sb[rb + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+        Store(c, bias, s, i0 + ty, j0 + tx, c00, c01, c02, c03);
+        Store(c, bias, s, i0 + ty + 16, j0 + tx, c10, c11, c12, c13);
+        Store(c, bias, s, i0 + ty + 32, j0 + tx, c20, c21, c22, c23);
+        Store(c, bias, s, i0 + ty + 48, j0 + tx, c30, c31, c32, c33);
+    }
+
+    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmShape s, int i, int j, float v0, float v1, float v2, float v3)
+    {
+        if (i >= s.M) return;
+        StoreOne(c, bias, s, i, j, v0);
+        StoreOne(c, bias, s, i, j + 16, v1);
+        StoreOne(c, bias, s, i, j + 32, v2);
+        StoreOne(c, bias, s, i, j + 48, v3);
+    }
+
+    private static void StoreOne(ArrayView<float> c, ArrayView<float> bias, GemmShape s, int i, int j, float v)
+    {
+        if (j >= s.N) return;
+        long at = (long)i * s.N + j;
+        if (s.HasBias != 0) v += bias[j];
+        c[at] = s.Accumulate != 0 ? c[at] + v : v;
+    }
+}

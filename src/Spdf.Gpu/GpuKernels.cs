@@ -1,0 +1,117 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+using static Spdf.Gpu.GpuKernelSources;
+
+namespace Spdf.Gpu;
+
+/// <summary>The kernels of <see cref="GpuKernelSources"/> loaded on one device, and their launch shapes.</summary>
+internal sealed class GpuKernels
+{
+    private readonly GpuDevice _device;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _transpose;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _spmm;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _sddmm;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rowSums;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _spmv;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> _sgemm;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars> _adamW;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>> _gather;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> _colSums;
+
+    public GpuKernels(GpuDevice device)
+    {
+        _device = device;
+        var a = device.Accelerator;
+        _transpose = a.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.Transpose);
+        _spmm = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Spmm);
+        _sddmm = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Sddmm);
+        _rowSums = a.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.RowSums);
+        _spmv = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Spmv);
+        _sgemm = a.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(GpuKernelSources.Sgemm);
+        _adamW = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(GpuKernelSources.AdamW);
+        _gather = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>>(GpuKernelSources.Gather);
+        _colSums = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.ColSums);
+    }
+
+    /// <summary>Every kernel method, and whether it is explicitly grouped (for compiling them all, e.g. to PTX).</summary>
+    public static IReadOnlyList<(MethodInfo Method, bool ExplicitlyGrouped)> All { get; } =
+    [
+        (M(nameof(Transpose)), true), (M(nameof(Spmm)), true), (M(nameof(Sddmm)), true), (M(nameof(RowSums)), true),
+        (M(nameof(Spmv)), true), (M(nameof(Sgemm)), true), (M(nameof(AdamW)), false), (M(nameof(Gather)), false),
+        (M(nameof(ColSums)), false),
+    ];
+
+    private static MethodInfo M(string name) =>
+        typeof(GpuKernelSources).GetMethod(name, BindingFlags.Public | BindingFlags.Static) ?? throw new MissingMethodException(nameof(GpuKernelSources), name);
+
+    private AcceleratorStream S => _device.Stream;
+
+    private static int Blocks(long count, int per) => checked((int)((count + per - 1) / per));
+
+    /// <summary><c>dst [cols, rows] = srcᵀ</c> for a row-major <c>[rows, cols]</c> source.</summary>
+    public void Transpose(ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
+    {
+        if (rows == 0 || cols == 0) return;
+        int grid = checked(Blocks(cols, TransposeTile) * Blocks(rows, TransposeTile));
+        _transpose(S, new KernelConfig(grid, TransposeTile * TransposeRows), src, dst, rows, cols);
+    }
+
+    /// <summary><c>Cᵀ [rows, n] = A·Bᵀ (+ bias)</c> with A in CSR.</summary>
+    public void Spmm(GpuCsr a, ArrayView<float> values, ArrayView<float> bt, ArrayView<float> bias, bool hasBias, ArrayView<float> ct, int n)
+    {
+        if (a.Rows == 0 || n == 0) return;
+        int grid = checked(Blocks(a.Rows, RowWarps) * Blocks(n, SpmmTokens));
+        _spmm(S, new KernelConfig(grid, RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, bt, bias, ct,
+            new SparseShape(a.Rows, n, hasBias ? 1 : 0));
+    }
+
+    /// <summary><c>dw[e] = Σ_t dYᵀ[row(e), t]·Xᵀ[col(e), t]</c> over A's kept entries.</summary>
+    public void Sddmm(GpuCsr a, ArrayView<float> dyt, ArrayView<float> xt, ArrayView<float> dw, int n)
+    {
+        if (a.Rows == 0) return;
+        _sddmm(S, new KernelConfig(Blocks(a.Rows, RowWarps), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xt, dw,
+            new SparseShape(a.Rows, n, 0));
+    }
+
+    /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>.</summary>
+    public void RowSums(ArrayView<float> ct, ArrayView<float> sums, int rows, int n)
+    {
+        if (rows == 0) return;
+        _rowSums(S, new KernelConfig(Blocks(rows, RowWarps), RowWarps * WarpSize), ct, sums, rows, n);
+    }
+
+    /// <summary><c>y = A·x (+ bias)</c> with A in CSR (batch-1 decode).</summary>
+    public void Spmv(GpuCsr a, ArrayView<float> values, ArrayView<float> x, ArrayView<float> bias, bool hasBias, ArrayView<float> y)
+    {
+        if (a.Rows == 0) return;
+        _spmv(S, new KernelConfig(Blocks(a.Rows, RowWarps), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, x, bias, y,
+            new SparseShape(a.Rows, 1, hasBias ? 1 : 0));
+    }
+
+    /// <summary><c>C (+)= A·B (+ bias)</c> at the strides of <paramref name="shape"/>.</summary>
+    public void Sgemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, ArrayView<float> c, GemmShape shape)
+    {
+        if (shape.M == 0 || shape.N == 0) return;
+        int grid = checked(Blocks(shape.M, GemmTile) * Blocks(shape.N, GemmTile));
+        _sgemm(S, new KernelConfig(grid, GemmThreads), a, b, bias, c, shape);
+    }
+
+    /// <summary>AdamW over the first <paramref name="count"/> elements.</summary>
+    public void AdamW(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, int count, AdamWScalars a)
+    {
+        if (count > 0) _adamW(S, count, p, g, m, v, a);
+    }
+
+    /// <summary><c>dst[i] = src[map[i]]</c> for the first <paramref name="count"/> elements.</summary>
+    public void Gather(ArrayView<float> src, ArrayView<int> map, ArrayView<float> dst, int count)
+    {
+        if (count > 0) _gather(S, count, src, map, dst);
+    }
+
+    /// <summary>Column sums of a row-major <c>[rows, cols]</c> matrix.</summary>
+    public void ColSums(ArrayView<float> c, ArrayView<float> sums, int rows, int cols)
+    {
+        if (cols > 0) _colSums(S, cols, c, sums, rows, cols);
+    }
+}

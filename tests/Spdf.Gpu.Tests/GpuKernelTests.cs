@@ -1,0 +1,302 @@
+using Spdf.Gpu;
+using Spdf.Sparsity;
+using Spdf.Sparsity.Kernels;
+using Spdf.Sparsity.Masks;
+
+namespace Spdf.Gpu.Tests;
+
+/// <summary>One ILGPU CPU accelerator (NVIDIA-like: warps of 32, shared memory, barriers) for every test of the collection.</summary>
+public sealed class CpuDeviceFixture : IDisposable
+{
+    public GpuDevice Device { get; } = GpuDevice.Create(GpuAcceleratorKind.Cpu);
+
+    public void Dispose() => Device.Dispose();
+}
+
+[CollectionDefinition("cpu-accelerator")]
+public sealed class CpuAcceleratorCollection : ICollectionFixture<CpuDeviceFixture>;
+
+/// <summary>
+/// Every GPU kernel, run on ILGPU's CPU accelerator, against Spdf.Sparsity's CPU kernels and the masked-dense reference,
+/// at odd shapes (no multiple of a tile or a warp), sparsities 0 to 0.99 and a mask with empty rows and columns.
+/// </summary>
+[Collection("cpu-accelerator")]
+public sealed class GpuKernelTests(CpuDeviceFixture fixture)
+{
+    private readonly GpuDevice _device = fixture.Device;
+
+    public static TheoryData<double, int> Cases => new()
+    {
+        { 0.0, 37 }, { 0.5, 37 }, { 0.75, 130 }, { 0.9, 37 }, { 0.99, 37 }, { 0.75, 1 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Sparse_layer_equals_the_cpu_kernels_and_the_masked_dense_reference(double sparsity, int tokens)
+    {
+        const int inF = 45, outF = 29;
+        var rng = new Random(11 + (int)(sparsity * 100) + tokens);
+        var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, sparsity, new SparsityRandom(7));
+        CheckSparseLayer(mask, tokens, rng);
+    }
+
+    [Fact]
+    public void Sparse_layer_handles_empty_rows_and_columns()
+    {
+        const int inF = 33, outF = 21, tokens = 35;
+        var m = new float[outF * inF];
+        var rng = new Random(5);
+        for (int r = 0; r < outF; r++)
+            for (int c = 0; c < inF; c++)
+                if (r % 4 != 1 && c % 5 != 2 && rng.NextDouble() < 0.5) m[r * inF + c] = 1; // rows 1, 5, … and columns 2, 7, … empty
+        CheckSparseLayer(new SparsityMask(m, outF, inF), tokens, rng);
+    }
+
+    [Fact]
+    public void An_empty_mask_gives_the_bias_and_zero_gradients()
+    {
+        var mask = new SparsityMask(new float[6 * 5], 6, 5);
+        CheckSparseLayer(mask, 9, new Random(3));
+    }
+
+    private void CheckSparseLayer(SparsityMask mask, int tokens, Random rng)
+    {
+        int outF = mask.Rows, inF = mask.Cols;
+        var w = Randn(rng, outF * inF);
+        var bias = Randn(rng, outF);
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        var wMasked = (float[])w.Clone();
+        mask.Apply(wMasked);
+
+        // The masked-dense reference, in double.
+        var (yRef, dxRef, dwRef, dbRef) = DenseReference(wMasked, bias, x, dy, tokens, inF, outF);
+        mask.Apply(dwRef); // the gradient at kept places only
+
+        // Spdf.Sparsity's CPU kernels on the same weights.
+        var csr = CsrMatrix.FromMask(mask);
+        csr.Gather(w);
+        var csrT = csr.TransposeStructure(out _);
+        csrT = csrT.WithValues(new float[csrT.Nnz]);
+        csrT.Gather(w);
+        var yCpu = new float[tokens * outF];
+        SparseLinearKernels.Forward(csr, x, yCpu, tokens, bias);
+        var dxCpu = new float[tokens * inF];
+        var dwCpuValues = new float[csr.Nnz];
+        var dbCpu = new float[outF];
+        SparseLinearKernels.Backward(csr, csrT, default, dy, x, tokens, dxCpu, dwCpuValues, dbCpu);
+        var dwCpu = new float[outF * inF];
+        csr.Scatter(dwCpuValues, dwCpu);
+
+        using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: tokens + 3);
+        layer.Nnz.Should().Be(mask.KeptCount);
+        using var xb = _device.Upload<float>(x, "x");
+        using var dyb = _device.Upload<float>(dy, "dy");
+        using var yb = _device.Allocate<float>(tokens * outF, "y");
+        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        layer.Forward(xb.View, yb.View, tokens);
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        var y = yb.ToArray();
+        var dx = dxb.ToArray();
+        var dw = layer.DownloadWeightGrad();
+        var db = layer.BiasGrad!.ToArray();
+
+        Close(y, yRef, "y vs masked dense");
+        Close(dx, dxRef, "dx vs masked dense");
+        Close(dw, dwRef, "dW vs masked dense");
+        Close(db, dbRef, "db vs masked dense");
+        Close(y, yCpu, "y vs CPU kernels");
+        Close(dx, dxCpu, "dx vs CPU kernels");
+        Close(dw, dwCpu, "dW vs CPU kernels");
+        Close(db, dbCpu, "db vs CPU kernels");
+        for (int i = 0; i < dw.Length; i++)
+            if (!mask.IsKept(i)) dw[i].Should().Be(0f, "a dropped weight has no gradient");
+        layer.DownloadWeight().Should().Equal(wMasked);
+    }
+
+    [Theory]
+    [InlineData(37, 45, 29, true)]
+    [InlineData(70, 17, 66, false)]
+    [InlineData(1, 64, 64, true)]
+    public void Dense_layer_on_the_tiled_sgemm_equals_the_reference(int tokens, int inF, int outF, bool hasBias)
+    {
+        var rng = new Random(tokens + inF);
+        var w = Randn(rng, outF * inF);
+        var bias = hasBias ? Randn(rng, outF) : [];
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        var (yRef, dxRef, dwRef, dbRef) = DenseReference(w, hasBias ? bias : new float[outF], x, dy, tokens, inF, outF);
+
+        using var layer = new GpuDenseLinear(_device, w, inF, outF, bias, hasBias, tokens);
+        using var xb = _device.Upload<float>(x, "x");
+        using var dyb = _device.Upload<float>(dy, "dy");
+        using var yb = _device.Allocate<float>(tokens * outF, "y");
+        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        layer.Forward(xb.View, yb.View, tokens);
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        Close(yb.ToArray(), yRef, "y");
+        Close(dxb.ToArray(), dxRef, "dx");
+        Close(layer.DownloadWeightGrad(), dwRef, "dW");
+        if (hasBias) Close(layer.BiasGrad!.ToArray(), dbRef, "db");
+        else layer.BiasGrad.Should().BeNull();
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.75)]
+    [InlineData(0.99)]
+    public void Decode_equals_the_cpu_spmv(double sparsity)
+    {
+        const int inF = 77, outF = 41;
+        var rng = new Random(17);
+        var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, sparsity, new SparsityRandom(3));
+        var w = Randn(rng, outF * inF);
+        var bias = Randn(rng, outF);
+        var x = Randn(rng, inF);
+        var csr = CsrMatrix.FromMask(mask);
+        csr.Gather(w);
+        var yCpu = new float[outF];
+        SparseKernels.SpMV(csr, x, yCpu);
+        for (int i = 0; i < outF; i++) yCpu[i] += bias[i];
+
+        using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: 1);
+        using var xb = _device.Upload<float>(x, "x");
+        using var yb = _device.Allocate<float>(outF, "y");
+        layer.Decode(xb.View, yb.View);
+        Close(yb.ToArray(), yCpu, "decode");
+    }
+
+    [Fact]
+    public void AdamW_over_compressed_values_equals_the_engine_update_and_keeps_dropped_weights_at_zero()
+    {
+        const int inF = 23, outF = 19, tokens = 11;
+        var rng = new Random(29);
+        var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, 0.75, new SparsityRandom(5));
+        var w = Randn(rng, outF * inF);
+        var bias = Randn(rng, outF);
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        var options = new GpuAdamWOptions(LearningRate: 0.05, WeightDecay: 0.1);
+
+        using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: tokens);
+        using var xb = _device.Upload<float>(x, "x");
+        using var dyb = _device.Upload<float>(dy, "dy");
+        var kept = mask.KeptIndices();
+        var p = kept.Select(i => w[i]).ToArray();
+        var pb = (float[])bias.Clone();
+        float[] m = new float[p.Length], v = new float[p.Length], mb = new float[outF], vb = new float[outF];
+        for (int step = 1; step <= 3; step++)
+        {
+            layer.Backward(dyb.View, xb.View, default, tokens);
+            var g = layer.DownloadWeightGrad();
+            var gk = kept.Select(i => g[i]).ToArray();
+            var gb = layer.BiasGrad!.ToArray();
+            layer.AdamWStep(options);
+            double bc1 = 1 - Math.Pow(0.9, step), bc2 = 1 - Math.Pow(0.999, step);
+            float decay = (float)(1 - 0.05 * 0.1), stepSize = (float)(0.05 / bc1), inv = (float)(1 / Math.Sqrt(bc2));
+            Spdf.Tensors.Optim.AdamW.Update(p, gk, m, v, decay, 0.9f, 0.999f, stepSize, inv, 1e-8f);
+            Spdf.Tensors.Optim.AdamW.Update(pb, gb, mb, vb, decay, 0.9f, 0.999f, stepSize, inv, 1e-8f);
+        }
+        layer.Steps.Should().Be(3);
+        Close(layer.Values.ToArray(), p, "kept weights after three steps");
+        Close(layer.Bias!.ToArray(), pb, "bias after three steps");
+        var dense = layer.DownloadWeight();
+        for (int i = 0; i < dense.Length; i++)
+            if (!mask.IsKept(i)) dense[i].Should().Be(0f);
+    }
+
+    [Fact]
+    public void The_input_gradient_follows_the_weights_after_a_step()
+    {
+        const int inF = 31, outF = 27, tokens = 13;
+        var rng = new Random(41);
+        var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, 0.5, new SparsityRandom(9));
+        var w = Randn(rng, outF * inF);
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        using var layer = new GpuSparseLinear(_device, w, mask, [], hasBias: false, maxTokens: tokens);
+        using var xb = _device.Upload<float>(x, "x");
+        using var dyb = _device.Upload<float>(dy, "dy");
+        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        layer.AdamWStep(new GpuAdamWOptions(LearningRate: 0.1));
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        var (_, dxRef, _, _) = DenseReference(layer.DownloadWeight(), new float[outF], x, dy, tokens, inF, outF);
+        Close(dxb.ToArray(), dxRef, "dx after the step (Wᵀ refreshed)");
+
+        var w2 = Randn(rng, outF * inF);
+        layer.LoadWeight(w2);
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        mask.Apply(w2);
+        (_, dxRef, _, _) = DenseReference(w2, new float[outF], x, dy, tokens, inF, outF);
+        Close(dxb.ToArray(), dxRef, "dx after LoadWeight");
+    }
+
+    [Fact]
+    public void Zero_tokens_clear_the_gradients()
+    {
+        var mask = MaskInitializers.Random.Create(new float[8 * 6], 8, 6, 0.5, new SparsityRandom(1));
+        var rng = new Random(2);
+        using var layer = new GpuSparseLinear(_device, Randn(rng, 48), mask, Randn(rng, 8), hasBias: true, maxTokens: 4);
+        using var xb = _device.Upload<float>(Randn(rng, 24), "x");
+        using var dyb = _device.Upload<float>(Randn(rng, 32), "dy");
+        layer.Backward(dyb.View, xb.View, default, 4);
+        layer.DownloadWeightGrad().Should().Contain(v => v != 0);
+        layer.Backward(dyb.View, xb.View, default, 0);
+        layer.DownloadWeightGrad().Should().OnlyContain(v => v == 0);
+        layer.BiasGrad!.ToArray().Should().OnlyContain(v => v == 0);
+    }
+
+    internal static float[] Randn(Random rng, int n)
+    {
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
+        return a;
+    }
+
+    internal static (float[] Y, float[] Dx, float[] Dw, float[] Db) DenseReference(float[] w, float[] bias, float[] x, float[] dy, int n, int inF, int outF)
+    {
+        var y = new float[n * outF];
+        var dx = new float[n * inF];
+        var dw = new float[outF * inF];
+        var db = new float[outF];
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < outF; o++)
+            {
+                double s = bias[o];
+                for (int i = 0; i < inF; i++) s += (double)x[t * inF + i] * w[o * inF + i];
+                y[t * outF + o] = (float)s;
+            }
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < inF; i++)
+            {
+                double s = 0;
+                for (int o = 0; o < outF; o++) s += (double)dy[t * outF + o] * w[o * inF + i];
+                dx[t * inF + i] = (float)s;
+            }
+        for (int o = 0; o < outF; o++)
+        {
+            double sb = 0;
+            for (int t = 0; t < n; t++) sb += dy[t * outF + o];
+            db[o] = (float)sb;
+            for (int i = 0; i < inF; i++)
+            {
+                double s = 0;
+                for (int t = 0; t < n; t++) s += (double)dy[t * outF + o] * x[t * inF + i];
+                dw[o * inF + i] = (float)s;
+            }
+        }
+        return (y, dx, dw, db);
+    }
+
+    internal static void Close(float[] actual, float[] expected, string what)
+    {
+        actual.Length.Should().Be(expected.Length, what);
+        for (int i = 0; i < actual.Length; i++)
+        {
+            float tol = 1e-4f + 1e-4f * Math.Abs(expected[i]);
+            if (!(Math.Abs(actual[i] - expected[i]) <= tol))
+                throw new Xunit.Sdk.XunitException($"{what}: element {i} is {actual[i]}, expected {expected[i]} (tolerance {tol}).");
+        }
+    }
+}
