@@ -26,6 +26,8 @@ namespace Spdf.Benchmarks;
 /// mpiexec -n N … quick ddp (the gpt options) --sparsity 0,0.75 [--steps N] [--bucket-mb MB]   (data-parallel step on MPI)
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
+/// quick gpu-linear --tokens T --in K --out M --sparsity 0,0.75,0.9 [--accelerator cuda|cpu] [--seconds S] [--check-tokens N] [--peak-tflops P]
+///   (Spdf.Gpu's kernels; prints {"op":"gpu_linear","accelerator":"none"} without a CUDA device unless --accelerator cpu)
 /// quick torchsharp-gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--kernel ...] [--steps N] [--rounds R]
 /// </code>
 /// </summary>
@@ -55,6 +57,7 @@ public static class Quick
                 case "mask-algorithms": MaskAlgorithmsQuick.Run(opts); return 0;
                 case "ddp": return DdpQuick.Run(opts, args[1..]);
                 case "sweep": SweepQuick.Run(opts); return 0;
+                case "gpu-linear": return Spdf.Gpu.Benchmarks.GpuQuick.Run(args); // the GPU kernels (benchmarks/Spdf.Gpu.Benchmarks)
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }
         }

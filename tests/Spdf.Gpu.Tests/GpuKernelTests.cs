@@ -59,7 +59,9 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         CheckSparseLayer(mask, 9, new Random(3));
     }
 
-    private void CheckSparseLayer(SparsityMask mask, int tokens, Random rng)
+    private void CheckSparseLayer(SparsityMask mask, int tokens, Random rng) => CheckSparseLayer(_device, mask, tokens, rng);
+
+    internal static void CheckSparseLayer(GpuDevice device, SparsityMask mask, int tokens, Random rng)
     {
         int outF = mask.Rows, inF = mask.Cols;
         var w = Randn(rng, outF * inF);
@@ -88,12 +90,12 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         var dwCpu = new float[outF * inF];
         csr.Scatter(dwCpuValues, dwCpu);
 
-        using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: tokens + 3);
+        using var layer = new GpuSparseLinear(device, w, mask, bias, hasBias: true, maxTokens: tokens + 3);
         layer.Nnz.Should().Be(mask.KeptCount);
-        using var xb = _device.Upload<float>(x, "x");
-        using var dyb = _device.Upload<float>(dy, "dy");
-        using var yb = _device.Allocate<float>(tokens * outF, "y");
-        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        using var xb = device.Upload<float>(x, "x");
+        using var dyb = device.Upload<float>(dy, "dy");
+        using var yb = device.Allocate<float>(tokens * outF, "y");
+        using var dxb = device.Allocate<float>(tokens * inF, "dx");
         layer.Forward(xb.View, yb.View, tokens);
         layer.Backward(dyb.View, xb.View, dxb.View, tokens);
         var y = yb.ToArray();
@@ -118,7 +120,10 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
     [InlineData(37, 45, 29, true)]
     [InlineData(70, 17, 66, false)]
     [InlineData(1, 64, 64, true)]
-    public void Dense_layer_on_the_tiled_sgemm_equals_the_reference(int tokens, int inF, int outF, bool hasBias)
+    public void Dense_layer_on_the_tiled_sgemm_equals_the_reference(int tokens, int inF, int outF, bool hasBias) =>
+        CheckDenseLayer(_device, tokens, inF, outF, hasBias);
+
+    internal static void CheckDenseLayer(GpuDevice device, int tokens, int inF, int outF, bool hasBias)
     {
         var rng = new Random(tokens + inF);
         var w = Randn(rng, outF * inF);
@@ -127,11 +132,11 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         var dy = Randn(rng, tokens * outF);
         var (yRef, dxRef, dwRef, dbRef) = DenseReference(w, hasBias ? bias : new float[outF], x, dy, tokens, inF, outF);
 
-        using var layer = new GpuDenseLinear(_device, w, inF, outF, bias, hasBias, tokens);
-        using var xb = _device.Upload<float>(x, "x");
-        using var dyb = _device.Upload<float>(dy, "dy");
-        using var yb = _device.Allocate<float>(tokens * outF, "y");
-        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        using var layer = new GpuDenseLinear(device, w, inF, outF, bias, hasBias, tokens);
+        using var xb = device.Upload<float>(x, "x");
+        using var dyb = device.Upload<float>(dy, "dy");
+        using var yb = device.Allocate<float>(tokens * outF, "y");
+        using var dxb = device.Allocate<float>(tokens * inF, "dx");
         layer.Forward(xb.View, yb.View, tokens);
         layer.Backward(dyb.View, xb.View, dxb.View, tokens);
         Close(yb.ToArray(), yRef, "y");
