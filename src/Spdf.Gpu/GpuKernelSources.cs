@@ -5,6 +5,9 @@ namespace Spdf.Gpu;
 /// <summary>The shapes of a sparse product: <c>Cᵀ[rows, n] = A[rows, cols]·Bᵀ[cols, n]</c> with A in CSR.</summary>
 internal readonly record struct SparseShape(int Rows, int N, int HasBias);
 
+/// <summary>The SDDMM's shape: W's rows, tokens, and how many token ranges each row is split into.</summary>
+internal readonly record struct SddmmShape(int Rows, int N, int Splits);
+
 /// <summary>
 /// The strides of a dense product <c>C[M, N] (+)= A·B + bias</c>: A's element (i, k) is at <c>A[i·A0 + k·A1]</c>, B's (k, j)
 /// at <c>B[k·B0 + j·B1]</c>, C is row-major. Accumulate 1 adds to C; HasBias 1 adds <c>bias[j]</c>.
@@ -38,8 +41,9 @@ internal static class GpuKernelSources
     /// <summary>The SGEMM's output tile (64 × 64, 4 × 4 per thread of a 256-thread group) and its K step.</summary>
     public const int GemmTile = 64, GemmK = 16, GemmThreads = 256;
 
-    private const int TileStride = WarpSize + 1; // SDDMM's shared tile row, padded against bank conflicts
-    private const int SddmmShared = RowWarps * (WarpSize * TileStride + WarpSize);
+    /// <summary>Entries of a row the SDDMM's warp takes at once (one register of partial sums each).</summary>
+    public const int SddmmBatch = 8;
+
     private const int TransposeShared = TransposeTile * (TransposeTile + 1);
     private const int GemmShared = GemmK * GemmTile;
 
@@ -121,43 +125,62 @@ internal static class GpuKernelSources
 
     /// <summary>
     /// The weight gradient at kept positions only (a sampled dense-dense product):
-    /// <c>dw[e] = Σ_t dYᵀ[r, t]·Xᵀ[cols[e], t]</c> for the entries e of row r. One warp per row; for each batch of 32
-    /// entries the warp walks the tokens 32 at a time, loading the 32 × 32 tile of Xᵀ coalesced into shared memory
-    /// (padded rows: no bank conflicts) and the 32 values of dYᵀ beside it, and lane j accumulates entry j.
+    /// <c>dw[e] = Σ_t dYᵀ[r, t]·Xᵀ[cols[e], t]</c> for the entries e of row r. One warp per (row, token range); the
+    /// warp takes the row's entries eight at a time, and each lane walks the range's tokens 32 apart, holding dYᵀ[r, t]
+    /// in a register for the eight FMAs on eight coalesced loads of Xᵀ and keeping eight partial sums in registers. A
+    /// shuffle reduction per entry closes the range (paid once per range, not per token). With one range the sums are
+    /// stored; with several (<see cref="SddmmShape.Splits"/>, to fill the device when rows are few) they are added
+    /// atomically into a zeroed <paramref name="dw"/>.
     /// </summary>
     public static void Sddmm(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> dyt, ArrayView<float> xt,
-        ArrayView<float> dw, SparseShape s)
+        ArrayView<float> dw, SddmmShape s)
     {
-        var shared = SharedMemory.Allocate<float>(SddmmShared);
-        int lane = Warp.LaneIdx, w = Warp.WarpIdx;
-        int tile = w * (WarpSize * TileStride + WarpSize), dyAt = tile + WarpSize * TileStride;
-        int r = Grid.IdxX * RowWarps + w;
+        int lane = Warp.LaneIdx;
+        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
+        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+        int split = Grid.IdxX / rowBlocks;
+        if (r >= s.Rows) return; // a whole warp leaves together
         int n = s.N;
-        int start = r < s.Rows ? rowPtr[r] : 0, end = r < s.Rows ? rowPtr[r + 1] : 0;
-        // Every warp runs the same number of batches (barriers are per group); a row with fewer entries idles.
-        int batches = (end - start + WarpSize - 1) / WarpSize;
-        for (int q = 0; q < batches; q++)
+        int per = (n + s.Splits - 1) / s.Splits;
+        int tBegin = split * per, tEnd = IntrinsicMath.Min(n, tBegin + per);
+        if (tBegin >= tEnd) return;
+        long dyRow = (long)r * n;
+        int start = rowPtr[r], end = rowPtr[r + 1];
+        for (int b = start; b < end; b += SddmmBatch)
         {
-            int b = start + q * WarpSize;
-            int count = IntrinsicMath.Min(WarpSize, end - b);
-            int myC = lane < count ? cols[b + lane] : 0;
-            float acc = 0;
-            for (int t = 0; t < n; t += WarpSize)
+            int count = IntrinsicMath.Min(SddmmBatch, end - b);
+            // Columns of the batch (the same address in every lane: one broadcast load each); past the row's end, the
+            // first entry's column again, whose sums are not stored.
+            long x0 = (long)cols[b] * n, x1 = (long)cols[count > 1 ? b + 1 : b] * n, x2 = (long)cols[count > 2 ? b + 2 : b] * n;
+            long x3 = (long)cols[count > 3 ? b + 3 : b] * n, x4 = (long)cols[count > 4 ? b + 4 : b] * n, x5 = (long)cols[count > 5 ? b + 5 : b] * n;
+            long x6 = (long)cols[count > 6 ? b + 6 : b] * n, x7 = (long)cols[count > 7 ? b + 7 : b] * n;
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+            for (int t = tBegin + lane; t < tEnd; t += WarpSize)
             {
-                bool ok = t + lane < n;
-                shared[dyAt + lane] = ok ? dyt[(long)r * n + t + lane] : 0f;
-                for (int j = 0; j < count; j++)
-                {
-                    long c = Warp.Shuffle(myC, j);
-                    shared[tile + j * TileStride + lane] = ok ? xt[c * n + t + lane] : 0f;
-                }
-                Warp.Barrier();
-                if (lane < count)
-                    for (int i = 0; i < WarpSize; i++) acc += shared[tile + lane * TileStride + i] * shared[dyAt + i];
-                Warp.Barrier();
+                float d = dyt[dyRow + t];
+                a0 += d * xt[x0 + t]; a1 += d * xt[x1 + t]; a2 += d * xt[x2 + t]; a3 += d * xt[x3 + t];
+                a4 += d * xt[x4 + t]; a5 += d * xt[x5 + t]; a6 += d * xt[x6 + t]; a7 += d * xt[x7 + t];
             }
-            if (lane < count) dw[b + lane] = acc;
+            a0 = WarpSum(a0); a1 = WarpSum(a1); a2 = WarpSum(a2); a3 = WarpSum(a3);
+            a4 = WarpSum(a4); a5 = WarpSum(a5); a6 = WarpSum(a6); a7 = WarpSum(a7);
+            if (lane == 0)
+            {
+                Put(dw, b, a0, s.Splits);
+                if (count > 1) Put(dw, b + 1, a1, s.Splits);
+                if (count > 2) Put(dw, b + 2, a2, s.Splits);
+                if (count > 3) Put(dw, b + 3, a3, s.Splits);
+                if (count > 4) Put(dw, b + 4, a4, s.Splits);
+                if (count > 5) Put(dw, b + 5, a5, s.Splits);
+                if (count > 6) Put(dw, b + 6, a6, s.Splits);
+                if (count > 7) Put(dw, b + 7, a7, s.Splits);
+            }
         }
+    }
+
+    private static void Put(ArrayView<float> dw, int e, float v, int splits)
+    {
+        if (splits == 1) dw[e] = v;
+        else Atomic.Add(ref dw[e], v);
     }
 
     /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>: one warp per row, lanes over tokens, a shuffle reduction (the bias gradient).</summary>

@@ -11,7 +11,7 @@ internal sealed class GpuKernels
     private readonly GpuDevice _device;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _transpose;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _spmm;
-    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _sddmm;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SddmmShape> _sddmm;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _rowSums;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape> _spmv;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape> _sgemm;
@@ -25,7 +25,7 @@ internal sealed class GpuKernels
         var a = device.Accelerator;
         _transpose = a.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.Transpose);
         _spmm = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Spmm);
-        _sddmm = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Sddmm);
+        _sddmm = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SddmmShape>(GpuKernelSources.Sddmm);
         _rowSums = a.LoadKernel<ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.RowSums);
         _spmv = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.Spmv);
         _sgemm = a.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmShape>(GpuKernelSources.Sgemm);
@@ -66,12 +66,30 @@ internal sealed class GpuKernels
             new SparseShape(a.Rows, n, hasBias ? 1 : 0));
     }
 
-    /// <summary><c>dw[e] = Σ_t dYᵀ[row(e), t]·Xᵀ[col(e), t]</c> over A's kept entries.</summary>
+    /// <summary>
+    /// <c>dw[e] = Σ_t dYᵀ[row(e), t]·Xᵀ[col(e), t]</c> over A's kept entries. When A's rows alone give fewer than
+    /// eight groups per multiprocessor, each row's tokens are split into ranges (<see cref="SddmmSplits"/>) whose
+    /// sums are added atomically into a zeroed <paramref name="dw"/>.
+    /// </summary>
     public void Sddmm(GpuCsr a, ArrayView<float> dyt, ArrayView<float> xt, ArrayView<float> dw, int n)
     {
-        if (a.Rows == 0) return;
-        _sddmm(S, new KernelConfig(Blocks(a.Rows, RowWarps), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xt, dw,
-            new SparseShape(a.Rows, n, 0));
+        if (a.Rows == 0 || a.Nnz == 0) return;
+        int rowGroups = Blocks(a.Rows, RowWarps);
+        int splits = SddmmSplits(_device, a.Rows, n);
+        if (splits > 1) dw.SubView(0, a.Nnz).MemSetToZero(S);
+        _sddmm(S, new KernelConfig(checked(rowGroups * splits), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xt, dw,
+            new SddmmShape(a.Rows, n, splits));
+    }
+
+    /// <summary>
+    /// Token ranges per row for the SDDMM: enough for eight groups per multiprocessor (32 warps to hide load latency
+    /// with), each range at least 128 tokens.
+    /// </summary>
+    internal static int SddmmSplits(GpuDevice device, int rows, int n)
+    {
+        long wanted = 8L * Math.Max(1, device.Accelerator.NumMultiprocessors);
+        long rowGroups = Blocks(rows, RowWarps);
+        return (int)Math.Clamp((wanted + rowGroups - 1) / rowGroups, 1, Math.Max(1, n / SpmmTokens));
     }
 
     /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>.</summary>

@@ -26,10 +26,10 @@ public sealed class GpuDeviceTests(CpuDeviceFixture fixture)
             int.Parse(target.Groups[1].Value).Should().BeInRange(70, 90, name);
             ptx.Should().Contain(".version 8.0", name).And.Contain(".entry", name);
         }
-        // The row kernels use warp shuffles and the tiled ones shared memory: both must survive into the PTX.
+        // The row kernels use warp shuffles, the tiled ones shared memory and the split SDDMM atomics: all must survive into the PTX.
         kernels.Single(k => k.Kernel == "Spmm").Ptx.Should().Contain("shfl.sync");
         kernels.Single(k => k.Kernel == "Sgemm").Ptx.Should().Contain(".shared");
-        kernels.Single(k => k.Kernel == "Sddmm").Ptx.Should().Contain(".shared");
+        kernels.Single(k => k.Kernel == "Sddmm").Ptx.Should().Contain("shfl.sync").And.MatchRegex(@"(atom|red)(\.global)?\.add\.f32");
     }
 
     [Fact]

@@ -41,6 +41,18 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
     }
 
     [Fact]
+    public void The_sddmm_splits_tokens_into_ranges_when_rows_are_few()
+    {
+        // Five rows make two groups, fewer than any device wants (eight per multiprocessor), so 300 tokens go in two
+        // ranges whose sums are added atomically.
+        GpuKernels.SddmmSplits(_device, rows: 5, n: 300).Should().Be(2);
+        GpuKernels.SddmmSplits(_device, rows: 5, n: 100).Should().Be(1, "a range holds at least 128 tokens");
+        GpuKernels.SddmmSplits(_device, rows: 1 << 20, n: 300).Should().Be(1, "enough rows fill the device alone");
+        var mask = MaskInitializers.Random.Create(new float[5 * 45], 5, 45, 0.5, new SparsityRandom(8));
+        CheckSparseLayer(mask, 300, new Random(8));
+    }
+
+    [Fact]
     public void Sparse_layer_handles_empty_rows_and_columns()
     {
         const int inF = 33, outF = 21, tokens = 35;
