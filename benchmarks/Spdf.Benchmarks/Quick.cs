@@ -14,6 +14,7 @@ namespace Spdf.Benchmarks;
 /// <code>
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
+/// quick elementwise --rows N --cols C    (LayerNorm, GELU on [N, 4C], residual add: forward and forward + backward)
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
@@ -44,6 +45,7 @@ public static class Quick
             {
                 case "linear": Linear(opts); return 0;
                 case "attention": Attention(opts); return 0;
+                case "elementwise": Elementwise(opts); return 0;
                 case "gemm": GemmRun(opts); return 0;
                 case "peak": PeakRun(opts); return 0;
                 case "gpt": Gpt(opts, args[1..]); return 0;
@@ -153,6 +155,37 @@ public static class Quick
         double fwd = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.CausalSelfAttention(q, k, v); }, secs);
         double fb = Timing.MedianMs(() => { q.Grad = k.Grad = v.Grad = null; Functional.CausalSelfAttention(q, k, v).Backward(dout); }, secs);
         Emit(new Dictionary<string, object> { ["op"] = "attention", ["batch"] = b, ["heads"] = h, ["ctx"] = t, ["head_dim"] = e, ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3) });
+    }
+
+    /// <summary>The per-token ops of a block at one shape: LayerNorm, GELU and the residual add, forward and forward +
+    /// backward (what a GPT step spends outside its products).</summary>
+    private static void Elementwise(Dictionary<string, string> o)
+    {
+        int rows = Int(o, "rows", 2048), cols = Int(o, "cols", 128);
+        double secs = Seconds(o);
+        var g = new Generator(1);
+        Tensor Mk(int r, int c, bool grad) { var z = Tensor.Randn(new Shape(r, c), g); z.RequiresGrad = grad; return z; }
+        var x = Mk(rows, cols, true);
+        var w = Tensor.Randn(new Shape(cols), g); w.RequiresGrad = true;
+        var bias = Tensor.Randn(new Shape(cols), g); bias.RequiresGrad = true;
+        var h = Mk(rows, 4 * cols, true);
+        var dy = Mk(rows, cols, false);
+        var dh = Mk(rows, 4 * cols, false);
+        var y2 = Mk(rows, cols, true);
+        // As a training loop does (ZeroGrad(setToNone: false)): gradients are zeroed in place and accumulated into.
+        void Clear() { foreach (var t in new[] { x, w, bias, h, y2 }) t.Grad?.AsSpan().Clear(); }
+        foreach (var (name, fwd, back, elems) in new (string, Func<Tensor>, Tensor, long)[]
+        {
+            ("layernorm", () => Functional.LayerNorm(x, w, bias), dy, (long)rows * cols),
+            ("gelu", () => h.Gelu(), dh, (long)rows * 4 * cols),
+            ("add", () => x + y2, dy, (long)rows * cols),
+        })
+        {
+            double f = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); using var s = Tensors.Autograd.TensorScope.Enter(); fwd(); }, secs);
+            double fb = Timing.MedianMs(() => { Clear(); using var s = Tensors.Autograd.TensorScope.Enter(); fwd().Backward(back); }, secs);
+            Emit(new Dictionary<string, object> { ["op"] = name, ["rows"] = rows, ["cols"] = name == "gelu" ? 4 * cols : cols, ["fwd_ms"] = Math.Round(f, 4),
+                ["fwd_bwd_ms"] = Math.Round(fb, 4), ["fwd_gb_s"] = Math.Round(elems * 8.0 / f / 1e6, 1) });
+        }
     }
 
     private static void GemmRun(Dictionary<string, string> o)
