@@ -10,7 +10,7 @@ namespace Spdf.Gpu.Benchmarks;
 /// <summary>
 /// The GPU quick mode, one JSON object per line:
 /// <code>
-/// quick gpu-linear --tokens T --in K --out M --sparsity 0,0.75,0.9 [--accelerator cuda|cpu] [--seconds S] [--check-tokens N] [--peak-tflops P]
+/// quick gpu-linear --tokens T --in K --out M --sparsity 0,0.75,0.9 [--activations fp32,bf16] [--accelerator cuda|cpu] [--seconds S] [--check-tokens N] [--peak-tflops P]
 /// </code>
 /// One line per sparsity: <c>{"op":"gpu_linear","accelerator":"cuda"|"cpu","device":…,"sparsity":S,"fwd_ms":…,"fwd_bwd_ms":…,
 /// "max_rel_err":…, …}</c>. Sparsity 0 runs the dense layer on Spdf's tiled SGEMM; any other the compressed sparse layer.
@@ -18,6 +18,8 @@ namespace Spdf.Gpu.Benchmarks;
 /// the FP32 peak is given where the peak is known (<c>--peak-tflops</c>, or an H100/H200 by name). <c>max_rel_err</c>
 /// compares the device's y, dX and dW on the first <c>--check-tokens</c> tokens (default 256) with Spdf.Sparsity's CPU
 /// kernels on the same weights: the largest absolute difference over the largest reference magnitude, across the three.
+/// <c>--activations</c> runs each sparse layer with FP32 activations and/or BF16 ones (<see cref="GpuActivationPrecision"/>;
+/// the <c>"activations"</c> field says which; their error against the FP32 CPU kernels is BF16's rounding).
 /// Without a CUDA device and without <c>--accelerator cpu</c> it prints <c>{"op":"gpu_linear","accelerator":"none"}</c>
 /// and exits 0.
 /// </summary>
@@ -28,7 +30,7 @@ public static class GpuQuick
     {
         if (args.Length == 0 || args[0] != "gpu-linear")
         {
-            Console.Error.WriteLine("Usage: quick gpu-linear --tokens T --in K --out M --sparsity 0,0.75,0.9 [--accelerator cuda|cpu] [--seconds S] [--check-tokens N] [--peak-tflops P]");
+            Console.Error.WriteLine("Usage: quick gpu-linear --tokens T --in K --out M --sparsity 0,0.75,0.9 [--activations fp32,bf16] [--accelerator cuda|cpu] [--seconds S] [--check-tokens N] [--peak-tflops P]");
             return 2;
         }
         try
@@ -81,6 +83,12 @@ public static class GpuQuick
                 throw new ArgumentException($"--sparsity {v}: expected a sparsity in [0, 1).");
             return d;
         }).ToArray();
+        var precisions = (o.TryGetValue("activations", out var pr) ? pr : "fp32").Split(',').Select(v => v switch
+        {
+            "fp32" => GpuActivationPrecision.Float32,
+            "bf16" => GpuActivationPrecision.BFloat16,
+            _ => throw new ArgumentException($"--activations {v}: expected fp32 or bf16."),
+        }).ToArray();
         string acc = o.TryGetValue("accelerator", out var a) ? a : "cuda";
         GpuAcceleratorKind kind = acc switch
         {
@@ -117,36 +125,37 @@ public static class GpuQuick
         using var y1 = device.Allocate<float>(m, "one token's output");
         var adam = new GpuAdamWOptions(LearningRate: 1e-4);
         foreach (double sp in sparsities)
-        {
-            var mask = sp == 0 ? SparsityMask.Dense(m, k) : MaskInitializers.Random.Create(w, m, k, sp, new SparsityRandom(3));
-            using GpuLinear layer = sp == 0
-                ? new GpuDenseLinear(device, w, k, m, bias, hasBias: true, maxTokens: n)
-                : new GpuSparseLinear(device, w, mask, bias, hasBias: true, maxTokens: n);
-            double err = MaxRelErr(device, layer, mask, w, bias, x, dy, checkTokens, k, m);
-            double fwd = Time(device, () => layer.Forward(xb.View, yb.View, n), secs);
-            double bwdDw = Time(device, () => layer.Backward(dyb.View, xb.View, default, n), secs);
-            double fb = Time(device, () => { layer.Forward(xb.View, yb.View, n); layer.Backward(dyb.View, xb.View, dxb.View, n); }, secs);
-            double adamMs = Time(device, () => layer.AdamWStep(adam), secs / 2);
-            double decode = layer is GpuSparseLinear sl
-                ? Time(device, () => sl.Decode(x1.View, y1.View), secs / 2)
-                : Time(device, () => layer.Forward(x1.View, y1.View, 1), secs / 2);
-            double macs = (double)layer.MacsPerToken * n;
-            double Gf(double flops, double ms) => flops / (ms * 1e6);
-            var line = new Dictionary<string, object?>
+            foreach (var precision in sp == 0 ? [GpuActivationPrecision.Float32] : precisions)
             {
-                ["op"] = "gpu_linear", ["accelerator"] = acc == "cpu" ? "cpu" : "cuda", ["device"] = device.Name,
-                ["sparsity"] = sp, ["tokens"] = n, ["in"] = k, ["out"] = m,
-                ["path"] = layer is GpuSparseLinear ? "sparse-csr" : "dense-sgemm", ["kept"] = layer.MacsPerToken,
-                ["fwd_ms"] = R(fwd), ["fwd_bwd_ms"] = R(fb), ["dw_db_ms"] = R(bwdDw), ["dx_ms"] = R(Math.Max(0, fb - fwd - bwdDw)),
-                ["adamw_ms"] = R(adamMs), ["decode_ms"] = R(decode),
-                ["fwd_gflops"] = Math.Round(Gf(2 * macs, fwd), 1), ["fwd_bwd_gflops"] = Math.Round(Gf(6 * macs, fb), 1),
-                ["fwd_peak_share"] = peak is { } pk ? R(Gf(2 * macs, fwd) / (pk * 1e3)) : null,
-                ["fwd_bwd_peak_share"] = peak is { } pk2 ? R(Gf(6 * macs, fb) / (pk2 * 1e3)) : null,
-                ["max_rel_err"] = err, ["check_tokens"] = checkTokens,
-                ["device_mib"] = device.AllocatedBytes >> 20,
-            };
-            Emit(line);
-        }
+                var mask = sp == 0 ? SparsityMask.Dense(m, k) : MaskInitializers.Random.Create(w, m, k, sp, new SparsityRandom(3));
+                using GpuLinear layer = sp == 0
+                    ? new GpuDenseLinear(device, w, k, m, bias, hasBias: true, maxTokens: n)
+                    : new GpuSparseLinear(device, w, mask, bias, hasBias: true, maxTokens: n, precision);
+                double err = MaxRelErr(device, layer, mask, w, bias, x, dy, checkTokens, k, m);
+                double fwd = Time(device, () => layer.Forward(xb.View, yb.View, n), secs);
+                double bwdDw = Time(device, () => layer.Backward(dyb.View, xb.View, default, n), secs);
+                double fb = Time(device, () => { layer.Forward(xb.View, yb.View, n); layer.Backward(dyb.View, xb.View, dxb.View, n); }, secs);
+                double adamMs = Time(device, () => layer.AdamWStep(adam), secs / 2);
+                double decode = layer is GpuSparseLinear sl
+                    ? Time(device, () => sl.Decode(x1.View, y1.View), secs / 2)
+                    : Time(device, () => layer.Forward(x1.View, y1.View, 1), secs / 2);
+                double macs = (double)layer.MacsPerToken * n;
+                double Gf(double flops, double ms) => flops / (ms * 1e6);
+                Emit(new Dictionary<string, object?>
+                {
+                    ["op"] = "gpu_linear", ["accelerator"] = acc == "cpu" ? "cpu" : "cuda", ["device"] = device.Name,
+                    ["sparsity"] = sp, ["tokens"] = n, ["in"] = k, ["out"] = m,
+                    ["path"] = layer is GpuSparseLinear ? "sparse-csr" : "dense-sgemm", ["activations"] = precision == GpuActivationPrecision.BFloat16 ? "bf16" : "fp32",
+                    ["kept"] = layer.MacsPerToken,
+                    ["fwd_ms"] = R(fwd), ["fwd_bwd_ms"] = R(fb), ["dw_db_ms"] = R(bwdDw), ["dx_ms"] = R(Math.Max(0, fb - fwd - bwdDw)),
+                    ["adamw_ms"] = R(adamMs), ["decode_ms"] = R(decode),
+                    ["fwd_gflops"] = Math.Round(Gf(2 * macs, fwd), 1), ["fwd_bwd_gflops"] = Math.Round(Gf(6 * macs, fb), 1),
+                    ["fwd_peak_share"] = peak is { } pk ? R(Gf(2 * macs, fwd) / (pk * 1e3)) : null,
+                    ["fwd_bwd_peak_share"] = peak is { } pk2 ? R(Gf(6 * macs, fb) / (pk2 * 1e3)) : null,
+                    ["max_rel_err"] = err, ["check_tokens"] = checkTokens,
+                    ["device_mib"] = device.AllocatedBytes >> 20,
+                });
+            }
         return 0;
     }
 

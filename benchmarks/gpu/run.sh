@@ -15,7 +15,7 @@ secs=${GPU_SECONDS:-1}
 for shape in "16384 2048 8192" "16384 8192 2048" "8192 768 3072"; do
   set -- $shape
   echo "shape tokens=$1 in=$2 out=$3" >&2
-  timeout 240 "$bin" quick gpu-linear --tokens "$1" --in "$2" --out "$3" --sparsity 0,0.5,0.75,0.9 --seconds "$secs" >> "$out/spdf.jsonl" 2>> "$out/spdf.err" \
+  timeout 240 "$bin" quick gpu-linear --tokens "$1" --in "$2" --out "$3" --sparsity 0,0.5,0.75,0.9 --activations fp32,bf16 --seconds "$secs" >> "$out/spdf.jsonl" 2>> "$out/spdf.err" \
     || echo "spdf $shape: exit $?" >> "$out/spdf.err"
   timeout 180 python3 benchmarks/peers/gpu_linear_peer.py --tokens "$1" --in "$2" --out "$3" --sparsity 0,0.5,0.75,0.9 --seconds "$secs" >> "$out/peer.jsonl" 2>> "$out/peer.err" \
     || echo "peer $shape: exit $?" >> "$out/peer.err"

@@ -18,10 +18,10 @@ csr = {key(r) + (r["sparsity"],): r for r in peer if r["impl"] == "torch-csr"}
 ours_dense = {key(r): r for r in spdf if r["sparsity"] == 0}
 if spdf:
     print(f"Device: {spdf[0]['device']}.\n")
-print("| tokens × in → out | sparsity | Spdf fwd ms | Spdf fwd+bwd ms | cuBLAS fwd / fwd+bwd ms | cuSPARSE fwd / fwd+bwd ms "
+print("| tokens × in → out | sparsity | activations | Spdf fwd ms | Spdf fwd+bwd ms | cuBLAS fwd / fwd+bwd ms | cuSPARSE fwd / fwd+bwd ms "
       "| vs cuBLAS fwd / fwd+bwd | vs cuSPARSE fwd+bwd | Spdf fwd+bwd GFLOP/s (share of FP32 peak) | max rel. err |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for r in sorted(spdf, key=lambda r: key(r) + (r["sparsity"],)):
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for r in sorted(spdf, key=lambda r: key(r) + (r["sparsity"], r.get("activations", "fp32"))):
     k = key(r)
     cb = dense.get(k)
     cs = csr.get(k + (r["sparsity"],))
@@ -32,7 +32,7 @@ for r in sorted(spdf, key=lambda r: key(r) + (r["sparsity"],)):
     vs_cs = f"{cs['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}×" if cs else "–"
     share = r.get("fwd_bwd_peak_share")
     gf = f"{r['fwd_bwd_gflops']:,.0f}" + (f" ({100 * share:.0f}%)" if share is not None else "")
-    print(f"| {k[0]} × {k[1]} → {k[2]} | {r['sparsity']} | {fmt(r['fwd_ms'])} | {fmt(r['fwd_bwd_ms'])} | {cb_s} | {cs_s} "
+    print(f"| {k[0]} × {k[1]} → {k[2]} | {r['sparsity']} | {r.get('activations', 'fp32')} | {fmt(r['fwd_ms'])} | {fmt(r['fwd_bwd_ms'])} | {cb_s} | {cs_s} "
           f"| {vs_cb} | {vs_cs} | {gf} | {r['max_rel_err']:.1e} |")
 print()
 for k, r in sorted(ours_dense.items()):

@@ -181,6 +181,9 @@ public sealed class GpuBuffer<T> : IDisposable where T : unmanaged
     /// <summary>Elements.</summary>
     public long Length { get; }
 
+    /// <summary>Bytes on the device.</summary>
+    public long Bytes => _bytes;
+
     /// <summary>The whole buffer as a view kernels take.</summary>
     /// <exception cref="ObjectDisposedException">The buffer was disposed.</exception>
     public ArrayView<T> View => (_buffer ?? throw new ObjectDisposedException(nameof(GpuBuffer<T>))).View.SubView(0, Math.Max(Length, 1));

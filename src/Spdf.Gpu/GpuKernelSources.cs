@@ -183,6 +183,142 @@ internal static class GpuKernelSources
         else Atomic.Add(ref dw[e], v);
     }
 
+    /// <summary>
+    /// Rounds feature-major FP32 activations <c>[rows, n]</c> to bfloat16 (round to nearest even, NaN kept a NaN) and
+    /// packs each pair of consecutive tokens into one 32-bit word, token 2p in the low half: <c>dst [rows, ⌈n/2⌉]</c>.
+    /// One 4-byte load then brings two activations, which halves the loads per FMA of the kernels that read them.
+    /// </summary>
+    public static void ToBf16Pairs(Index1D i, ArrayView<float> src, ArrayView<uint> dst, int n)
+    {
+        int pairs = (n + 1) / 2;
+        long r = i / pairs;
+        int t = i % pairs * 2;
+        float lo = src[r * n + t];
+        float hi = t + 1 < n ? src[r * n + t + 1] : 0f;
+        dst[i] = (Bf16(hi) << 16) | Bf16(lo);
+    }
+
+    private static uint Bf16(float f)
+    {
+        uint bits = Interop.FloatAsInt(f);
+        if ((bits & 0x7FFF_FFFFu) > 0x7F80_0000u) return (bits >> 16) | 0x40; // a NaN stays a NaN
+        return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+    }
+
+    private static float Lo(uint u) => Interop.IntAsFloat(u << 16);
+
+    private static float Hi(uint u) => Interop.IntAsFloat(u & 0xFFFF0000u);
+
+    /// <summary>Tokens one warp of the BF16 SpMM covers: four pairs per lane.</summary>
+    public const int SpmmBf16Tokens = 8 * WarpSize;
+
+    /// <summary>
+    /// <see cref="Spmm"/> over BF16 activations packed in token pairs (<see cref="ToBf16Pairs"/>):
+    /// <c>Cᵀ[r, t] = Σ_e vals[e]·Bᵀ[cols[e], t] (+ bias[r])</c> with FP32 weights, FP32 accumulation and FP32 output.
+    /// One warp per (row, 256 tokens): each lane holds four pairs, eight accumulators, so every 4-byte load feeds two FMAs.
+    /// </summary>
+    public static void SpmmBf16(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> vals, ArrayView<uint> bh,
+        ArrayView<float> bias, ArrayView<float> ct, SparseShape s)
+    {
+        int lane = Warp.LaneIdx;
+        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
+        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+        if (r >= s.Rows) return;
+        int n = s.N, pairs = (n + 1) / 2;
+        int p0 = Grid.IdxX / rowBlocks * (SpmmBf16Tokens / 2) + lane;
+        bool full = p0 - lane + SpmmBf16Tokens / 2 <= pairs;
+        float a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0, a3 = 0, b3 = 0;
+        int start = rowPtr[r], end = rowPtr[r + 1];
+        for (int b = start; b < end; b += WarpSize)
+        {
+            int e = b + lane;
+            float myV = e < end ? vals[e] : 0f;
+            int myC = e < end ? cols[e] : 0;
+            int count = IntrinsicMath.Min(WarpSize, end - b);
+            for (int j = 0; j < count; j++)
+            {
+                float v = Warp.Shuffle(myV, j);
+                long off = (long)Warp.Shuffle(myC, j) * pairs + p0;
+                uint u0 = full || p0 < pairs ? bh[off] : 0u;
+                uint u1 = full || p0 + WarpSize < pairs ? bh[off + WarpSize] : 0u;
+                uint u2 = full || p0 + 2 * WarpSize < pairs ? bh[off + 2 * WarpSize] : 0u;
+                uint u3 = full || p0 + 3 * WarpSize < pairs ? bh[off + 3 * WarpSize] : 0u;
+                a0 += v * Lo(u0); b0 += v * Hi(u0);
+                a1 += v * Lo(u1); b1 += v * Hi(u1);
+                a2 += v * Lo(u2); b2 += v * Hi(u2);
+                a3 += v * Lo(u3); b3 += v * Hi(u3);
+            }
+        }
+        float bv = s.HasBias != 0 ? bias[r] : 0f;
+        long o = (long)r * n;
+        StorePair(ct, o, n, 2 * p0, a0 + bv, b0 + bv);
+        StorePair(ct, o, n, 2 * (p0 + WarpSize), a1 + bv, b1 + bv);
+        StorePair(ct, o, n, 2 * (p0 + 2 * WarpSize), a2 + bv, b2 + bv);
+        StorePair(ct, o, n, 2 * (p0 + 3 * WarpSize), a3 + bv, b3 + bv);
+    }
+
+    private static void StorePair(ArrayView<float> ct, long row, int n, int t, float lo, float hi)
+    {
+        if (t < n) ct[row + t] = lo;
+        if (t + 1 < n) ct[row + t + 1] = hi;
+    }
+
+    /// <summary>
+    /// <see cref="Sddmm"/> over BF16 activations packed in token pairs, dY in FP32:
+    /// <c>dw[e] = Σ_t dYᵀ[r, t]·Xᵀ[cols[e], t]</c>. Each lane walks token pairs 32 apart, so every 4-byte load of Xᵀ
+    /// feeds two FMAs; ranges (<see cref="SddmmShape.Splits"/>) split the pairs.
+    /// </summary>
+    public static void SddmmBf16(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> dyt, ArrayView<uint> xh,
+        ArrayView<float> dw, SddmmShape s)
+    {
+        int lane = Warp.LaneIdx;
+        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
+        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+        int split = Grid.IdxX / rowBlocks;
+        if (r >= s.Rows) return;
+        int n = s.N, pairs = (n + 1) / 2;
+        int per = (pairs + s.Splits - 1) / s.Splits;
+        int pBegin = split * per, pEnd = IntrinsicMath.Min(pairs, pBegin + per);
+        if (pBegin >= pEnd) return;
+        long dyRow = (long)r * n;
+        int start = rowPtr[r], end = rowPtr[r + 1];
+        for (int b = start; b < end; b += SddmmBatch)
+        {
+            int count = IntrinsicMath.Min(SddmmBatch, end - b);
+            long x0 = (long)cols[b] * pairs, x1 = (long)cols[count > 1 ? b + 1 : b] * pairs, x2 = (long)cols[count > 2 ? b + 2 : b] * pairs;
+            long x3 = (long)cols[count > 3 ? b + 3 : b] * pairs, x4 = (long)cols[count > 4 ? b + 4 : b] * pairs, x5 = (long)cols[count > 5 ? b + 5 : b] * pairs;
+            long x6 = (long)cols[count > 6 ? b + 6 : b] * pairs, x7 = (long)cols[count > 7 ? b + 7 : b] * pairs;
+            float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+            for (int p = pBegin + lane; p < pEnd; p += WarpSize)
+            {
+                int t = 2 * p;
+                float dl = dyt[dyRow + t], dh = t + 1 < n ? dyt[dyRow + t + 1] : 0f;
+                uint u;
+                u = xh[x0 + p]; a0 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x1 + p]; a1 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x2 + p]; a2 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x3 + p]; a3 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x4 + p]; a4 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x5 + p]; a5 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x6 + p]; a6 += dl * Lo(u) + dh * Hi(u);
+                u = xh[x7 + p]; a7 += dl * Lo(u) + dh * Hi(u);
+            }
+            a0 = WarpSum(a0); a1 = WarpSum(a1); a2 = WarpSum(a2); a3 = WarpSum(a3);
+            a4 = WarpSum(a4); a5 = WarpSum(a5); a6 = WarpSum(a6); a7 = WarpSum(a7);
+            if (lane == 0)
+            {
+                Put(dw, b, a0, s.Splits);
+                if (count > 1) Put(dw, b + 1, a1, s.Splits);
+                if (count > 2) Put(dw, b + 2, a2, s.Splits);
+                if (count > 3) Put(dw, b + 3, a3, s.Splits);
+                if (count > 4) Put(dw, b + 4, a4, s.Splits);
+                if (count > 5) Put(dw, b + 5, a5, s.Splits);
+                if (count > 6) Put(dw, b + 6, a6, s.Splits);
+                if (count > 7) Put(dw, b + 7, a7, s.Splits);
+            }
+        }
+    }
+
     /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>: one warp per row, lanes over tokens, a shuffle reduction (the bias gradient).</summary>
     public static void RowSums(ArrayView<float> ct, ArrayView<float> sums, int rows, int n)
     {

@@ -18,6 +18,9 @@ internal sealed class GpuKernels
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars> _adamW;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>> _gather;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int> _colSums;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, int> _toBf16;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, SparseShape> _spmmBf16;
+    private readonly Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, SddmmShape> _sddmmBf16;
 
     public GpuKernels(GpuDevice device)
     {
@@ -32,6 +35,9 @@ internal sealed class GpuKernels
         _adamW = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(GpuKernelSources.AdamW);
         _gather = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>>(GpuKernelSources.Gather);
         _colSums = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(GpuKernelSources.ColSums);
+        _toBf16 = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<uint>, int>(GpuKernelSources.ToBf16Pairs);
+        _spmmBf16 = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, SparseShape>(GpuKernelSources.SpmmBf16);
+        _sddmmBf16 = a.LoadKernel<ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, SddmmShape>(GpuKernelSources.SddmmBf16);
     }
 
     /// <summary>Every kernel method, and whether it is explicitly grouped (for compiling them all, e.g. to PTX).</summary>
@@ -39,7 +45,7 @@ internal sealed class GpuKernels
     [
         (M(nameof(Transpose)), true), (M(nameof(Spmm)), true), (M(nameof(Sddmm)), true), (M(nameof(RowSums)), true),
         (M(nameof(Spmv)), true), (M(nameof(Sgemm)), true), (M(nameof(AdamW)), false), (M(nameof(Gather)), false),
-        (M(nameof(ColSums)), false),
+        (M(nameof(ColSums)), false), (M(nameof(ToBf16Pairs)), false), (M(nameof(SpmmBf16)), true), (M(nameof(SddmmBf16)), true),
     ];
 
     private static MethodInfo M(string name) =>
@@ -125,6 +131,33 @@ internal sealed class GpuKernels
     public void Gather(ArrayView<float> src, ArrayView<int> map, ArrayView<float> dst, int count)
     {
         if (count > 0) _gather(S, count, src, map, dst);
+    }
+
+    /// <summary>Feature-major FP32 <c>[rows, n]</c> to BF16 token pairs <c>[rows, ⌈n/2⌉]</c>.</summary>
+    public void ToBf16Pairs(ArrayView<float> src, ArrayView<uint> dst, int rows, int n)
+    {
+        long count = (long)rows * ((n + 1) / 2);
+        if (count > 0) _toBf16(S, checked((int)count), src, dst, n);
+    }
+
+    /// <summary><see cref="Spmm"/> over BF16 token pairs.</summary>
+    public void SpmmBf16(GpuCsr a, ArrayView<float> values, ArrayView<uint> bh, ArrayView<float> bias, bool hasBias, ArrayView<float> ct, int n)
+    {
+        if (a.Rows == 0 || n == 0) return;
+        int grid = checked(Blocks(a.Rows, RowWarps) * Blocks(n, SpmmBf16Tokens));
+        _spmmBf16(S, new KernelConfig(grid, RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, bh, bias, ct,
+            new SparseShape(a.Rows, n, hasBias ? 1 : 0));
+    }
+
+    /// <summary><see cref="Sddmm"/> over BF16 token pairs of Xᵀ (dYᵀ in FP32).</summary>
+    public void SddmmBf16(GpuCsr a, ArrayView<float> dyt, ArrayView<uint> xh, ArrayView<float> dw, int n)
+    {
+        if (a.Rows == 0 || a.Nnz == 0) return;
+        int rowGroups = Blocks(a.Rows, RowWarps);
+        int splits = SddmmSplits(_device, a.Rows, n);
+        if (splits > 1) dw.SubView(0, a.Nnz).MemSetToZero(S);
+        _sddmmBf16(S, new KernelConfig(checked(rowGroups * splits), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xh, dw,
+            new SddmmShape(a.Rows, n, splits));
     }
 
     /// <summary>Column sums of a row-major <c>[rows, cols]</c> matrix.</summary>

@@ -153,8 +153,14 @@ public abstract class GpuLinear : IDisposable
     private protected T Own<T>(T buffer) where T : IDisposable
     {
         _owned.Add(buffer);
-        if (buffer is GpuBuffer<float> f) Bytes += f.Length * 4;
-        else if (buffer is GpuBuffer<int> i) Bytes += i.Length * 4;
+        Bytes += buffer switch
+        {
+            GpuBuffer<float> f => f.Bytes,
+            GpuBuffer<int> i => i.Bytes,
+            GpuBuffer<uint> u => u.Bytes,
+            GpuCsr c => c.Bytes,
+            _ => 0,
+        };
         return buffer;
     }
 

@@ -3,6 +3,20 @@ using Spdf.Sparsity.Masks;
 
 namespace Spdf.Gpu;
 
+/// <summary>How a sparse layer's kernels read activations.</summary>
+public enum GpuActivationPrecision
+{
+    /// <summary>FP32 throughout.</summary>
+    Float32,
+
+    /// <summary>
+    /// X (forward and weight gradient) and dY (input gradient) rounded to bfloat16 (round to nearest even) and packed in
+    /// token pairs, so each 4-byte load feeds two FMAs; weights, accumulation, outputs and dY in the weight gradient stay
+    /// FP32. The results equal FP32 products of the rounded activations (within FP32 summation order).
+    /// </summary>
+    BFloat16,
+}
+
 /// <summary>
 /// A linear layer with a static weight mask, computed over kept weights only (the SPDF paper's sparse pre-training,
 /// Thangarasa et al., 2023): W <c>[out, in]</c> is held compressed (CSR values in row-major order of the kept weights,
@@ -16,6 +30,7 @@ public sealed class GpuSparseLinear : GpuLinear
     private readonly GpuCsr _w, _wT;
     private readonly GpuBuffer<int> _entryMap;
     private readonly GpuBuffer<float> _values, _valuesT, _grad, _xt, _yt, _dxt;
+    private readonly GpuBuffer<uint>? _xh, _dyh;
     private readonly int[] _denseIndex;
     private GpuBuffer<float>? _m, _v;
     private bool _transposeStale = true;
@@ -23,13 +38,17 @@ public sealed class GpuSparseLinear : GpuLinear
     /// <summary>
     /// Uploads <paramref name="weight"/> <c>[out, in]</c> (row-major; only kept places are read) under
     /// <paramref name="mask"/>, and allocates everything a training loop of up to <paramref name="maxTokens"/> tokens
-    /// per call needs.
+    /// per call needs. <paramref name="activations"/> chooses how the kernels read activations.
     /// </summary>
     /// <exception cref="ArgumentException">The weight's length is not the mask's, the bias's length is not out, or a size is not positive.</exception>
     /// <exception cref="GpuMemoryException">The device has no room.</exception>
-    public GpuSparseLinear(GpuDevice device, ReadOnlySpan<float> weight, SparsityMask mask, ReadOnlySpan<float> bias, bool hasBias, int maxTokens)
+    public GpuSparseLinear(GpuDevice device, ReadOnlySpan<float> weight, SparsityMask mask, ReadOnlySpan<float> bias, bool hasBias, int maxTokens,
+        GpuActivationPrecision activations = GpuActivationPrecision.Float32)
         : base(device, mask?.Cols ?? 0, mask?.Rows ?? 0, bias, hasBias, maxTokens)
     {
+        if (activations is not (GpuActivationPrecision.Float32 or GpuActivationPrecision.BFloat16))
+            throw new ArgumentOutOfRangeException(nameof(activations), activations, "Expected Float32 or BFloat16.");
+        Activations = activations;
         ArgumentNullException.ThrowIfNull(mask);
         if (weight.Length != mask.Numel)
             throw new ArgumentException($"The weight has {weight.Length} elements; the mask {mask.ShapeText} expects {mask.Numel}.", nameof(weight));
@@ -47,7 +66,16 @@ public sealed class GpuSparseLinear : GpuLinear
         _xt = Own(device.Allocate<float>((long)maxTokens * InFeatures, "Xᵀ workspace"));
         _yt = Own(device.Allocate<float>((long)maxTokens * OutFeatures, "Yᵀ / dYᵀ workspace"));
         _dxt = Own(device.Allocate<float>((long)maxTokens * InFeatures, "dXᵀ workspace"));
+        if (activations == GpuActivationPrecision.BFloat16)
+        {
+            long pairs = (maxTokens + 1) / 2;
+            _xh = Own(device.Allocate<uint>(pairs * InFeatures, "Xᵀ in BF16 pairs"));
+            _dyh = Own(device.Allocate<uint>(pairs * OutFeatures, "dYᵀ in BF16 pairs"));
+        }
     }
+
+    /// <summary>How the kernels read activations.</summary>
+    public GpuActivationPrecision Activations { get; }
 
     /// <summary>The mask (static: a new mask needs a new layer).</summary>
     public SparsityMask Mask { get; }
@@ -95,7 +123,13 @@ public sealed class GpuSparseLinear : GpuLinear
         var xt = _xt.Slice((long)tokens * InFeatures);
         var yt = _yt.Slice((long)tokens * OutFeatures);
         k.Transpose(x, xt, tokens, InFeatures);
-        k.Spmm(_w, _values.View, xt, BiasView, Bias is not null, yt, tokens);
+        if (_xh is null) k.Spmm(_w, _values.View, xt, BiasView, Bias is not null, yt, tokens);
+        else
+        {
+            var xh = _xh.Slice((tokens + 1) / 2 * (long)InFeatures);
+            k.ToBf16Pairs(xt, xh, InFeatures, tokens);
+            k.SpmmBf16(_w, _values.View, xh, BiasView, Bias is not null, yt, tokens);
+        }
         k.Transpose(yt, y, OutFeatures, tokens);
     }
 
@@ -113,11 +147,23 @@ public sealed class GpuSparseLinear : GpuLinear
                 _transposeStale = false;
             }
             var dxt = _dxt.Slice((long)tokens * InFeatures);
-            k.Spmm(_wT, _valuesT.View, dyt, _valuesT.View, false, dxt, tokens);
+            if (_dyh is null) k.Spmm(_wT, _valuesT.View, dyt, _valuesT.View, false, dxt, tokens);
+            else
+            {
+                var dyh = _dyh.Slice((tokens + 1) / 2 * (long)OutFeatures);
+                k.ToBf16Pairs(dyt, dyh, OutFeatures, tokens);
+                k.SpmmBf16(_wT, _valuesT.View, dyh, _valuesT.View, false, dxt, tokens);
+            }
             k.Transpose(dxt, dx, InFeatures, tokens);
         }
         k.Transpose(x, xt, tokens, InFeatures);
-        k.Sddmm(_w, dyt, xt, _grad.View, tokens);
+        if (_xh is null) k.Sddmm(_w, dyt, xt, _grad.View, tokens);
+        else
+        {
+            var xh = _xh.Slice((tokens + 1) / 2 * (long)InFeatures);
+            k.ToBf16Pairs(xt, xh, InFeatures, tokens);
+            k.SddmmBf16(_w, dyt, xh, _grad.View, tokens);
+        }
     }
 
     private protected override void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int tokens) =>

@@ -16,7 +16,7 @@ public sealed class GpuDeviceTests(CpuDeviceFixture fixture)
     {
         var kernels = GpuPtx.CompileAll(CudaArchitecture.SM_90);
         kernels.Select(k => k.Kernel).Should().BeEquivalentTo(
-            ["Transpose", "Spmm", "Sddmm", "RowSums", "Spmv", "Sgemm", "AdamW", "Gather", "ColSums"]);
+            ["Transpose", "Spmm", "Sddmm", "RowSums", "Spmv", "Sgemm", "AdamW", "Gather", "ColSums", "ToBf16Pairs", "SpmmBf16", "SddmmBf16"]);
         foreach (var (name, ptx) in kernels)
         {
             // ILGPU writes the lowest architecture that has every capability the kernel uses (its CudaCapabilityContext),

@@ -73,6 +73,73 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
 
     private void CheckSparseLayer(SparsityMask mask, int tokens, Random rng) => CheckSparseLayer(_device, mask, tokens, rng);
 
+    public static TheoryData<double, int, int> Bf16Cases => new()
+    {
+        { 0.0, 37, 29 }, { 0.5, 130, 29 }, { 0.75, 301, 5 }, { 0.9, 37, 29 }, { 0.99, 37, 29 }, { 0.75, 1, 29 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Bf16Cases))]
+    public void Bf16_activations_equal_fp32_products_of_the_rounded_activations(double sparsity, int tokens, int outF)
+    {
+        const int inF = 45;
+        var rng = new Random(101 + tokens);
+        var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, sparsity, new SparsityRandom(13));
+        var w = Randn(rng, outF * inF);
+        var bias = Randn(rng, outF);
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        var wMasked = (float[])w.Clone();
+        mask.Apply(wMasked);
+        // The forward and the weight gradient read X rounded; the input gradient reads dY rounded; dY in the weight
+        // gradient stays FP32.
+        var (yRef, _, dwRef, dbRef) = DenseReference(wMasked, bias, x.Select(RoundBf16).ToArray(), dy, tokens, inF, outF);
+        var (_, dxRef, _, _) = DenseReference(wMasked, bias, x, dy.Select(RoundBf16).ToArray(), tokens, inF, outF);
+        mask.Apply(dwRef);
+
+        using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: tokens, GpuActivationPrecision.BFloat16);
+        layer.Activations.Should().Be(GpuActivationPrecision.BFloat16);
+        using var xb = _device.Upload<float>(x, "x");
+        using var dyb = _device.Upload<float>(dy, "dy");
+        using var yb = _device.Allocate<float>(tokens * outF, "y");
+        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
+        layer.Forward(xb.View, yb.View, tokens);
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        Close(yb.ToArray(), yRef, "y (BF16 X)");
+        Close(dxb.ToArray(), dxRef, "dx (BF16 dY)");
+        Close(layer.DownloadWeightGrad(), dwRef, "dW (BF16 X)");
+        Close(layer.BiasGrad!.ToArray(), dbRef, "db");
+        // And BF16 is really in use: FP32 products of the unrounded X differ.
+        var (yFp32, _, _, _) = DenseReference(wMasked, bias, x, dy, tokens, inF, outF);
+        if (sparsity < 0.99) yb.ToArray().Zip(yFp32).Max(p => Math.Abs(p.First - p.Second)).Should().BeGreaterThan(1e-4f);
+    }
+
+    [Fact]
+    public void Bf16_rounding_is_round_to_nearest_even()
+    {
+        RoundBf16(1f).Should().Be(1f);
+        RoundBf16(BitConverter.Int32BitsToSingle(0x3F80_8000)).Should().Be(1f, "a tie rounds to the even 0x3F80");
+        RoundBf16(BitConverter.Int32BitsToSingle(0x3F81_8000)).Should().Be(BitConverter.Int32BitsToSingle(0x3F82_0000), "a tie rounds to the even 0x3F82");
+        RoundBf16(BitConverter.Int32BitsToSingle(0x3F80_8001)).Should().Be(BitConverter.Int32BitsToSingle(0x3F81_0000));
+        // The device does the same: one row of activations through the packing kernel and a 1-weight identity layer.
+        var mask = new SparsityMask([1f], 1, 1);
+        var values = new[] { 1f, BitConverter.Int32BitsToSingle(0x3F80_8000), BitConverter.Int32BitsToSingle(0x3F81_8000), -3.3333333f, float.NaN };
+        using var layer = new GpuSparseLinear(_device, [1f], mask, [], hasBias: false, maxTokens: values.Length, GpuActivationPrecision.BFloat16);
+        using var xb = _device.Upload<float>(values, "x");
+        using var yb = _device.Allocate<float>(values.Length, "y");
+        layer.Forward(xb.View, yb.View, values.Length);
+        var y = yb.ToArray();
+        y[..4].Should().Equal(values[..4].Select(RoundBf16));
+        float.IsNaN(y[4]).Should().BeTrue();
+    }
+
+    internal static float RoundBf16(float f)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(f);
+        if (float.IsNaN(f)) return f;
+        return BitConverter.UInt32BitsToSingle(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16);
+    }
+
     internal static void CheckSparseLayer(GpuDevice device, SparsityMask mask, int tokens, Random rng)
     {
         int outF = mask.Rows, inF = mask.Cols;
