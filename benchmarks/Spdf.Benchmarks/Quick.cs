@@ -76,24 +76,9 @@ public static class Quick
         return 2;
     }
 
-    private static Dictionary<string, string> Parse(string[] a)
-    {
-        var d = new Dictionary<string, string>();
-        for (int i = 0; i < a.Length; i++)
-        {
-            if (!a[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{a[i]}'; expected --name value.");
-            if (i + 1 >= a.Length) throw new ArgumentException($"Option {a[i]} needs a value.");
-            d[a[i][2..]] = a[++i];
-        }
-        return d;
-    }
+    private static Dictionary<string, string> Parse(string[] a) => Spdf.Gpu.Benchmarks.QuickArgs.Parse(a);
 
-    internal static int Int(Dictionary<string, string> o, string name, int dflt)
-    {
-        if (!o.TryGetValue(name, out var s)) return dflt;
-        if (!int.TryParse(s, CultureInfo.InvariantCulture, out int v) || v <= 0) throw new ArgumentException($"--{name} {s}: expected a positive integer.");
-        return v;
-    }
+    internal static int Int(Dictionary<string, string> o, string name, int dflt) => Spdf.Gpu.Benchmarks.QuickArgs.Int(o, name, dflt);
 
     internal static double Seconds(Dictionary<string, string> o) =>
         o.TryGetValue("seconds", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 3.0;

@@ -35,7 +35,7 @@ public static class GpuQuick
         }
         try
         {
-            return Linear(Parse(args[1..]));
+            return Linear(QuickArgs.Parse(args[1..]));
         }
         catch (ArgumentException e)
         {
@@ -44,39 +44,13 @@ public static class GpuQuick
         }
     }
 
-    private static Dictionary<string, string> Parse(string[] a)
-    {
-        var d = new Dictionary<string, string>();
-        for (int i = 0; i < a.Length; i++)
-        {
-            if (!a[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{a[i]}'; expected --name value.");
-            if (i + 1 >= a.Length) throw new ArgumentException($"Option {a[i]} needs a value.");
-            d[a[i][2..]] = a[++i];
-        }
-        return d;
-    }
-
-    private static int Int(Dictionary<string, string> o, string name, int dflt)
-    {
-        if (!o.TryGetValue(name, out var s)) return dflt;
-        if (!int.TryParse(s, CultureInfo.InvariantCulture, out int v) || v <= 0) throw new ArgumentException($"--{name} {s}: expected a positive integer.");
-        return v;
-    }
-
-    private static double Real(Dictionary<string, string> o, string name, double dflt)
-    {
-        if (!o.TryGetValue(name, out var s)) return dflt;
-        if (!double.TryParse(s, CultureInfo.InvariantCulture, out double v) || !(v > 0)) throw new ArgumentException($"--{name} {s}: expected a positive number.");
-        return v;
-    }
-
     private static void Emit(object o) => Console.WriteLine(JsonSerializer.Serialize(o));
 
     private static int Linear(Dictionary<string, string> o)
     {
-        int n = Int(o, "tokens", 8192), k = Int(o, "in", 768), m = Int(o, "out", 3072);
-        int checkTokens = Math.Min(n, Int(o, "check-tokens", 256));
-        double secs = Real(o, "seconds", 2.0);
+        int n = QuickArgs.Int(o, "tokens", 8192), k = QuickArgs.Int(o, "in", 768), m = QuickArgs.Int(o, "out", 3072);
+        int checkTokens = Math.Min(n, QuickArgs.Int(o, "check-tokens", 256));
+        double secs = QuickArgs.Real(o, "seconds", 2.0);
         var sparsities = (o.TryGetValue("sparsity", out var s) ? s : "0,0.5,0.75,0.9").Split(',').Select(v =>
         {
             if (!double.TryParse(v, CultureInfo.InvariantCulture, out double d) || !(d >= 0 && d < 1))
@@ -108,7 +82,7 @@ public static class GpuQuick
             return 0;
         }
         using var _ = device;
-        double? peak = o.ContainsKey("peak-tflops") ? Real(o, "peak-tflops", 0) : KnownFp32PeakTflops(device.Name);
+        double? peak = o.ContainsKey("peak-tflops") ? QuickArgs.Real(o, "peak-tflops", 0) : KnownFp32PeakTflops(device.Name);
         Console.Error.WriteLine($"gpu-linear on {device}: [{n}, {k}] -> {m}, sparsities {string.Join(", ", sparsities)}" +
             (peak is { } p0 ? $", FP32 peak {p0} TFLOP/s" : ""));
 

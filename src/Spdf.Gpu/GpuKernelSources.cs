@@ -151,9 +151,8 @@ internal static class GpuKernelSources
             int count = IntrinsicMath.Min(SddmmBatch, end - b);
             // Columns of the batch (the same address in every lane: one broadcast load each); past the row's end, the
             // first entry's column again, whose sums are not stored.
-            long x0 = (long)cols[b] * n, x1 = (long)cols[count > 1 ? b + 1 : b] * n, x2 = (long)cols[count > 2 ? b + 2 : b] * n;
-            long x3 = (long)cols[count > 3 ? b + 3 : b] * n, x4 = (long)cols[count > 4 ? b + 4 : b] * n, x5 = (long)cols[count > 5 ? b + 5 : b] * n;
-            long x6 = (long)cols[count > 6 ? b + 6 : b] * n, x7 = (long)cols[count > 7 ? b + 7 : b] * n;
+            long x0 = Row(cols, b, count, 0, n), x1 = Row(cols, b, count, 1, n), x2 = Row(cols, b, count, 2, n), x3 = Row(cols, b, count, 3, n);
+            long x4 = Row(cols, b, count, 4, n), x5 = Row(cols, b, count, 5, n), x6 = Row(cols, b, count, 6, n), x7 = Row(cols, b, count, 7, n);
             float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
             for (int t = tBegin + lane; t < tEnd; t += WarpSize)
             {
@@ -161,20 +160,29 @@ internal static class GpuKernelSources
                 a0 += d * xt[x0 + t]; a1 += d * xt[x1 + t]; a2 += d * xt[x2 + t]; a3 += d * xt[x3 + t];
                 a4 += d * xt[x4 + t]; a5 += d * xt[x5 + t]; a6 += d * xt[x6 + t]; a7 += d * xt[x7 + t];
             }
-            a0 = WarpSum(a0); a1 = WarpSum(a1); a2 = WarpSum(a2); a3 = WarpSum(a3);
-            a4 = WarpSum(a4); a5 = WarpSum(a5); a6 = WarpSum(a6); a7 = WarpSum(a7);
-            if (lane == 0)
-            {
-                Put(dw, b, a0, s.Splits);
-                if (count > 1) Put(dw, b + 1, a1, s.Splits);
-                if (count > 2) Put(dw, b + 2, a2, s.Splits);
-                if (count > 3) Put(dw, b + 3, a3, s.Splits);
-                if (count > 4) Put(dw, b + 4, a4, s.Splits);
-                if (count > 5) Put(dw, b + 5, a5, s.Splits);
-                if (count > 6) Put(dw, b + 6, a6, s.Splits);
-                if (count > 7) Put(dw, b + 7, a7, s.Splits);
-            }
+            PutBatch(dw, b, count, s.Splits, a0, a1, a2, a3, a4, a5, a6, a7);
         }
+    }
+
+    /// <summary>Where the activations of the batch's entry j start (rows of <paramref name="stride"/>); past the row's
+    /// end, the first entry's again (one broadcast load, the same address in every lane; its sums are not stored).</summary>
+    private static long Row(ArrayView<int> cols, int b, int count, int j, int stride) => (long)cols[j < count ? b + j : b] * stride;
+
+    /// <summary>Reduces a batch's eight partial sums across the warp; lane 0 stores (one range) or adds (several) the
+    /// first <paramref name="count"/>.</summary>
+    private static void PutBatch(ArrayView<float> dw, int b, int count, int splits, float a0, float a1, float a2, float a3, float a4, float a5, float a6, float a7)
+    {
+        a0 = WarpSum(a0); a1 = WarpSum(a1); a2 = WarpSum(a2); a3 = WarpSum(a3);
+        a4 = WarpSum(a4); a5 = WarpSum(a5); a6 = WarpSum(a6); a7 = WarpSum(a7);
+        if (Warp.LaneIdx != 0) return;
+        Put(dw, b, a0, splits);
+        if (count > 1) Put(dw, b + 1, a1, splits);
+        if (count > 2) Put(dw, b + 2, a2, splits);
+        if (count > 3) Put(dw, b + 3, a3, splits);
+        if (count > 4) Put(dw, b + 4, a4, splits);
+        if (count > 5) Put(dw, b + 5, a5, splits);
+        if (count > 6) Put(dw, b + 6, a6, splits);
+        if (count > 7) Put(dw, b + 7, a7, splits);
     }
 
     private static void Put(ArrayView<float> dw, int e, float v, int splits)
@@ -285,9 +293,8 @@ internal static class GpuKernelSources
         for (int b = start; b < end; b += SddmmBatch)
         {
             int count = IntrinsicMath.Min(SddmmBatch, end - b);
-            long x0 = (long)cols[b] * pairs, x1 = (long)cols[count > 1 ? b + 1 : b] * pairs, x2 = (long)cols[count > 2 ? b + 2 : b] * pairs;
-            long x3 = (long)cols[count > 3 ? b + 3 : b] * pairs, x4 = (long)cols[count > 4 ? b + 4 : b] * pairs, x5 = (long)cols[count > 5 ? b + 5 : b] * pairs;
-            long x6 = (long)cols[count > 6 ? b + 6 : b] * pairs, x7 = (long)cols[count > 7 ? b + 7 : b] * pairs;
+            long x0 = Row(cols, b, count, 0, pairs), x1 = Row(cols, b, count, 1, pairs), x2 = Row(cols, b, count, 2, pairs), x3 = Row(cols, b, count, 3, pairs);
+            long x4 = Row(cols, b, count, 4, pairs), x5 = Row(cols, b, count, 5, pairs), x6 = Row(cols, b, count, 6, pairs), x7 = Row(cols, b, count, 7, pairs);
             float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
             for (int p = pBegin + lane; p < pEnd; p += WarpSize)
             {
@@ -303,19 +310,7 @@ internal static class GpuKernelSources
                 u = xh[x6 + p]; a6 += dl * Lo(u) + dh * Hi(u);
                 u = xh[x7 + p]; a7 += dl * Lo(u) + dh * Hi(u);
             }
-            a0 = WarpSum(a0); a1 = WarpSum(a1); a2 = WarpSum(a2); a3 = WarpSum(a3);
-            a4 = WarpSum(a4); a5 = WarpSum(a5); a6 = WarpSum(a6); a7 = WarpSum(a7);
-            if (lane == 0)
-            {
-                Put(dw, b, a0, s.Splits);
-                if (count > 1) Put(dw, b + 1, a1, s.Splits);
-                if (count > 2) Put(dw, b + 2, a2, s.Splits);
-                if (count > 3) Put(dw, b + 3, a3, s.Splits);
-                if (count > 4) Put(dw, b + 4, a4, s.Splits);
-                if (count > 5) Put(dw, b + 5, a5, s.Splits);
-                if (count > 6) Put(dw, b + 6, a6, s.Splits);
-                if (count > 7) Put(dw, b + 7, a7, s.Splits);
-            }
+            PutBatch(dw, b, count, s.Splits, a0, a1, a2, a3, a4, a5, a6, a7);
         }
     }
 

@@ -80,11 +80,16 @@ internal sealed class GpuKernels
     public void Sddmm(GpuCsr a, ArrayView<float> dyt, ArrayView<float> xt, ArrayView<float> dw, int n)
     {
         if (a.Rows == 0 || a.Nnz == 0) return;
-        int rowGroups = Blocks(a.Rows, RowWarps);
+        var (config, shape) = SddmmSetup(a, dw, n);
+        _sddmm(S, config, a.RowPointers.View, a.Columns.View, dyt, xt, dw, shape);
+    }
+
+    /// <summary>The SDDMM's grid and shape; with several token ranges, the gradient is zeroed first (they add into it).</summary>
+    private (KernelConfig Config, SddmmShape Shape) SddmmSetup(GpuCsr a, ArrayView<float> dw, int n)
+    {
         int splits = SddmmSplits(_device, a.Rows, n);
         if (splits > 1) dw.SubView(0, a.Nnz).MemSetToZero(S);
-        _sddmm(S, new KernelConfig(checked(rowGroups * splits), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xt, dw,
-            new SddmmShape(a.Rows, n, splits));
+        return (new KernelConfig(checked(Blocks(a.Rows, RowWarps) * splits), RowWarps * WarpSize), new SddmmShape(a.Rows, n, splits));
     }
 
     /// <summary>
@@ -153,11 +158,8 @@ internal sealed class GpuKernels
     public void SddmmBf16(GpuCsr a, ArrayView<float> dyt, ArrayView<uint> xh, ArrayView<float> dw, int n)
     {
         if (a.Rows == 0 || a.Nnz == 0) return;
-        int rowGroups = Blocks(a.Rows, RowWarps);
-        int splits = SddmmSplits(_device, a.Rows, n);
-        if (splits > 1) dw.SubView(0, a.Nnz).MemSetToZero(S);
-        _sddmmBf16(S, new KernelConfig(checked(rowGroups * splits), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, dyt, xh, dw,
-            new SddmmShape(a.Rows, n, splits));
+        var (config, shape) = SddmmSetup(a, dw, n);
+        _sddmmBf16(S, config, a.RowPointers.View, a.Columns.View, dyt, xh, dw, shape);
     }
 
     /// <summary>Column sums of a row-major <c>[rows, cols]</c> matrix.</summary>
