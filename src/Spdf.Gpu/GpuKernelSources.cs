@@ -38,8 +38,8 @@ internal static class GpuKernelSources
     /// <summary>The transpose's tile edge and its group (32 × 8 threads, four elements each).</summary>
     public const int TransposeTile = 32, TransposeRows = 8;
 
-    /// <summary>The SGEMM's output tile (64 × 64, 4 × 4 per thread of a 256-thread group) and its K step.</summary>
-    public const int GemmTile = 64, GemmK = 16, GemmThreads = 256;
+    /// <summary>The SGEMM's output tile (128 × 128, 8 × 8 per thread of a 256-thread group) and its K step.</summary>
+    public const int GemmTile = 128, GemmK = 16, GemmThreads = 256;
 
     /// <summary>Entries of a row the SDDMM's warp takes at once (one register of partial sums each).</summary>
     public const int SddmmBatch = 8;
@@ -375,20 +375,27 @@ internal static class GpuKernelSources
 
     /// <summary>
     /// A tiled dense SGEMM, <c>C[M, N] (+)= A·B (+ bias)</c> with A and B at any strides (so one kernel serves
-    /// <c>X·Wᵀ</c>, <c>dY·W</c> and <c>dYᵀ·X</c>): 64 × 64 output tiles, K in steps of 16 through shared memory, each of
-    /// 256 threads holding a 4 × 4 block of accumulators in registers (rows ty + 16i, columns tx + 16j). Tiles are
-    /// loaded along whichever of A's and B's dimensions is contiguous, so the loads coalesce for every layout.
+    /// <c>X·Wᵀ</c>, <c>dY·W</c> and <c>dYᵀ·X</c>): 128 × 128 output tiles, K in steps of 16 through shared memory, each
+    /// of 256 threads holding an 8 × 8 block of accumulators in registers (rows ty + 16i, columns tx + 16j, so a warp's
+    /// shared loads are broadcasts or conflict-free): 16 shared loads feed 64 FMAs. Tiles are loaded along whichever of
+    /// A's and B's dimensions is contiguous, so the loads coalesce for every layout.
     /// </summary>
     public static void Sgemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, ArrayView<float> c, GemmShape s)
     {
-        var sa = SharedMemory.Allocate<float>(GemmShared); // sa[kk·64 + i]
-        var sb = SharedMemory.Allocate<float>(GemmShared); // sb[kk·64 + j]
+        var sa = SharedMemory.Allocate<float>(GemmShared); // sa[kk·128 + i]
+        var sb = SharedMemory.Allocate<float>(GemmShared); // sb[kk·128 + j]
         int tilesN = (s.N + GemmTile - 1) / GemmTile;
         int i0 = Grid.IdxX / tilesN * GemmTile, j0 = Grid.IdxX % tilesN * GemmTile;
         int tid = Group.IdxX, tx = tid % 16, ty = tid / 16;
         bool aAlongK = s.A1 == 1, bAlongK = s.B0 == 1;
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c04 = 0, c05 = 0, c06 = 0, c07 = 0;
+        float c10 = 0, c11 = 0, c12 = 0, c13 = 0, c14 = 0, c15 = 0, c16 = 0, c17 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c24 = 0, c25 = 0, c26 = 0, c27 = 0;
+        float c30 = 0, c31 = 0, c32 = 0, c33 = 0, c34 = 0, c35 = 0, c36 = 0, c37 = 0;
+        float c40 = 0, c41 = 0, c42 = 0, c43 = 0, c44 = 0, c45 = 0, c46 = 0, c47 = 0;
+        float c50 = 0, c51 = 0, c52 = 0, c53 = 0, c54 = 0, c55 = 0, c56 = 0, c57 = 0;
+        float c60 = 0, c61 = 0, c62 = 0, c63 = 0, c64 = 0, c65 = 0, c66 = 0, c67 = 0;
+        float c70 = 0, c71 = 0, c72 = 0, c73 = 0, c74 = 0, c75 = 0, c76 = 0, c77 = 0;
         for (int k0 = 0; k0 < s.K; k0 += GemmK)
         {
             for (int q = tid; q < GemmShared; q += GemmThreads)
@@ -404,28 +411,41 @@ internal static class GpuKernelSources
             for (int kk = 0; kk < GemmK; kk++)
             {
                 int ra = kk * GemmTile + ty, rb = kk * GemmTile + tx;
-                float a0 = sa[ra], a1 = sa[ra + 16], a2 = sa[ra + 32], a3 = sa[ra + 48];
-                float b0 = sb[rb], b1 = sb[rb + 16], b2 = sb[rb + 32], b3 = sb[rb + 48];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+                float a0 = sa[ra], a1 = sa[ra + 16], a2 = sa[ra + 32], a3 = sa[ra + 48], a4 = sa[ra + 64], a5 = sa[ra + 80], a6 = sa[ra + 96], a7 = sa[ra + 112];
+                float b0 = sb[rb], b1 = sb[rb + 16], b2 = sb[rb + 32], b3 = sb[rb + 48], b4 = sb[rb + 64], b5 = sb[rb + 80], b6 = sb[rb + 96], b7 = sb[rb + 112];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
+                c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
+                c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
+                c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
+                c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
             }
             Group.Barrier();
         }
-        Store(c, bias, s, i0 + ty, j0 + tx, c00, c01, c02, c03);
-        Store(c, bias, s, i0 + ty + 16, j0 + tx, c10, c11, c12, c13);
-        Store(c, bias, s, i0 + ty + 32, j0 + tx, c20, c21, c22, c23);
-        Store(c, bias, s, i0 + ty + 48, j0 + tx, c30, c31, c32, c33);
+        Store(c, bias, s, i0 + ty + 0, j0 + tx, c00, c01, c02, c03, c04, c05, c06, c07);
+        Store(c, bias, s, i0 + ty + 16, j0 + tx, c10, c11, c12, c13, c14, c15, c16, c17);
+        Store(c, bias, s, i0 + ty + 32, j0 + tx, c20, c21, c22, c23, c24, c25, c26, c27);
+        Store(c, bias, s, i0 + ty + 48, j0 + tx, c30, c31, c32, c33, c34, c35, c36, c37);
+        Store(c, bias, s, i0 + ty + 64, j0 + tx, c40, c41, c42, c43, c44, c45, c46, c47);
+        Store(c, bias, s, i0 + ty + 80, j0 + tx, c50, c51, c52, c53, c54, c55, c56, c57);
+        Store(c, bias, s, i0 + ty + 96, j0 + tx, c60, c61, c62, c63, c64, c65, c66, c67);
+        Store(c, bias, s, i0 + ty + 112, j0 + tx, c70, c71, c72, c73, c74, c75, c76, c77);
     }
 
-    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmShape s, int i, int j, float v0, float v1, float v2, float v3)
+    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmShape s, int i, int j,
+        float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
     {
         if (i >= s.M) return;
         StoreOne(c, bias, s, i, j, v0);
         StoreOne(c, bias, s, i, j + 16, v1);
         StoreOne(c, bias, s, i, j + 32, v2);
         StoreOne(c, bias, s, i, j + 48, v3);
+        StoreOne(c, bias, s, i, j + 64, v4);
+        StoreOne(c, bias, s, i, j + 80, v5);
+        StoreOne(c, bias, s, i, j + 96, v6);
+        StoreOne(c, bias, s, i, j + 112, v7);
     }
 
     private static void StoreOne(ArrayView<float> c, ArrayView<float> bias, GemmShape s, int i, int j, float v)

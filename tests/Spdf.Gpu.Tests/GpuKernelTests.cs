@@ -199,6 +199,7 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
     [InlineData(37, 45, 29, true)]
     [InlineData(70, 17, 66, false)]
     [InlineData(1, 64, 64, true)]
+    [InlineData(300, 150, 260, true)] // 3 × 3 output tiles of 128, K no multiple of 16
     public void Dense_layer_on_the_tiled_sgemm_equals_the_reference(int tokens, int inF, int outF, bool hasBias) =>
         CheckDenseLayer(_device, tokens, inF, outF, hasBias);
 
