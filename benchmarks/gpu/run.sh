@@ -10,6 +10,9 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-benchmarks/gpu/out}
 mkdir -p "$out"
 bin=benchmarks/gpu/publish/Spdf.Gpu.Benchmarks
+[ -x "$bin" ] || chmod +x "$bin" 2>/dev/null || true
+# The compressed single file unpacks its native parts on first start; keep that out of a possibly read-only home.
+export DOTNET_BUNDLE_EXTRACT_BASE_DIR="${TMPDIR:-/tmp}/spdf-gpu-bundle"
 secs=${GPU_SECONDS:-1}
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } > "$out/device.txt" 2>&1
 for shape in "16384 2048 8192" "16384 8192 2048" "8192 768 3072"; do
