@@ -6,7 +6,7 @@ namespace Spdf.Gpu;
 /// The structure of a sparse matrix on the device, in plain CSR: <c>RowPointers [rows + 1]</c> and <c>Columns [nnz]</c>
 /// (32-bit, increasing within a row). Values live apart, so one structure serves W and the update's buffers.
 /// </summary>
-internal sealed class GpuCsr : IDisposable
+internal sealed class GpuCsr : IDeviceMemory
 {
     private GpuCsr(int rows, int cols, int nnz, GpuBuffer<int> rowPointers, GpuBuffer<int> columns)
     {

@@ -37,14 +37,14 @@ public sealed class GpuDenseLinear : GpuLinear
 
     private protected override void ForwardCore(ArrayView<float> x, ArrayView<float> y, int tokens) =>
         Device.Kernels.Sgemm(x, _w.View, BiasView, y,
-            new GemmShape(tokens, OutFeatures, InFeatures, A0: InFeatures, A1: 1, B0: 1, B1: InFeatures, Accumulate: 0, HasBias: Bias is null ? 0 : 1));
+            new GemmShape(tokens, OutFeatures, InFeatures, A0: InFeatures, A1: 1, B0: 1, B1: InFeatures, HasBias: Bias is null ? 0 : 1));
 
     private protected override void BackwardCore(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> dx, bool wantDx, int tokens)
     {
         var k = Device.Kernels;
         if (wantDx)
-            k.Sgemm(dy, _w.View, BiasView, dx, new GemmShape(tokens, InFeatures, OutFeatures, A0: OutFeatures, A1: 1, B0: InFeatures, B1: 1, 0, 0));
-        k.Sgemm(dy, x, BiasView, _grad.View, new GemmShape(OutFeatures, InFeatures, tokens, A0: 1, A1: OutFeatures, B0: InFeatures, B1: 1, 0, 0));
+            k.Sgemm(dy, _w.View, BiasView, dx, new GemmShape(tokens, InFeatures, OutFeatures, A0: OutFeatures, A1: 1, B0: InFeatures, B1: 1, HasBias: 0));
+        k.Sgemm(dy, x, BiasView, _grad.View, new GemmShape(OutFeatures, InFeatures, tokens, A0: 1, A1: OutFeatures, B0: InFeatures, B1: 1, HasBias: 0));
     }
 
     private protected override void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int tokens) =>

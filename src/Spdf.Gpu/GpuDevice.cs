@@ -64,16 +64,12 @@ public sealed class GpuDevice : IDisposable
                     "Use GpuAcceleratorKind.Cpu to run the kernels on ILGPU's CPU accelerator.");
             return new GpuDevice(context, context.CreateCudaAccelerator(0), kind);
         }
-        catch (Exception e) when (e is not GpuUnavailableException)
+        catch (Exception e)
         {
             context?.Dispose();
+            if (e is GpuUnavailableException) throw;
             throw new GpuUnavailableException($"No CUDA device could be opened ({e.GetType().Name}: {e.Message}). " +
                 "Use GpuAcceleratorKind.Cpu to run the kernels on ILGPU's CPU accelerator.", e);
-        }
-        catch
-        {
-            context?.Dispose();
-            throw;
         }
     }
 
@@ -166,8 +162,15 @@ public sealed class GpuDevice : IDisposable
     public override string ToString() => $"{Kind} device {Name} ({MemoryBytes / (1 << 20):N0} MiB)";
 }
 
+/// <summary>Something that holds device memory.</summary>
+internal interface IDeviceMemory : IDisposable
+{
+    /// <summary>Bytes held on the device.</summary>
+    long Bytes { get; }
+}
+
 /// <summary>A device buffer of <see cref="Length"/> elements, allocated by <see cref="GpuDevice.Allocate"/>.</summary>
-public sealed class GpuBuffer<T> : IDisposable where T : unmanaged
+public sealed class GpuBuffer<T> : IDeviceMemory where T : unmanaged
 {
     private readonly GpuDevice _device;
     private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;

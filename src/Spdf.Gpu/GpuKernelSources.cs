@@ -9,10 +9,10 @@ internal readonly record struct SparseShape(int Rows, int N, int HasBias);
 internal readonly record struct SddmmShape(int Rows, int N, int Splits);
 
 /// <summary>
-/// The strides of a dense product <c>C[M, N] (+)= A·B + bias</c>: A's element (i, k) is at <c>A[i·A0 + k·A1]</c>, B's (k, j)
-/// at <c>B[k·B0 + j·B1]</c>, C is row-major. Accumulate 1 adds to C; HasBias 1 adds <c>bias[j]</c>.
+/// The strides of a dense product <c>C[M, N] = A·B + bias</c>: A's element (i, k) is at <c>A[i·A0 + k·A1]</c>, B's (k, j)
+/// at <c>B[k·B0 + j·B1]</c>, C is row-major and overwritten. HasBias 1 adds <c>bias[j]</c>.
 /// </summary>
-internal readonly record struct GemmShape(int M, int N, int K, int A0, int A1, int B0, int B1, int Accumulate, int HasBias);
+internal readonly record struct GemmShape(int M, int N, int K, int A0, int A1, int B0, int B1, int HasBias);
 
 /// <summary>AdamW's scalars for one step, as Spdf.Tensors' fused update takes them: <c>Decay = 1 − lr·wd</c>,
 /// <c>StepSize = lr / (1 − β1ᵗ)</c>, <c>InvSqrtBc2 = 1 / √(1 − β2ᵗ)</c>.</summary>
@@ -45,6 +45,24 @@ internal static class GpuKernelSources
     public const int SddmmBatch = 8;
 
     private const int TransposeShared = TransposeTile * (TransposeTile + 1);
+
+    /// <summary>The row kernels' grid: groups of <see cref="RowWarps"/> rows, the row groups fastest, then columns of
+    /// the grid (token tiles or token ranges). The row of the calling warp.</summary>
+    private static int WarpRow(int rows)
+    {
+        int rowBlocks = (rows + RowWarps - 1) / RowWarps;
+        return Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+    }
+
+    /// <summary>The grid column (token tile or token range) of the calling group; see <see cref="WarpRow"/>.</summary>
+    private static int GridColumn(int rows) => Grid.IdxX / ((rows + RowWarps - 1) / RowWarps);
+
+    /// <summary>Range <paramref name="split"/> of <paramref name="splits"/> near-equal ranges of [0, <paramref name="length"/>).</summary>
+    private static (int Begin, int End) SplitRange(int length, int splits, int split)
+    {
+        int per = (length + splits - 1) / splits, begin = split * per;
+        return (begin, IntrinsicMath.Min(length, begin + per));
+    }
     private const int GemmShared = GemmK * GemmTile;
 
     /// <summary>
@@ -81,12 +99,10 @@ internal static class GpuKernelSources
         ArrayView<float> bias, ArrayView<float> ct, SparseShape s)
     {
         int lane = Warp.LaneIdx;
-        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
-        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
-        int t0 = Grid.IdxX / rowBlocks * SpmmTokens + lane;
+        int r = WarpRow(s.Rows);
         if (r >= s.Rows) return; // a whole warp leaves together
-        int n = s.N;
-        bool full = Grid.IdxX / rowBlocks * SpmmTokens + SpmmTokens <= n;
+        int n = s.N, tile = GridColumn(s.Rows) * SpmmTokens, t0 = tile + lane;
+        bool full = tile + SpmmTokens <= n;
         float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         int start = rowPtr[r], end = rowPtr[r + 1];
         for (int b = start; b < end; b += WarpSize)
@@ -136,13 +152,10 @@ internal static class GpuKernelSources
         ArrayView<float> dw, SddmmShape s)
     {
         int lane = Warp.LaneIdx;
-        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
-        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
-        int split = Grid.IdxX / rowBlocks;
+        int r = WarpRow(s.Rows);
         if (r >= s.Rows) return; // a whole warp leaves together
         int n = s.N;
-        int per = (n + s.Splits - 1) / s.Splits;
-        int tBegin = split * per, tEnd = IntrinsicMath.Min(n, tBegin + per);
+        var (tBegin, tEnd) = SplitRange(n, s.Splits, GridColumn(s.Rows));
         if (tBegin >= tEnd) return;
         long dyRow = (long)r * n;
         int start = rowPtr[r], end = rowPtr[r + 1];
@@ -229,12 +242,11 @@ internal static class GpuKernelSources
         ArrayView<float> bias, ArrayView<float> ct, SparseShape s)
     {
         int lane = Warp.LaneIdx;
-        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
-        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
+        int r = WarpRow(s.Rows);
         if (r >= s.Rows) return;
         int n = s.N, pairs = (n + 1) / 2;
-        int p0 = Grid.IdxX / rowBlocks * (SpmmBf16Tokens / 2) + lane;
-        bool full = p0 - lane + SpmmBf16Tokens / 2 <= pairs;
+        int tile = GridColumn(s.Rows) * (SpmmBf16Tokens / 2), p0 = tile + lane;
+        bool full = tile + SpmmBf16Tokens / 2 <= pairs;
         float a0 = 0, b0 = 0, a1 = 0, b1 = 0, a2 = 0, b2 = 0, a3 = 0, b3 = 0;
         int start = rowPtr[r], end = rowPtr[r + 1];
         for (int b = start; b < end; b += WarpSize)
@@ -280,13 +292,10 @@ internal static class GpuKernelSources
         ArrayView<float> dw, SddmmShape s)
     {
         int lane = Warp.LaneIdx;
-        int rowBlocks = (s.Rows + RowWarps - 1) / RowWarps;
-        int r = Grid.IdxX % rowBlocks * RowWarps + Warp.WarpIdx;
-        int split = Grid.IdxX / rowBlocks;
+        int r = WarpRow(s.Rows);
         if (r >= s.Rows) return;
         int n = s.N, pairs = (n + 1) / 2;
-        int per = (pairs + s.Splits - 1) / s.Splits;
-        int pBegin = split * per, pEnd = IntrinsicMath.Min(pairs, pBegin + per);
+        var (pBegin, pEnd) = SplitRange(pairs, s.Splits, GridColumn(s.Rows));
         if (pBegin >= pEnd) return;
         long dyRow = (long)r * n;
         int start = rowPtr[r], end = rowPtr[r + 1];
@@ -317,7 +326,7 @@ internal static class GpuKernelSources
     /// <summary><c>sums[r] = Σ_t Cᵀ[r, t]</c>: one warp per row, lanes over tokens, a shuffle reduction (the bias gradient).</summary>
     public static void RowSums(ArrayView<float> ct, ArrayView<float> sums, int rows, int n)
     {
-        int r = Grid.IdxX * RowWarps + Warp.WarpIdx;
+        int r = WarpRow(rows);
         if (r >= rows) return;
         float acc = 0;
         for (int t = Warp.LaneIdx; t < n; t += WarpSize) acc += ct[(long)r * n + t];
@@ -332,7 +341,7 @@ internal static class GpuKernelSources
     public static void Spmv(ArrayView<int> rowPtr, ArrayView<int> cols, ArrayView<float> vals, ArrayView<float> x,
         ArrayView<float> bias, ArrayView<float> y, SparseShape s)
     {
-        int r = Grid.IdxX * RowWarps + Warp.WarpIdx;
+        int r = WarpRow(s.Rows);
         if (r >= s.Rows) return;
         float acc = 0;
         for (int e = rowPtr[r] + Warp.LaneIdx, end = rowPtr[r + 1]; e < end; e += WarpSize) acc += vals[e] * x[cols[e]];
@@ -374,7 +383,7 @@ internal static class GpuKernelSources
     }
 
     /// <summary>
-    /// A tiled dense SGEMM, <c>C[M, N] (+)= A·B (+ bias)</c> with A and B at any strides (so one kernel serves
+    /// A tiled dense SGEMM, <c>C[M, N] = A·B (+ bias)</c> with A and B at any strides (so one kernel serves
     /// <c>X·Wᵀ</c>, <c>dY·W</c> and <c>dYᵀ·X</c>): 128 × 128 output tiles, K in steps of 16 through shared memory, each
     /// of 256 threads holding an 8 × 8 block of accumulators in registers (rows ty + 16i, columns tx + 16j, so a warp's
     /// shared loads are broadcasts or conflict-free): 16 shared loads feed 64 FMAs. Tiles are loaded along whichever of
@@ -452,7 +461,6 @@ internal static class GpuKernelSources
     {
         if (j >= s.N) return;
         long at = (long)i * s.N + j;
-        if (s.HasBias != 0) v += bias[j];
-        c[at] = s.Accumulate != 0 ? c[at] + v : v;
+        c[at] = s.HasBias != 0 ? v + bias[j] : v;
     }
 }

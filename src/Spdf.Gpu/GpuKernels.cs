@@ -55,6 +55,9 @@ internal sealed class GpuKernels
 
     private static int Blocks(long count, int per) => checked((int)((count + per - 1) / per));
 
+    /// <summary>The row kernels' launch: a group of <see cref="RowWarps"/> warps per row group and grid column.</summary>
+    private static KernelConfig RowGrid(int rows, int columns) => new(checked(Blocks(rows, RowWarps) * columns), RowWarps * WarpSize);
+
     /// <summary><c>dst [cols, rows] = srcᵀ</c> for a row-major <c>[rows, cols]</c> source.</summary>
     public void Transpose(ArrayView<float> src, ArrayView<float> dst, int rows, int cols)
     {
@@ -67,8 +70,7 @@ internal sealed class GpuKernels
     public void Spmm(GpuCsr a, ArrayView<float> values, ArrayView<float> bt, ArrayView<float> bias, bool hasBias, ArrayView<float> ct, int n)
     {
         if (a.Rows == 0 || n == 0) return;
-        int grid = checked(Blocks(a.Rows, RowWarps) * Blocks(n, SpmmTokens));
-        _spmm(S, new KernelConfig(grid, RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, bt, bias, ct,
+        _spmm(S, RowGrid(a.Rows, Blocks(n, SpmmTokens)), a.RowPointers.View, a.Columns.View, values, bt, bias, ct,
             new SparseShape(a.Rows, n, hasBias ? 1 : 0));
     }
 
@@ -89,7 +91,7 @@ internal sealed class GpuKernels
     {
         int splits = SddmmSplits(_device, a.Rows, n);
         if (splits > 1) dw.SubView(0, a.Nnz).MemSetToZero(S);
-        return (new KernelConfig(checked(Blocks(a.Rows, RowWarps) * splits), RowWarps * WarpSize), new SddmmShape(a.Rows, n, splits));
+        return (RowGrid(a.Rows, splits), new SddmmShape(a.Rows, n, splits));
     }
 
     /// <summary>
@@ -107,18 +109,18 @@ internal sealed class GpuKernels
     public void RowSums(ArrayView<float> ct, ArrayView<float> sums, int rows, int n)
     {
         if (rows == 0) return;
-        _rowSums(S, new KernelConfig(Blocks(rows, RowWarps), RowWarps * WarpSize), ct, sums, rows, n);
+        _rowSums(S, RowGrid(rows, 1), ct, sums, rows, n);
     }
 
     /// <summary><c>y = A·x (+ bias)</c> with A in CSR (batch-1 decode).</summary>
     public void Spmv(GpuCsr a, ArrayView<float> values, ArrayView<float> x, ArrayView<float> bias, bool hasBias, ArrayView<float> y)
     {
         if (a.Rows == 0) return;
-        _spmv(S, new KernelConfig(Blocks(a.Rows, RowWarps), RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, x, bias, y,
+        _spmv(S, RowGrid(a.Rows, 1), a.RowPointers.View, a.Columns.View, values, x, bias, y,
             new SparseShape(a.Rows, 1, hasBias ? 1 : 0));
     }
 
-    /// <summary><c>C (+)= A·B (+ bias)</c> at the strides of <paramref name="shape"/>.</summary>
+    /// <summary><c>C = A·B (+ bias)</c> at the strides of <paramref name="shape"/>.</summary>
     public void Sgemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, ArrayView<float> c, GemmShape shape)
     {
         if (shape.M == 0 || shape.N == 0) return;
@@ -149,8 +151,7 @@ internal sealed class GpuKernels
     public void SpmmBf16(GpuCsr a, ArrayView<float> values, ArrayView<uint> bh, ArrayView<float> bias, bool hasBias, ArrayView<float> ct, int n)
     {
         if (a.Rows == 0 || n == 0) return;
-        int grid = checked(Blocks(a.Rows, RowWarps) * Blocks(n, SpmmBf16Tokens));
-        _spmmBf16(S, new KernelConfig(grid, RowWarps * WarpSize), a.RowPointers.View, a.Columns.View, values, bh, bias, ct,
+        _spmmBf16(S, RowGrid(a.Rows, Blocks(n, SpmmBf16Tokens)), a.RowPointers.View, a.Columns.View, values, bh, bias, ct,
             new SparseShape(a.Rows, n, hasBias ? 1 : 0));
     }
 

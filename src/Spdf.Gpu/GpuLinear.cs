@@ -150,17 +150,10 @@ public abstract class GpuLinear : IDisposable
         BiasGrad?.Clear();
     }
 
-    private protected T Own<T>(T buffer) where T : IDisposable
+    private protected T Own<T>(T buffer) where T : IDeviceMemory
     {
         _owned.Add(buffer);
-        Bytes += buffer switch
-        {
-            GpuBuffer<float> f => f.Bytes,
-            GpuBuffer<int> i => i.Bytes,
-            GpuBuffer<uint> u => u.Bytes,
-            GpuCsr c => c.Bytes,
-            _ => 0,
-        };
+        Bytes += buffer.Bytes;
         return buffer;
     }
 

@@ -44,23 +44,18 @@ public sealed class GpuSparseLinear : GpuLinear
     /// <exception cref="GpuMemoryException">The device has no room.</exception>
     public GpuSparseLinear(GpuDevice device, ReadOnlySpan<float> weight, SparsityMask mask, ReadOnlySpan<float> bias, bool hasBias, int maxTokens,
         GpuActivationPrecision activations = GpuActivationPrecision.Float32)
-        : base(device, mask?.Cols ?? 0, mask?.Rows ?? 0, bias, hasBias, maxTokens)
+        : base(device, (mask ?? throw new ArgumentNullException(nameof(mask))).Cols, mask.Rows, bias, hasBias, maxTokens)
     {
         if (activations is not (GpuActivationPrecision.Float32 or GpuActivationPrecision.BFloat16))
             throw new ArgumentOutOfRangeException(nameof(activations), activations, "Expected Float32 or BFloat16.");
         Activations = activations;
-        ArgumentNullException.ThrowIfNull(mask);
-        if (weight.Length != mask.Numel)
-            throw new ArgumentException($"The weight has {weight.Length} elements; the mask {mask.ShapeText} expects {mask.Numel}.", nameof(weight));
         Mask = mask;
         var (ptr, cols) = GpuCsr.Build(mask, transpose: false, out _, out _denseIndex);
         var (ptrT, colsT) = GpuCsr.Build(mask, transpose: true, out var map, out _);
         _w = Own(GpuCsr.Upload(device, OutFeatures, InFeatures, ptr, cols, "W"));
         _wT = Own(GpuCsr.Upload(device, InFeatures, OutFeatures, ptrT, colsT, "Wᵀ"));
         _entryMap = Own(device.Upload<int>(map, "Wᵀ entry map"));
-        var kept = new float[Nnz];
-        for (int e = 0; e < kept.Length; e++) kept[e] = weight[_denseIndex[e]];
-        _values = Own(device.Upload<float>(kept, "kept weights"));
+        _values = Own(device.Upload<float>(Kept(weight), "kept weights"));
         _valuesT = Own(device.Allocate<float>(Nnz, "kept weights of Wᵀ"));
         _grad = Own(device.Allocate<float>(Nnz, "kept weights' gradient"));
         _xt = Own(device.Allocate<float>((long)maxTokens * InFeatures, "Xᵀ workspace"));
@@ -81,7 +76,7 @@ public sealed class GpuSparseLinear : GpuLinear
     public SparsityMask Mask { get; }
 
     /// <summary>Kept weights.</summary>
-    public int Nnz => _values is null ? Mask.KeptCount : (int)_values.Length;
+    public int Nnz => _denseIndex.Length;
 
     /// <summary>The kept weights, in row-major order of their places (the layer's parameters).</summary>
     public GpuBuffer<float> Values => _values;
@@ -96,12 +91,18 @@ public sealed class GpuSparseLinear : GpuLinear
     /// <exception cref="ArgumentException">The length is not out × in.</exception>
     public void LoadWeight(ReadOnlySpan<float> weight)
     {
-        if (weight.Length != Mask.Numel)
-            throw new ArgumentException($"The weight has {weight.Length} elements; expected {Mask.ShapeText} = {Mask.Numel}.", nameof(weight));
-        var kept = new float[Nnz];
-        for (int e = 0; e < kept.Length; e++) kept[e] = weight[_denseIndex[e]];
-        _values.CopyFrom(kept);
+        _values.CopyFrom(Kept(weight));
         _transposeStale = true;
+    }
+
+    /// <summary>The kept places of a dense <c>[out, in]</c> weight, in the CSR's entry order.</summary>
+    private float[] Kept(ReadOnlySpan<float> weight)
+    {
+        if (weight.Length != Mask.Numel)
+            throw new ArgumentException($"The weight has {weight.Length} elements; the mask {Mask.ShapeText} expects {Mask.Numel}.", nameof(weight));
+        var kept = new float[_denseIndex.Length];
+        for (int e = 0; e < kept.Length; e++) kept[e] = weight[_denseIndex[e]];
+        return kept;
     }
 
     /// <summary>
@@ -123,13 +124,7 @@ public sealed class GpuSparseLinear : GpuLinear
         var xt = _xt.Slice((long)tokens * InFeatures);
         var yt = _yt.Slice((long)tokens * OutFeatures);
         k.Transpose(x, xt, tokens, InFeatures);
-        if (_xh is null) k.Spmm(_w, _values.View, xt, BiasView, Bias is not null, yt, tokens);
-        else
-        {
-            var xh = _xh.Slice((tokens + 1) / 2 * (long)InFeatures);
-            k.ToBf16Pairs(xt, xh, InFeatures, tokens);
-            k.SpmmBf16(_w, _values.View, xh, BiasView, Bias is not null, yt, tokens);
-        }
+        SparseTimes(_w, _values.View, xt, _xh, Bias is not null, yt, tokens);
         k.Transpose(yt, y, OutFeatures, tokens);
     }
 
@@ -147,23 +142,29 @@ public sealed class GpuSparseLinear : GpuLinear
                 _transposeStale = false;
             }
             var dxt = _dxt.Slice((long)tokens * InFeatures);
-            if (_dyh is null) k.Spmm(_wT, _valuesT.View, dyt, _valuesT.View, false, dxt, tokens);
-            else
-            {
-                var dyh = _dyh.Slice((tokens + 1) / 2 * (long)OutFeatures);
-                k.ToBf16Pairs(dyt, dyh, OutFeatures, tokens);
-                k.SpmmBf16(_wT, _valuesT.View, dyh, _valuesT.View, false, dxt, tokens);
-            }
+            SparseTimes(_wT, _valuesT.View, dyt, _dyh, false, dxt, tokens);
             k.Transpose(dxt, dx, InFeatures, tokens);
         }
         k.Transpose(x, xt, tokens, InFeatures);
         if (_xh is null) k.Sddmm(_w, dyt, xt, _grad.View, tokens);
-        else
-        {
-            var xh = _xh.Slice((tokens + 1) / 2 * (long)InFeatures);
-            k.ToBf16Pairs(xt, xh, InFeatures, tokens);
-            k.SddmmBf16(_w, dyt, xh, _grad.View, tokens);
-        }
+        else k.SddmmBf16(_w, dyt, Bf16Pairs(xt, _xh, InFeatures, tokens), _grad.View, tokens);
+    }
+
+    /// <summary><c>Cᵀ = A·Bᵀ (+ bias)</c> over A's kept entries, reading Bᵀ in FP32, or, with a BF16 workspace, rounded
+    /// into it first.</summary>
+    private void SparseTimes(GpuCsr a, ArrayView<float> values, ArrayView<float> bt, GpuBuffer<uint>? halves, bool hasBias, ArrayView<float> ct, int tokens)
+    {
+        var k = Device.Kernels;
+        if (halves is null) k.Spmm(a, values, bt, BiasView, hasBias, ct, tokens);
+        else k.SpmmBf16(a, values, Bf16Pairs(bt, halves, a.Cols, tokens), BiasView, hasBias, ct, tokens);
+    }
+
+    /// <summary>Feature-major <paramref name="ft"/> <c>[features, tokens]</c> rounded into <paramref name="halves"/> as BF16 token pairs.</summary>
+    private ArrayView<uint> Bf16Pairs(ArrayView<float> ft, GpuBuffer<uint> halves, int features, int tokens)
+    {
+        var h = halves.Slice((tokens + 1) / 2 * (long)features);
+        Device.Kernels.ToBf16Pairs(ft, h, features, tokens);
+        return h;
     }
 
     private protected override void BiasGradient(ArrayView<float> dy, ArrayView<float> db, int tokens) =>

@@ -74,6 +74,8 @@ public sealed class GpuDeviceTests(CpuDeviceFixture fixture)
         var mask = MaskInitializers.Random.Create(new float[6 * 4], 6, 4, 0.5, new SparsityRandom(1));
         FluentActions.Invoking(() => new GpuSparseLinear(_device, new float[23], mask, [], false, 8)).Should().Throw<ArgumentException>()
             .WithMessage("*23*24*");
+        FluentActions.Invoking(() => new GpuSparseLinear(_device, new float[24], null!, [], false, 8)).Should().Throw<ArgumentNullException>()
+            .WithParameterName("mask");
         FluentActions.Invoking(() => new GpuSparseLinear(_device, new float[24], mask, new float[5], true, 8)).Should().Throw<ArgumentException>()
             .WithMessage("*5*outFeatures = 6*");
         FluentActions.Invoking(() => new GpuDenseLinear(_device, new float[24], 4, 6, [], false, 0)).Should().Throw<ArgumentException>()

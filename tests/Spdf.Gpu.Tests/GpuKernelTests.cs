@@ -99,19 +99,14 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
 
         using var layer = new GpuSparseLinear(_device, w, mask, bias, hasBias: true, maxTokens: tokens, GpuActivationPrecision.BFloat16);
         layer.Activations.Should().Be(GpuActivationPrecision.BFloat16);
-        using var xb = _device.Upload<float>(x, "x");
-        using var dyb = _device.Upload<float>(dy, "dy");
-        using var yb = _device.Allocate<float>(tokens * outF, "y");
-        using var dxb = _device.Allocate<float>(tokens * inF, "dx");
-        layer.Forward(xb.View, yb.View, tokens);
-        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
-        Close(yb.ToArray(), yRef, "y (BF16 X)");
-        Close(dxb.ToArray(), dxRef, "dx (BF16 dY)");
+        var (y, dx) = ForwardBackward(layer, x, dy, tokens);
+        Close(y, yRef, "y (BF16 X)");
+        Close(dx, dxRef, "dx (BF16 dY)");
         Close(layer.DownloadWeightGrad(), dwRef, "dW (BF16 X)");
         Close(layer.BiasGrad!.ToArray(), dbRef, "db");
         // And BF16 is really in use: FP32 products of the unrounded X differ.
         var (yFp32, _, _, _) = DenseReference(wMasked, bias, x, dy, tokens, inF, outF);
-        if (sparsity < 0.99) yb.ToArray().Zip(yFp32).Max(p => Math.Abs(p.First - p.Second)).Should().BeGreaterThan(1e-4f);
+        if (sparsity < 0.99) y.Zip(yFp32).Max(p => Math.Abs(p.First - p.Second)).Should().BeGreaterThan(1e-4f);
     }
 
     [Fact]
@@ -171,14 +166,7 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
 
         using var layer = new GpuSparseLinear(device, w, mask, bias, hasBias: true, maxTokens: tokens + 3);
         layer.Nnz.Should().Be(mask.KeptCount);
-        using var xb = device.Upload<float>(x, "x");
-        using var dyb = device.Upload<float>(dy, "dy");
-        using var yb = device.Allocate<float>(tokens * outF, "y");
-        using var dxb = device.Allocate<float>(tokens * inF, "dx");
-        layer.Forward(xb.View, yb.View, tokens);
-        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
-        var y = yb.ToArray();
-        var dx = dxb.ToArray();
+        var (y, dx) = ForwardBackward(layer, x, dy, tokens);
         var dw = layer.DownloadWeightGrad();
         var db = layer.BiasGrad!.ToArray();
 
@@ -213,14 +201,9 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         var (yRef, dxRef, dwRef, dbRef) = DenseReference(w, hasBias ? bias : new float[outF], x, dy, tokens, inF, outF);
 
         using var layer = new GpuDenseLinear(device, w, inF, outF, bias, hasBias, tokens);
-        using var xb = device.Upload<float>(x, "x");
-        using var dyb = device.Upload<float>(dy, "dy");
-        using var yb = device.Allocate<float>(tokens * outF, "y");
-        using var dxb = device.Allocate<float>(tokens * inF, "dx");
-        layer.Forward(xb.View, yb.View, tokens);
-        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
-        Close(yb.ToArray(), yRef, "y");
-        Close(dxb.ToArray(), dxRef, "dx");
+        var (y, dx) = ForwardBackward(layer, x, dy, tokens);
+        Close(y, yRef, "y");
+        Close(dx, dxRef, "dx");
         Close(layer.DownloadWeightGrad(), dwRef, "dW");
         if (hasBias) Close(layer.BiasGrad!.ToArray(), dbRef, "db");
         else layer.BiasGrad.Should().BeNull();
@@ -330,6 +313,19 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         layer.Backward(dyb.View, xb.View, default, 0);
         layer.DownloadWeightGrad().Should().OnlyContain(v => v == 0);
         layer.BiasGrad!.ToArray().Should().OnlyContain(v => v == 0);
+    }
+
+    /// <summary>One forward and one backward pass of <paramref name="layer"/> on host data; y and dX back on the host.</summary>
+    private static (float[] Y, float[] Dx) ForwardBackward(GpuLinear layer, float[] x, float[] dy, int tokens)
+    {
+        var device = layer.Device;
+        using var xb = device.Upload<float>(x, "x");
+        using var dyb = device.Upload<float>(dy, "dy");
+        using var yb = device.Allocate<float>((long)tokens * layer.OutFeatures, "y");
+        using var dxb = device.Allocate<float>((long)tokens * layer.InFeatures, "dx");
+        layer.Forward(xb.View, yb.View, tokens);
+        layer.Backward(dyb.View, xb.View, dxb.View, tokens);
+        return (yb.ToArray(), dxb.ToArray());
     }
 
     internal static float[] Randn(Random rng, int n)
