@@ -17,6 +17,7 @@ namespace Spdf.Benchmarks;
 /// quick elementwise --rows N --cols C    (LayerNorm, GELU on [N, 4C], residual add: forward and forward + backward)
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
+/// quick gpt-pair (the gpt options) [--sparsity 0.75] [--steps N]: the dense and the sparse step in turns in one process; medians and the median ratio
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
@@ -51,6 +52,7 @@ public static class Quick
                 case "gpt": Gpt(opts, args[1..]); return 0;
                 case "gpt-one": GptOne(opts); return 0;
                 case "gpt-phases": GptPhases(opts); return 0;
+                case "gpt-pair": GptPair(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
                 case "decode": Decode(opts); return 0;
                 case "torchsharp-linear": TorchSharpQuick.Linear(opts); return 0;
@@ -72,7 +74,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|gemm|gpt|decode|spmm|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|sweep|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
@@ -220,6 +222,51 @@ public static class Quick
         _ = raw;
     }
 
+    /// <summary>
+    /// The dense step and the sparse step (--sparsity S, default 0.75) side by side in one process: two copies of the
+    /// same GPT, one sparsified, take steps in turns (--steps N pairs after two warm-up pairs), and the result is the
+    /// median of each and the median of the pairs' ratios. On a shared machine whose speed drifts over seconds, steps
+    /// 50–100 ms apart see the same machine, where separate processes minutes apart do not.
+    /// </summary>
+    private static void GptPair(Dictionary<string, string> o)
+    {
+        int steps = Int(o, "steps", 30);
+        var (_, _, dense, idx, tgt) = GptSetup(o);
+        var (_, _, sparse, _, _) = GptSetup(o);
+        var so = new Dictionary<string, string>(o) { ["sparsity"] = o.GetValueOrDefault("sparsity", "0.75") };
+        var (sp, _, _) = Sparsify(so, sparse);
+        var optD = new Tensors.Optim.AdamW(dense.Parameters(), 1e-4);
+        var optS = new Tensors.Optim.AdamW(sparse.Parameters(), 1e-4);
+        static double Step(Spdf.Gpt.GptModel m, Tensors.Optim.AdamW opt, IntTensor x, IntTensor y)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            using (Tensors.Autograd.TensorScope.Enter())
+            {
+                var loss = m.Loss(x, y);
+                opt.ZeroGrad(setToNone: false);
+                loss.Backward();
+            }
+            opt.Step();
+            return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        }
+        var d = new List<double>(); var s = new List<double>(); var r = new List<double>();
+        for (int i = 0; i < steps + 2; i++)
+        {
+            // Alternate which goes first, so that neither always follows the other.
+            double a, b;
+            if (i % 2 == 0) { a = Step(dense, optD, idx, tgt); b = Step(sparse, optS, idx, tgt); }
+            else { b = Step(sparse, optS, idx, tgt); a = Step(dense, optD, idx, tgt); }
+            if (i < 2) continue;
+            d.Add(a); s.Add(b); r.Add(a / b);
+        }
+        static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
+        Emit(new Dictionary<string, object>
+        {
+            ["op"] = "gpt_pair", ["sparsity"] = sp, ["steps"] = steps, ["dense_ms"] = Math.Round(Med(d), 1), ["sparse_ms"] = Math.Round(Med(s), 1),
+            ["speedup"] = Math.Round(Med(r), 3), ["speedup_p25"] = Math.Round(r.Order().ElementAt(r.Count / 4), 3), ["speedup_p75"] = Math.Round(r.Order().ElementAt(r.Count * 3 / 4), 3),
+        });
+    }
+
     /// <summary>Where a GPT step's time goes (dense, or with --sparsity S): forward (to the loss), backward, optimizer;
     /// medians over steps; with --profile 1, op by op.</summary>
     private static void GptPhases(Dictionary<string, string> o)
@@ -232,8 +279,13 @@ public static class Quick
         var f = new List<double>(); var b = new List<double>(); var s = new List<double>();
         bool profile = o.TryGetValue("profile", out var pf) && pf != "0";
         Tensors.Autograd.OpProfiler? profiler = null;
+        long alloc0 = 0; int g0 = 0, g1 = 0, g2 = 0;
         for (int i = 0; i < steps + 2; i++)
         {
+            if (i == 2)
+            {
+                alloc0 = GC.GetTotalAllocatedBytes(); g0 = GC.CollectionCount(0); g1 = GC.CollectionCount(1); g2 = GC.CollectionCount(2);
+            }
             if (i == 2 && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
             profiler?.Mark();
             var sw = System.Diagnostics.Stopwatch.StartNew();
@@ -252,7 +304,10 @@ public static class Quick
             if (i >= 2) { f.Add(t1); b.Add(t2 - t1); s.Add(t3 - t2); }
         }
         static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
-        Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1) });
+        Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1),
+            // What the managed heap did per step: bytes allocated, and collections of each generation over the timed steps.
+            ["allocated_mb_per_step"] = Math.Round((GC.GetTotalAllocatedBytes() - alloc0) / 1e6 / steps, 2),
+            ["gc0"] = GC.CollectionCount(0) - g0, ["gc1"] = GC.CollectionCount(1) - g1, ["gc2"] = GC.CollectionCount(2) - g2 });
         if (profiler is null) return;
         profiler.Dispose();
         foreach (var r in profiler.Results) // per step (means over the profiled steps)

@@ -11,6 +11,12 @@ public class BlockedTransposeTests
     [InlineData(64, 16, 64)]
     [InlineData(70, 13, 64)]
     [InlineData(130, 24, 32)]
+    // The 16 × 16 blocks (AVX-512) with 8 × 8 blocks and single elements around them: features and tokens that are no
+    // multiple of 16 or 8, a width that is a multiple of 16 other than 64, and one that is not (8 × 8 blocks only).
+    [InlineData(64, 40, 64)]
+    [InlineData(77, 35, 64)]
+    [InlineData(96, 130, 48)]
+    [InlineData(50, 17, 24)]
     public void RoundTripsAndMatchesTheIndexDefinition(int rows, int cols, int width)
     {
         var src = Enumerable.Range(0, rows * cols).Select(i => (float)i + 1).ToArray();

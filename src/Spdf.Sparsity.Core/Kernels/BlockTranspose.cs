@@ -40,15 +40,29 @@ public static unsafe class BlockTranspose
     public static void ToBlock(float* s, int rows, int cols, int width, float* db, int b)
     {
         int t0 = b * width, n = Math.Min(width, rows - t0);
-        int n8 = Avx.IsSupported ? n & ~7 : 0, c8 = Avx.IsSupported ? cols & ~7 : 0;
-        for (int j = 0; j < n8; j += 8)
-            for (int c = 0; c < c8; c += 8)
-                Block8x8.Transpose(s + (long)(t0 + j) * cols + c, cols, db + (long)c * width + j, width);
-        for (int j = 0; j < n; j++)
-            for (int c = j < n8 ? c8 : 0; c < cols; c++)
-                db[(long)c * width + j] = s[(long)(t0 + j) * cols + c];
+        float* sb = s + (long)t0 * cols; // the block's first source row
+        // 16 × 16 register blocks where AVX-512 allows (whole-line loads and stores), 8 × 8 and single elements around them.
+        int n16 = Avx512F.IsSupported && width % 16 == 0 ? n & ~15 : 0, c16 = n16 > 0 ? cols & ~15 : 0;
+        for (int j = 0; j < n16; j += 16)
+            for (int c = 0; c < c16; c += 16)
+                Block16x16.Transpose(sb + (long)j * cols + c, cols, db + (long)c * width + j, width);
+        ToBlockRect(sb, cols, width, db, 0, n16, c16, cols);
+        ToBlockRect(sb, cols, width, db, n16, n, 0, cols);
         for (int c = 0; c < cols; c++)
             for (int j = n; j < width; j++) db[(long)c * width + j] = 0f;
+    }
+
+    /// <summary>Tokens [j0, j1) × features [c0, c1) of a block in 8 × 8 register blocks and single elements.</summary>
+    private static void ToBlockRect(float* sb, int cols, int width, float* db, int j0, int j1, int c0, int c1)
+    {
+        if (j0 >= j1 || c0 >= c1) return;
+        int j8 = Avx.IsSupported ? j0 + ((j1 - j0) & ~7) : j0, c8 = Avx.IsSupported ? c0 + ((c1 - c0) & ~7) : c0;
+        for (int j = j0; j < j8; j += 8)
+            for (int c = c0; c < c8; c += 8)
+                Block8x8.Transpose(sb + (long)j * cols + c, cols, db + (long)c * width + j, width);
+        for (int j = j0; j < j1; j++)
+            for (int c = j < j8 ? c8 : c0; c < c1; c++)
+                db[(long)c * width + j] = sb[(long)j * cols + c];
     }
 
     /// <summary>The inverse of <see cref="ToBlocks"/>: <c>dst[b·W + j, c] = src[b, c, j]</c> for the <paramref name="rows"/> real rows.</summary>
@@ -74,14 +88,27 @@ public static unsafe class BlockTranspose
     public static void FromBlock(float* sb, int rows, int cols, int width, float* dd, int b)
     {
         int t0 = b * width, n = Math.Min(width, rows - t0);
-        int n8 = Avx.IsSupported ? n & ~7 : 0, c8 = Avx.IsSupported ? cols & ~7 : 0;
-        // Eight destination rows at a time, walked left to right: writes stream along rows instead of jumping a row stride.
-        for (int j = 0; j < n8; j += 8)
-            for (int c = 0; c < c8; c += 8)
-                Block8x8.Transpose(sb + (long)c * width + j, width, dd + (long)(t0 + j) * cols + c, cols);
-        for (int j = 0; j < n; j++)
-            for (int c = j < n8 ? c8 : 0; c < cols; c++)
-                dd[(long)(t0 + j) * cols + c] = sb[(long)c * width + j];
+        float* db = dd + (long)t0 * cols; // the block's first destination row
+        // Destination rows 16 (or 8) at a time, walked left to right: writes stream along rows instead of jumping a row stride.
+        int n16 = Avx512F.IsSupported && width % 16 == 0 ? n & ~15 : 0, c16 = n16 > 0 ? cols & ~15 : 0;
+        for (int j = 0; j < n16; j += 16)
+            for (int c = 0; c < c16; c += 16)
+                Block16x16.Transpose(sb + (long)c * width + j, width, db + (long)j * cols + c, cols);
+        FromBlockRect(sb, cols, width, db, 0, n16, c16, cols);
+        FromBlockRect(sb, cols, width, db, n16, n, 0, cols);
+    }
+
+    /// <summary>Tokens [j0, j1) × features [c0, c1) of a block back to rows, in 8 × 8 register blocks and single elements.</summary>
+    private static void FromBlockRect(float* sb, int cols, int width, float* db, int j0, int j1, int c0, int c1)
+    {
+        if (j0 >= j1 || c0 >= c1) return;
+        int j8 = Avx.IsSupported ? j0 + ((j1 - j0) & ~7) : j0, c8 = Avx.IsSupported ? c0 + ((c1 - c0) & ~7) : c0;
+        for (int j = j0; j < j8; j += 8)
+            for (int c = c0; c < c8; c += 8)
+                Block8x8.Transpose(sb + (long)c * width + j, width, db + (long)j * cols + c, cols);
+        for (int j = j0; j < j1; j++)
+            for (int c = j < j8 ? c8 : c0; c < c1; c++)
+                db[(long)j * cols + c] = sb[(long)c * width + j];
     }
 
     private static (int Blocks, long Stride) BlockGeometry(int rows, int cols, int width, int blockStride)
