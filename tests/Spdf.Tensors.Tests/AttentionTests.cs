@@ -36,7 +36,8 @@ public class AttentionTests
     }
 
     [Theory]
-    [InlineData(2, 3, 5, 8)]    // E not a multiple of 16: the reference kernel
+    [InlineData(2, 3, 5, 8)]    // E not a multiple of 16: the reference kernel (rows copied in 8-float vectors)
+    [InlineData(2, 2, 7, 5)]    // E no multiple of 8: rows copied element-wise
     [InlineData(2, 2, 37, 16)]  // the blocked kernel, a partial block
     [InlineData(1, 4, 64, 32)]
     public void PackedMatchesSplitAttentionMerge(int b, int h, int t, int e)

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Spdf.Tensors.Autograd;
 
 namespace Spdf.Tensors;
@@ -68,14 +69,10 @@ public static partial class Functional
         var y = GradientPool.Rent(b * t * c, clear: false); // [B, T, C]: every element written
         var src = qkv.Storage;
         // Copies head h of part (0 q, 1 k, 2 v) of batch bi between the packed rows and a contiguous [T, E] slice.
-        void Gather(float[] from, int rowLength, int column, int bi, Span<float> to)
-        {
-            for (int i = 0; i < t; i++) from.AsSpan((bi * t + i) * rowLength + column, e).CopyTo(to.Slice(i * e, e));
-        }
-        void Scatter(ReadOnlySpan<float> from, float[] to, int rowLength, int column, int bi)
-        {
-            for (int i = 0; i < t; i++) from.Slice(i * e, e).CopyTo(to.AsSpan((bi * t + i) * rowLength + column, e));
-        }
+        void Gather(float[] from, int rowLength, int column, int bi, Span<float> to) =>
+            CopyRows(from.AsSpan(bi * t * rowLength + column), rowLength, to, e, t, e);
+        void Scatter(ReadOnlySpan<float> from, float[] to, int rowLength, int column, int bi) =>
+            CopyRows(from, e, to.AsSpan(bi * t * rowLength + column), rowLength, t, e);
         Parallel.For(0, bh, () => System.Buffers.ArrayPool<float>.Shared.Rent(scratchSize + 3 * se), (s, _, buf) =>
         {
             int bi = s / heads, h = s % heads;
@@ -132,5 +129,34 @@ public static partial class Functional
             if (_blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale, scratch);
             else Kernels.Cpu.Attention.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale);
         }
+    }
+
+    /// <summary>
+    /// Copies <paramref name="rows"/> rows of <paramref name="e"/> floats between strided layouts (a head's slice of a
+    /// packed projection and a contiguous <c>[T, E]</c> slice). Head sizes that are multiples of 16 or 8 move in whole
+    /// vectors inline: a call of <see cref="Span{T}.CopyTo"/> per 128-byte row cost more than the copy (about 5% of a
+    /// GPT step at width 128, four heads of 32).
+    /// </summary>
+    private static void CopyRows(ReadOnlySpan<float> from, int fromStride, Span<float> to, int toStride, int rows, int e)
+    {
+        if (rows == 0) return;
+        if ((long)(rows - 1) * fromStride + e > from.Length || (long)(rows - 1) * toStride + e > to.Length)
+            throw new ArgumentException($"CopyRows: {rows} rows of {e} at strides {fromStride} and {toStride} do not fit spans of {from.Length} and {to.Length}.");
+        ref float src = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(from);
+        ref float dst = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(to);
+        if (Vector512.IsHardwareAccelerated && e % 16 == 0)
+        {
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < e; j += 16)
+                    Vector512.LoadUnsafe(ref src, (nuint)((long)i * fromStride + j)).StoreUnsafe(ref dst, (nuint)((long)i * toStride + j));
+        }
+        else if (Vector256.IsHardwareAccelerated && e % 8 == 0)
+        {
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < e; j += 8)
+                    Vector256.LoadUnsafe(ref src, (nuint)((long)i * fromStride + j)).StoreUnsafe(ref dst, (nuint)((long)i * toStride + j));
+        }
+        else
+            for (int i = 0; i < rows; i++) from.Slice(i * fromStride, e).CopyTo(to.Slice(i * toStride, e));
     }
 }
