@@ -17,6 +17,7 @@ namespace Spdf.Benchmarks;
 /// quick elementwise --rows N --cols C    (LayerNorm, GELU on [N, 4C], residual add: forward and forward + backward)
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
+/// quick transpose --rows N --cols 128,512,3072   (token-block transposes against a copy of the same bytes)
 /// quick gpt-pair (the gpt options) [--sparsity 0.75] [--steps N]: the dense and the sparse step in turns in one process; medians and the median ratio
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
@@ -47,6 +48,7 @@ public static class Quick
                 case "linear": Linear(opts); return 0;
                 case "attention": Attention(opts); return 0;
                 case "elementwise": Elementwise(opts); return 0;
+                case "transpose": Transpose(opts); return 0;
                 case "gemm": GemmRun(opts); return 0;
                 case "peak": PeakRun(opts); return 0;
                 case "gpt": Gpt(opts, args[1..]); return 0;
@@ -74,7 +76,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|sweep|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|sweep|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
@@ -146,6 +148,35 @@ public static class Quick
 
     /// <summary>The per-token ops of a block at one shape: LayerNorm, GELU and the residual add, forward and forward +
     /// backward (what a GPT step spends outside its products).</summary>
+    /// <summary>
+    /// The sparse kernels' token-block transposes (<see cref="BlockTranspose"/>) of a row-major <c>[rows, cols]</c>
+    /// activation, to blocks and back, beside a plain copy of the same bytes (the memory's own speed), hot in cache or
+    /// not as the size decides: <c>quick transpose --rows 2048 --cols 128,512,3072</c>.
+    /// </summary>
+    private static void Transpose(Dictionary<string, string> o)
+    {
+        int rows = Int(o, "rows", 2048);
+        double secs = Seconds(o);
+        foreach (var cs in (o.TryGetValue("cols", out var c) ? c : "128,512,3072").Split(','))
+        {
+            int cols = int.Parse(cs, CultureInfo.InvariantCulture);
+            var src = Tensor.Randn(new Shape(rows, cols), new Generator(1)).ToArray();
+            var back = new float[src.Length];
+            var blocks = new float[SparseKernels.BlockedLength(cols, rows)];
+            int stride = SparseKernels.BlockStride(cols);
+            double to = Timing.MedianMs(() => BlockTranspose.ToBlocks(src, rows, cols, SparseKernels.TokenBlock, blocks, stride), secs);
+            double from = Timing.MedianMs(() => BlockTranspose.FromBlocks(blocks, rows, cols, SparseKernels.TokenBlock, back, stride), secs);
+            double copy = Timing.MedianMs(() => src.AsSpan().CopyTo(back), secs);
+            if (!back.AsSpan().SequenceEqual(src)) throw new InvalidOperationException("transpose: the round trip changed the data.");
+            double gb = 2.0 * src.Length * sizeof(float) / 1e9; // bytes read and written
+            Emit(new Dictionary<string, object>
+            {
+                ["op"] = "transpose", ["rows"] = rows, ["cols"] = cols, ["to_blocks_ms"] = Math.Round(to, 4), ["from_blocks_ms"] = Math.Round(from, 4),
+                ["copy_ms"] = Math.Round(copy, 4), ["to_blocks_gb_s"] = Math.Round(gb / (to / 1e3), 1), ["copy_gb_s"] = Math.Round(gb / (copy / 1e3), 1),
+            });
+        }
+    }
+
     private static void Elementwise(Dictionary<string, string> o)
     {
         int rows = Int(o, "rows", 2048), cols = Int(o, "cols", 128);

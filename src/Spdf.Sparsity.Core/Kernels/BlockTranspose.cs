@@ -89,8 +89,11 @@ public static unsafe class BlockTranspose
     {
         int t0 = b * width, n = Math.Min(width, rows - t0);
         float* db = dd + (long)t0 * cols; // the block's first destination row
-        // Destination rows 16 (or 8) at a time, walked left to right: writes stream along rows instead of jumping a row stride.
-        int n16 = Avx512F.IsSupported && width % 16 == 0 ? n & ~15 : 0, c16 = n16 > 0 ? cols & ~15 : 0;
+        // Destination rows 16 (or 8) at a time, walked left to right: writes stream along rows instead of jumping a row
+        // stride. Not 16 when the row stride is a multiple of 4 KiB (features a multiple of 1,024): the 16 rows' lines
+        // then fall into one set of L1 (12 ways on Zen 4 and 5), and the 16 × 16 blocks ran [2048, 1024] and [2048, 2048]
+        // 1.6–2× slower than 8 × 8 blocks (docs/benchmarks.md).
+        int n16 = Avx512F.IsSupported && width % 16 == 0 && cols % 1024 != 0 ? n & ~15 : 0, c16 = n16 > 0 ? cols & ~15 : 0;
         for (int j = 0; j < n16; j += 16)
             for (int c = 0; c < c16; c += 16)
                 Block16x16.Transpose(sb + (long)c * width + j, width, db + (long)j * cols + c, cols);
