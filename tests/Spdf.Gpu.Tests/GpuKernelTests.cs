@@ -85,12 +85,7 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         const int inF = 45;
         var rng = new Random(101 + tokens);
         var mask = MaskInitializers.Random.Create(new float[outF * inF], outF, inF, sparsity, new SparsityRandom(13));
-        var w = Randn(rng, outF * inF);
-        var bias = Randn(rng, outF);
-        var x = Randn(rng, tokens * inF);
-        var dy = Randn(rng, tokens * outF);
-        var wMasked = (float[])w.Clone();
-        mask.Apply(wMasked);
+        var (w, bias, x, dy, wMasked) = MaskedLayerData(rng, mask, tokens);
         // The forward and the weight gradient read X rounded; the input gradient reads dY rounded; dY in the weight
         // gradient stays FP32.
         var (yRef, _, dwRef, dbRef) = DenseReference(wMasked, bias, x.Select(RoundBf16).ToArray(), dy, tokens, inF, outF);
@@ -138,12 +133,7 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
     internal static void CheckSparseLayer(GpuDevice device, SparsityMask mask, int tokens, Random rng)
     {
         int outF = mask.Rows, inF = mask.Cols;
-        var w = Randn(rng, outF * inF);
-        var bias = Randn(rng, outF);
-        var x = Randn(rng, tokens * inF);
-        var dy = Randn(rng, tokens * outF);
-        var wMasked = (float[])w.Clone();
-        mask.Apply(wMasked);
+        var (w, bias, x, dy, wMasked) = MaskedLayerData(rng, mask, tokens);
 
         // The masked-dense reference, in double.
         var (yRef, dxRef, dwRef, dbRef) = DenseReference(wMasked, bias, x, dy, tokens, inF, outF);
@@ -326,6 +316,20 @@ public sealed class GpuKernelTests(CpuDeviceFixture fixture)
         layer.Forward(xb.View, yb.View, tokens);
         layer.Backward(dyb.View, xb.View, dxb.View, tokens);
         return (yb.ToArray(), dxb.ToArray());
+    }
+
+    /// <summary>A layer's random weight, bias, input and output gradient for <paramref name="tokens"/> tokens (drawn in that
+    /// order), and the weight with the mask applied.</summary>
+    private static (float[] W, float[] Bias, float[] X, float[] Dy, float[] WMasked) MaskedLayerData(Random rng, SparsityMask mask, int tokens)
+    {
+        int outF = mask.Rows, inF = mask.Cols;
+        var w = Randn(rng, outF * inF);
+        var bias = Randn(rng, outF);
+        var x = Randn(rng, tokens * inF);
+        var dy = Randn(rng, tokens * outF);
+        var wMasked = (float[])w.Clone();
+        mask.Apply(wMasked);
+        return (w, bias, x, dy, wMasked);
     }
 
     internal static float[] Randn(Random rng, int n)
