@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Spdf.Sparsity.Kernels;
 using Spdf.Sparsity.Masks;
 using Spdf.Tensors;
@@ -405,6 +406,7 @@ public class PaddedPanelsTests
 
     [Theory]
     [InlineData(130, 40, 300)]
+    [InlineData(300, 37, 140)]  // five token blocks: four ranges of the token split, the last block partial
     [InlineData(64, 9, 129)]
     [InlineData(1, 3, 5)]
     public void SddmmAndRowSumsMatchTheirDefinitionForEveryRunLength(int tokens, int rows, int cols)
@@ -427,24 +429,50 @@ public class PaddedPanelsTests
         var xb = new float[SparseKernels.BlockedLength(cols, tokens)];
         BlockTranspose.ToBlocks(dy, tokens, rows, SparseKernels.TokenBlock, dyb, SparseKernels.BlockStride(rows));
         BlockTranspose.ToBlocks(x, tokens, cols, SparseKernels.TokenBlock, xb, SparseKernels.BlockStride(cols));
+        var dense = csr.DenseIndices();
+        void Check(float[] dw, float[] sums, string path)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                double expected = 0;
+                for (int t = 0; t < tokens; t++) expected += dy[t * rows + r];
+                sums[r].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"row sum {r} ({path})");
+            }
+            for (int e = 0; e < csr.Nnz; e++)
+            {
+                int r = dense[e] / cols, c = dense[e] % cols;
+                double expected = 0;
+                for (int t = 0; t < tokens; t++) expected += (double)dy[t * rows + r] * x[t * cols + c];
+                dw[e].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"entry {e} (row {r}, column {c}; {path})");
+            }
+            dw[^3..].Should().OnlyContain(v => float.IsNaN(v), $"padding results are not stored past the last entry ({path})");
+        }
         var dw = Enumerable.Repeat(float.NaN, csr.Nnz + 3).ToArray(); // NaN: written, not added to; the 3 past the end stay
         var sums = Enumerable.Repeat(float.NaN, rows).ToArray();
         SparseKernels.Sddmm(csr, dyb, xb, dw, tokens, sums);
-        for (int r = 0; r < rows; r++)
+        Check(dw, sums, "rows split over blocked activations");
+        // The token split straight from the rows, where it applies (more than one token block, AVX-512).
+        bool splits = SparseKernels.SddmmSplitsTokens(csr, tokens);
+        splits.Should().Be(Vector512.IsHardwareAccelerated && tokens > SparseKernels.TokenBlock, "these gradients are small");
+        var fromRows = Enumerable.Repeat(float.NaN, csr.Nnz + 3).ToArray();
+        var rowSums = Enumerable.Repeat(float.NaN, rows).ToArray();
+        if (splits)
         {
-            double expected = 0;
-            for (int t = 0; t < tokens; t++) expected += dy[t * rows + r];
-            sums[r].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"row sum {r}");
+            SparseKernels.SddmmFromRows(csr, dy, x, fromRows, tokens, rowSums);
+            Check(fromRows, rowSums, "tokens split, from rows");
         }
-        var dense = csr.DenseIndices();
-        for (int e = 0; e < csr.Nnz; e++)
-        {
-            int r = dense[e] / cols, c = dense[e] % cols;
-            double expected = 0;
-            for (int t = 0; t < tokens; t++) expected += (double)dy[t * rows + r] * x[t * cols + c];
-            dw[e].Should().BeApproximately((float)expected, 1e-4f * (1 + (float)Math.Abs(expected)), $"entry {e} (row {r}, column {c})");
-        }
-        dw[^3..].Should().OnlyContain(v => float.IsNaN(v), "padding results are not stored past the last entry");
+        else ((Action)(() => SparseKernels.SddmmFromRows(csr, dy, x, fromRows, tokens, rowSums))).Should().Throw<ArgumentException>().WithMessage("*row-split path*");
+    }
+
+    [Fact]
+    public void OnlySmallGradientsSplitTheTokens()
+    {
+        // 262,144 kept weights (1 MiB of gradient) split the tokens; one more row does not.
+        var small = CsrMatrix.FromMask(Tensor.Ones(512, 512).ToMask());
+        var large = CsrMatrix.FromMask(Tensor.Ones(513, 512).ToMask());
+        SparseKernels.SddmmSplitsTokens(small, 1024).Should().Be(Vector512.IsHardwareAccelerated);
+        SparseKernels.SddmmSplitsTokens(small, SparseKernels.TokenBlock).Should().BeFalse("one token block leaves nothing to split");
+        SparseKernels.SddmmSplitsTokens(large, 1024).Should().BeFalse("beyond 1 MiB of gradient the row split is faster");
     }
 
     /// <summary>The reference slot map: each run's entries (through <paramref name="entryMap"/>) at its padded slots, −1 for padding.</summary>

@@ -61,6 +61,8 @@ public static class SparseLinearKernels
             dx.Clear(); dwValues.Clear(); dBias.Clear();
             return;
         }
+        // Small weights: the weight gradient splits the tokens over threads and transposes its own blocks from the rows.
+        bool dwFromRows = !dwValues.IsEmpty && SparseKernels.SddmmSplitsTokens(w, n);
         using var dyt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n)); // dYᵀ in token blocks
         if (!dx.IsEmpty)
         {
@@ -68,8 +70,9 @@ public static class SparseLinearKernels
             using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
             SparseKernels.SpMMFused(wT!, wTPaddedValues, dy, dyt.Span, dxt.Span, dx, n);
         }
-        else BlockTranspose.ToBlocks(dy, n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
-        if (!dwValues.IsEmpty)
+        else if (!dwFromRows) BlockTranspose.ToBlocks(dy, n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
+        if (dwFromRows) SparseKernels.SddmmFromRows(w, dy, x, dwValues, n, dBias);
+        else if (!dwValues.IsEmpty)
         {
             using var xt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n)); // Xᵀ again
             BlockTranspose.ToBlocks(x, n, k, SparseKernels.TokenBlock, xt.Span, SparseKernels.BlockStride(k));
