@@ -476,7 +476,7 @@ public static class Quick
         {
             ["op"] = "spmm_breakdown", ["tokens"] = n, ["in"] = k, ["out"] = m, ["sparsity"] = sp,
         };
-        string[] kernels = ["to_blocks", "spmm", "from_blocks", "sddmm", "dense_gemm", "layer_fwd", "layer_dx", "layer_dw", "sddmm_fresh", "sddmm_rows"];
+        string[] kernels = ["to_blocks", "spmm", "from_blocks", "sddmm", "dense_gemm", "layer_fwd", "layer_dx", "layer_dw", "layer_bwd", "sddmm_fresh", "sddmm_rows"];
         var only = o.TryGetValue("ops", out var ops) ? ops.Split(',') : null; // e.g. --ops spmm,sddmm
         if (only?.FirstOrDefault(name => !kernels.Contains(name)) is { } unknown)
             throw new ArgumentException($"--ops {ops}: '{unknown}' is not a kernel; expected a comma-separated list of {string.Join(", ", kernels)}.");
@@ -496,7 +496,7 @@ public static class Quick
         Time("sddmm", () => Sparsity.Kernels.SparseKernels.Sddmm(csr, yb.Span, xb.Span, dw, n));
         Time("dense_gemm", () => Gemm.MatMul(x, false, w.AsReadOnlySpan(), true, y, n, m, k));
         // The layer's three calls as SparseLinear makes them (transposes fused, temporaries from the pool): the forward,
-        // the input gradient alone (over Wᵀ, as the backward gathers it) and the weight and bias gradients alone.
+        // the input gradient alone (over Wᵀ, as the backward gathers it), the weight and bias gradients alone, and all three.
         var csrT = csr.TransposeStructure(out var tMap);
         var tValues = new float[csr.Nnz];
         for (int e = 0; e < csr.Nnz; e++) tValues[e] = csr.Values[tMap[e]];
@@ -506,6 +506,7 @@ public static class Quick
         Time("layer_fwd", () => SparseLinearKernels.Forward(csr, x, y, n));
         Time("layer_dx", () => SparseLinearKernels.Backward(csr, csrT, default, y, x, n, dx, default, default));
         Time("layer_dw", () => SparseLinearKernels.Backward(csr, null, default, y, x, n, default, dw, db));
+        Time("layer_bwd", () => SparseLinearKernels.Backward(csr, csrT, default, y, x, n, dx, dw, db));
         // The SDDMM just after its X blocks were transposed in parallel (as the row split runs inside the layer), and the
         // token split straight from the rows (small weights only).
         Time("sddmm_fresh", () => { BlockTranspose.ToBlocks(x, n, k, tb, xb.Span, Sparsity.Kernels.SparseKernels.BlockStride(k)); Sparsity.Kernels.SparseKernels.Sddmm(csr, yb.Span, xb.Span, dw, n); });

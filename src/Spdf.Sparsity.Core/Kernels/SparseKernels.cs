@@ -275,66 +275,116 @@ public static unsafe class SparseKernels
     /// </summary>
     /// <exception cref="ArgumentException">A span is shorter than its shape needs, or the matrix is one that
     /// <see cref="SddmmSplitsTokens"/> leaves to <see cref="Sddmm"/>.</exception>
-    public static void SddmmFromRows(CsrMatrix csr, ReadOnlySpan<float> dyRows, ReadOnlySpan<float> xRows, Span<float> dw, int n, Span<float> rowSums = default)
+    public static void SddmmFromRows(CsrMatrix csr, ReadOnlySpan<float> dyRows, ReadOnlySpan<float> xRows, Span<float> dw, int n, Span<float> rowSums = default) =>
+        BackwardFromRows(csr, null, default, dyRows, xRows, n, default, dw, rowSums);
+
+    /// <summary>
+    /// A sparse layer's whole backward pass in one pass over token ranges, for small weights (<see cref="SddmmSplitsTokens"/>):
+    /// per token block, dY's block is transposed once into a scratch panel and serves both the input gradient
+    /// <c>dXᵀ = Wᵀ·dYᵀ</c> over <paramref name="wT"/> (its block written back to <paramref name="dxRows"/> at once; skipped
+    /// when empty) and the weight gradient, as in <see cref="SddmmFromRows"/>. No token-blocked copy of dY or dX is
+    /// written, and the two products share one parallel loop.
+    /// </summary>
+    /// <param name="w">The structure of W (its values are not read).</param>
+    /// <param name="wT">Wᵀ in CSR, with its values or with <paramref name="wTPaddedValues"/> (its padded slot order); null when <paramref name="dxRows"/> is empty.</param>
+    /// <param name="wTPaddedValues">Wᵀ's values in its padded slot order, or empty to gather them from <paramref name="wT"/>'s own.</param>
+    /// <param name="dyRows">dY, row-major <c>(n, Rows)</c>.</param>
+    /// <param name="xRows">X, row-major <c>(n, Cols)</c>.</param>
+    /// <param name="n">Tokens.</param>
+    /// <param name="dxRows">dX, row-major <c>(n, Cols)</c> (overwritten), or empty.</param>
+    /// <param name="dw">The weight gradient, one value per entry of <paramref name="w"/> (overwritten).</param>
+    /// <param name="rowSums">The bias gradient, <c>Rows</c> values (overwritten), or empty.</param>
+    /// <exception cref="ArgumentException">A span does not fit the shapes, Wᵀ does not fit W, or the matrix is one that
+    /// <see cref="SddmmSplitsTokens"/> leaves to <see cref="Sddmm"/>.</exception>
+    internal static void BackwardFromRows(CsrMatrix w, CsrMatrix? wT, ReadOnlySpan<float> wTPaddedValues, ReadOnlySpan<float> dyRows, ReadOnlySpan<float> xRows, int n,
+        Span<float> dxRows, Span<float> dw, Span<float> rowSums)
     {
-        ArgumentNullException.ThrowIfNull(csr);
-        int rows = csr.Rows, cols = csr.Cols, nnz = csr.Nnz;
-        if (!SddmmSplitsTokens(csr, n))
+        ArgumentNullException.ThrowIfNull(w);
+        int rows = w.Rows, cols = w.Cols, nnz = w.Nnz;
+        if (!SddmmSplitsTokens(w, n))
             throw new ArgumentException($"SDDMM from rows: a {rows}×{cols} matrix with {nnz} kept weights over {n} tokens takes the row-split path (needs AVX-512, more than {TokenBlock} tokens and at most {TokenSplitMaxBytes / sizeof(float)} kept weights).");
         if (dyRows.Length < (long)n * rows || xRows.Length < (long)n * cols || dw.Length < nnz)
             throw new ArgumentException($"SDDMM from rows: shapes need dY {(long)n * rows}, X {(long)n * cols} and dW {nnz} elements; got {dyRows.Length}, {xRows.Length}, {dw.Length}.");
         if (!rowSums.IsEmpty && rowSums.Length < rows)
             throw new ArgumentException($"SDDMM: row sums need {rows} elements (one per row of W); got {rowSums.Length}.", nameof(rowSums));
+        bool withDx = !dxRows.IsEmpty;
+        AlignedBuffer? gathered = null;
+        if (withDx)
+        {
+            if (wT is null || wT.Rows != cols || wT.Cols != rows || wT.Nnz != nnz)
+                throw new ArgumentException($"Backward: the input gradient needs Wᵀ as a {cols}×{rows} CSR with {nnz} entries; got {(wT is null ? "none" : $"{wT.Rows}×{wT.Cols} with {wT.Nnz}")}.", nameof(wT));
+            if (dxRows.Length < (long)n * cols)
+                throw new ArgumentException($"Backward: dX needs {(long)n * cols} elements; got {dxRows.Length}.", nameof(dxRows));
+            int slots = wT.Padded.Groups * PaddedPanels.GroupSize;
+            if (wTPaddedValues.IsEmpty)
+            {
+                gathered = AlignedBuffer.Rent(Math.Max(1, slots));
+                wT.Padded.GatherValues(wT, wT.Values.AsSpan(0, nnz), gathered.Span);
+                wTPaddedValues = gathered.Span;
+            }
+            else if (wTPaddedValues.Length < slots)
+                throw new ArgumentException($"Backward: Wᵀ's padded layout has {slots} slots; got {wTPaddedValues.Length} values.", nameof(wTPaddedValues));
+        }
         int blocks = (n + TokenBlock - 1) / TokenBlock;
         // Two ranges per core, so a core that runs late leaves its second range to the other.
         int ranges = Math.Min(blocks, 2 * Environment.ProcessorCount);
         int part = (nnz + 15) & ~15, sumPart = (rows + 15) & ~15;
         using var parts = AlignedBuffer.Rent(Math.Max(1, ranges * (part + sumPart)));
-        var layout = csr.Padded;
+        var layout = w.Padded;
+        var layoutT = wT?.Padded;
         bool sums = !rowSums.IsEmpty;
-        fixed (float* pdy = dyRows, px = xRows, pparts = parts.Span)
-        fixed (ushort* pc = layout.Columns)
-        fixed (int* prp = csr.RowPointers)
-        fixed (int* pgp = layout.GroupPointers)
+        try
         {
-            nint ady = (nint)pdy, ax = (nint)px, aparts = (nint)pparts, ac = (nint)pc, arp = (nint)prp, agp = (nint)pgp;
-            int panels = csr.Panels, width = csr.PanelWidth;
-            void Range(int r)
+            fixed (float* pdy = dyRows, px = xRows, pdx = dxRows, pparts = parts.Span, pvT = wTPaddedValues)
+            fixed (ushort* pc = layout.Columns, pcT = layoutT is null ? null : layoutT.Columns)
+            fixed (int* prp = w.RowPointers, pgp = layout.GroupPointers, pgpT = layoutT is null ? null : layoutT.GroupPointers)
             {
-                int b0 = (int)((long)blocks * r / ranges), b1 = (int)((long)blocks * (r + 1) / ranges);
-                float* dwr = (float*)aparts + (long)r * part, sr = (float*)aparts + (long)ranges * part + (long)r * sumPart;
-                new Span<float>(dwr, nnz).Clear();
-                new Span<float>(sr, rows).Clear();
-                using var xs = AlignedBuffer.Rent(BlockStride(cols));
-                using var ds = AlignedBuffer.Rent(BlockStride(rows));
-                fixed (float* xb = xs.Span, db = ds.Span)
-                    for (int b = b0; b < b1; b++)
-                    {
-                        BlockTranspose.ToBlock((float*)ax, n, cols, TokenBlock, xb, b);
-                        BlockTranspose.ToBlock((float*)ady, n, rows, TokenBlock, db, b);
-                        if (sums)
-                            for (int m = 0; m < rows; m++)
+                nint ady = (nint)pdy, ax = (nint)px, adx = (nint)pdx, aparts = (nint)pparts, ac = (nint)pc, arp = (nint)prp, agp = (nint)pgp,
+                    avT = (nint)pvT, acT = (nint)pcT, agpT = (nint)pgpT;
+                int panels = w.Panels, width = w.PanelWidth, panelsT = wT?.Panels ?? 0, widthT = wT?.PanelWidth ?? 0;
+                void Range(int r)
+                {
+                    int b0 = (int)((long)blocks * r / ranges), b1 = (int)((long)blocks * (r + 1) / ranges);
+                    float* dwr = (float*)aparts + (long)r * part, sr = (float*)aparts + (long)ranges * part + (long)r * sumPart;
+                    new Span<float>(dwr, nnz).Clear();
+                    new Span<float>(sr, rows).Clear();
+                    using var xs = AlignedBuffer.Rent(BlockStride(cols)); // X's block; then dX's
+                    using var ds = AlignedBuffer.Rent(BlockStride(rows));
+                    fixed (float* xb = xs.Span, db = ds.Span)
+                        for (int b = b0; b < b1; b++)
+                        {
+                            BlockTranspose.ToBlock((float*)ady, n, rows, TokenBlock, db, b);
+                            if (withDx)
                             {
-                                float* d = db + m * TokenBlock; // padding tokens are zero
-                                sr[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
+                                SpMMPaddedBlock((ulong*)acT, (float*)avT, (int*)agpT, cols, panelsT, widthT, db, xb, null);
+                                BlockTranspose.FromBlock(xb, n, cols, TokenBlock, (float*)adx, b);
                             }
-                        for (int p = 0; p < panels; p++)
-                            SddmmPanel((ulong*)ac, (int*)agp + p * (rows + 1), (int*)arp + p * (rows + 1), 0, rows, db, (byte*)(xb + (long)p * width * TokenBlock), dwr);
-                    }
-            }
-            if (ranges == 1) Range(0);
-            else KernelThreads.For(ranges, Range);
-            var total = dw[..nnz];
-            new ReadOnlySpan<float>((float*)aparts, nnz).CopyTo(total);
-            for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(total, new ReadOnlySpan<float>((float*)aparts + (long)r * part, nnz), total);
-            if (sums)
-            {
-                var s = rowSums[..rows];
-                float* s0 = (float*)aparts + (long)ranges * part;
-                new ReadOnlySpan<float>(s0, rows).CopyTo(s);
-                for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(s, new ReadOnlySpan<float>(s0 + (long)r * sumPart, rows), s);
+                            BlockTranspose.ToBlock((float*)ax, n, cols, TokenBlock, xb, b);
+                            if (sums)
+                                for (int m = 0; m < rows; m++)
+                                {
+                                    float* d = db + m * TokenBlock; // padding tokens are zero
+                                    sr[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
+                                }
+                            for (int p = 0; p < panels; p++)
+                                SddmmPanel((ulong*)ac, (int*)agp + p * (rows + 1), (int*)arp + p * (rows + 1), 0, rows, db, (byte*)(xb + (long)p * width * TokenBlock), dwr);
+                        }
+                }
+                if (ranges == 1) Range(0);
+                else KernelThreads.For(ranges, Range);
+                var total = dw[..nnz];
+                new ReadOnlySpan<float>((float*)aparts, nnz).CopyTo(total);
+                for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(total, new ReadOnlySpan<float>((float*)aparts + (long)r * part, nnz), total);
+                if (sums)
+                {
+                    var s = rowSums[..rows];
+                    float* s0 = (float*)aparts + (long)ranges * part;
+                    new ReadOnlySpan<float>(s0, rows).CopyTo(s);
+                    for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(s, new ReadOnlySpan<float>(s0 + (long)r * sumPart, rows), s);
+                }
             }
         }
+        finally { gathered?.Dispose(); }
     }
 
     /// <summary>

@@ -61,8 +61,12 @@ public static class SparseLinearKernels
             dx.Clear(); dwValues.Clear(); dBias.Clear();
             return;
         }
-        // Small weights: the weight gradient splits the tokens over threads and transposes its own blocks from the rows.
-        bool dwFromRows = !dwValues.IsEmpty && SparseKernels.SddmmSplitsTokens(w, n);
+        if (!dwValues.IsEmpty && SparseKernels.SddmmSplitsTokens(w, n))
+        {
+            // Small weights: both gradients in one pass over token ranges, each transposing its own blocks from the rows.
+            SparseKernels.BackwardFromRows(w, wT, wTPaddedValues, dy, x, n, dx, dwValues, dBias);
+            return;
+        }
         using var dyt = AlignedBuffer.Rent(SparseKernels.BlockedLength(m, n)); // dYᵀ in token blocks
         if (!dx.IsEmpty)
         {
@@ -70,9 +74,8 @@ public static class SparseLinearKernels
             using var dxt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n));
             SparseKernels.SpMMFused(wT!, wTPaddedValues, dy, dyt.Span, dxt.Span, dx, n);
         }
-        else if (!dwFromRows) BlockTranspose.ToBlocks(dy, n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
-        if (dwFromRows) SparseKernels.SddmmFromRows(w, dy, x, dwValues, n, dBias);
-        else if (!dwValues.IsEmpty)
+        else BlockTranspose.ToBlocks(dy, n, m, SparseKernels.TokenBlock, dyt.Span, SparseKernels.BlockStride(m));
+        if (!dwValues.IsEmpty)
         {
             using var xt = AlignedBuffer.Rent(SparseKernels.BlockedLength(k, n)); // Xᵀ again
             BlockTranspose.ToBlocks(x, n, k, SparseKernels.TokenBlock, xt.Span, SparseKernels.BlockStride(k));
