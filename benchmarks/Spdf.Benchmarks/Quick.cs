@@ -204,6 +204,14 @@ public static class Quick
             Emit(new Dictionary<string, object> { ["op"] = name, ["rows"] = rows, ["cols"] = name == "gelu" ? 4 * cols : cols, ["fwd_ms"] = Math.Round(f, 4),
                 ["fwd_bwd_ms"] = Math.Round(fb, 4), ["fwd_gb_s"] = Math.Round(elems * 8.0 / f / 1e6, 1) });
         }
+        // The tied LM head with its loss (fused, as the GPT computes it): its gradients are computed with the loss.
+        int vocab = Int(o, "vocab", 928);
+        var head = Tensor.Randn(new Shape(vocab, cols), g); head.RequiresGrad = true;
+        var targets = new IntTensor(Enumerable.Range(0, rows).Select(i => (int)((i * 2654435761L) % vocab)).ToArray(), new Shape(rows));
+        double lf = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.LinearCrossEntropy(x, head, targets); }, secs);
+        double lfb = Timing.MedianMs(() => { x.Grad?.AsSpan().Clear(); head.Grad?.AsSpan().Clear(); using var s = Tensors.Autograd.TensorScope.Enter(); Functional.LinearCrossEntropy(x, head, targets).Backward(); }, secs);
+        Emit(new Dictionary<string, object> { ["op"] = "lm_head_loss", ["rows"] = rows, ["cols"] = cols, ["vocab"] = vocab, ["fwd_ms"] = Math.Round(lf, 4),
+            ["fwd_bwd_ms"] = Math.Round(lfb, 4), ["fwd_bwd_gflops"] = Math.Round(6.0 * rows * cols * vocab / lfb / 1e6, 1) });
     }
 
     private static void GemmRun(Dictionary<string, string> o)
