@@ -467,12 +467,12 @@ public class PaddedPanelsTests
     [Fact]
     public void OnlySmallGradientsSplitTheTokens()
     {
-        // 262,144 kept weights (1 MiB of gradient) split the tokens; one more row does not.
-        var small = CsrMatrix.FromMask(Tensor.Ones(512, 512).ToMask());
-        var large = CsrMatrix.FromMask(Tensor.Ones(513, 512).ToMask());
+        // 786,432 kept weights (3 MiB of gradient) split the tokens; one more row does not.
+        var small = CsrMatrix.FromMask(Tensor.Ones(768, 1024).ToMask());
+        var large = CsrMatrix.FromMask(Tensor.Ones(769, 1024).ToMask());
         SparseKernels.SddmmSplitsTokens(small, 1024).Should().Be(Vector512.IsHardwareAccelerated);
         SparseKernels.SddmmSplitsTokens(small, SparseKernels.TokenBlock).Should().BeFalse("one token block leaves nothing to split");
-        SparseKernels.SddmmSplitsTokens(large, 1024).Should().BeFalse("beyond 1 MiB of gradient the row split is faster");
+        SparseKernels.SddmmSplitsTokens(large, 1024).Should().BeFalse("beyond 3 MiB of gradient the row split is faster");
     }
 
     /// <summary>The reference slot map: each run's entries (through <paramref name="entryMap"/>) at its padded slots, −1 for padding.</summary>

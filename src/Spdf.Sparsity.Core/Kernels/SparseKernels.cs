@@ -254,10 +254,11 @@ public static unsafe class SparseKernels
     /// <summary>
     /// Largest weight gradient (kept weights, in bytes) for which <see cref="SddmmFromRows"/> splits the tokens over
     /// threads: each range of token blocks sums into a gradient of its own, walked once per token block. Measured on
-    /// 2,048 tokens (Zen 5): up to 1 MiB of gradient the split ran as fast as the row split or faster (1536 → 384 at 75%:
-    /// 4.9 against 7.8 ms), at 2.4 MiB (768 → 3072 at 75%) about 5% slower.
+    /// 2,048 tokens (Zen 5), the layer's whole backward (<see cref="BackwardFromRows"/> against the SpMM and the row
+    /// split): faster for small weights (512 → 128 at 75%: 0.75–0.78 against 1.35–1.46 ms), 2–3% faster at 2.4 MiB
+    /// (768 → 3072 at 75%), 2–5% slower at 4.7 MiB (the same layer at 50%).
     /// </summary>
-    internal const int TokenSplitMaxBytes = 1 << 20;
+    internal const int TokenSplitMaxBytes = 3 << 20;
 
     /// <summary>Whether <see cref="SddmmFromRows"/> splits <paramref name="n"/> tokens over threads for this matrix
     /// (small gradients, several token blocks, AVX-512), rather than its rows over pre-transposed activations.</summary>
