@@ -62,15 +62,7 @@ public static unsafe class SparseKernels
             throw new ArgumentException($"SpMM: row-major input and output need {(long)n * cols} and {(long)n * rows} elements; got {xRows.Length} and {yRows.Length}.");
         if (!bias.IsEmpty && bias.Length != rows)
             throw new ArgumentException($"SpMM: bias has {bias.Length} elements; expected {rows} (one per output row).", nameof(bias));
-        AlignedBuffer? gathered = null;
-        if (paddedValues.IsEmpty)
-        {
-            gathered = AlignedBuffer.Rent(Math.Max(1, layout.Groups * PaddedPanels.GroupSize)); // an empty mask has no groups
-            layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), gathered.Span);
-            paddedValues = gathered.Span;
-        }
-        else if (paddedValues.Length < layout.Groups * PaddedPanels.GroupSize)
-            throw new ArgumentException($"SpMM: the padded layout has {layout.Groups * PaddedPanels.GroupSize} slots; got {paddedValues.Length} values.", nameof(paddedValues));
+        paddedValues = PaddedValues(csr, paddedValues, "SpMM: the padded layout", nameof(paddedValues), out var gathered);
         try
         {
             int blocks = (n + TokenBlock - 1) / TokenBlock;
@@ -95,6 +87,28 @@ public static unsafe class SparseKernels
             }
         }
         finally { gathered?.Dispose(); }
+    }
+
+    /// <summary>
+    /// <paramref name="csr"/>'s values in its padded slot order: <paramref name="given"/> when not empty (checked against
+    /// the layout's slots), else gathered from the matrix's own values into <paramref name="gathered"/> (the caller
+    /// disposes it).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="given"/> has fewer values than the layout has slots.</exception>
+    private static ReadOnlySpan<float> PaddedValues(CsrMatrix csr, ReadOnlySpan<float> given, string what, string paramName, out AlignedBuffer? gathered)
+    {
+        var layout = csr.Padded;
+        int slots = layout.Groups * PaddedPanels.GroupSize;
+        gathered = null;
+        if (!given.IsEmpty)
+        {
+            if (given.Length < slots)
+                throw new ArgumentException($"{what} has {slots} slots; got {given.Length} values.", paramName);
+            return given;
+        }
+        gathered = AlignedBuffer.Rent(Math.Max(1, slots)); // an empty mask has no groups
+        layout.GatherValues(csr, csr.Values.AsSpan(0, csr.Nnz), gathered.Span);
+        return gathered.Span;
     }
 
     /// <summary>One token block over the padded layout without Vector512 (padding slots hold 0 and add nothing).</summary>
@@ -316,15 +330,7 @@ public static unsafe class SparseKernels
                 throw new ArgumentException($"Backward: the input gradient needs Wᵀ as a {cols}×{rows} CSR with {nnz} entries; got {(wT is null ? "none" : $"{wT.Rows}×{wT.Cols} with {wT.Nnz}")}.", nameof(wT));
             if (dxRows.Length < (long)n * cols)
                 throw new ArgumentException($"Backward: dX needs {(long)n * cols} elements; got {dxRows.Length}.", nameof(dxRows));
-            int slots = wT.Padded.Groups * PaddedPanels.GroupSize;
-            if (wTPaddedValues.IsEmpty)
-            {
-                gathered = AlignedBuffer.Rent(Math.Max(1, slots));
-                wT.Padded.GatherValues(wT, wT.Values.AsSpan(0, nnz), gathered.Span);
-                wTPaddedValues = gathered.Span;
-            }
-            else if (wTPaddedValues.Length < slots)
-                throw new ArgumentException($"Backward: Wᵀ's padded layout has {slots} slots; got {wTPaddedValues.Length} values.", nameof(wTPaddedValues));
+            wTPaddedValues = PaddedValues(wT, wTPaddedValues, "Backward: Wᵀ's padded layout", nameof(wTPaddedValues), out gathered);
         }
         int blocks = (n + TokenBlock - 1) / TokenBlock;
         // Two ranges per core, so a core that runs late leaves its second range to the other.
@@ -361,31 +367,36 @@ public static unsafe class SparseKernels
                                 BlockTranspose.FromBlock(xb, n, cols, TokenBlock, (float*)adx, b);
                             }
                             BlockTranspose.ToBlock((float*)ax, n, cols, TokenBlock, xb, b);
-                            if (sums)
-                                for (int m = 0; m < rows; m++)
-                                {
-                                    float* d = db + m * TokenBlock; // padding tokens are zero
-                                    sr[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
-                                }
+                            if (sums) AddBlockRowSums(db, 0, rows, sr);
                             for (int p = 0; p < panels; p++)
                                 SddmmPanel((ulong*)ac, (int*)agp + p * (rows + 1), (int*)arp + p * (rows + 1), 0, rows, db, (byte*)(xb + (long)p * width * TokenBlock), dwr);
                         }
                 }
                 if (ranges == 1) Range(0);
                 else KernelThreads.For(ranges, Range);
-                var total = dw[..nnz];
-                new ReadOnlySpan<float>((float*)aparts, nnz).CopyTo(total);
-                for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(total, new ReadOnlySpan<float>((float*)aparts + (long)r * part, nnz), total);
-                if (sums)
-                {
-                    var s = rowSums[..rows];
-                    float* s0 = (float*)aparts + (long)ranges * part;
-                    new ReadOnlySpan<float>(s0, rows).CopyTo(s);
-                    for (int r = 1; r < ranges; r++) System.Numerics.Tensors.TensorPrimitives.Add(s, new ReadOnlySpan<float>(s0 + (long)r * sumPart, rows), s);
-                }
+                SumParts((float*)aparts, part, ranges, dw[..nnz]);
+                if (sums) SumParts((float*)aparts + (long)ranges * part, sumPart, ranges, rowSums[..rows]);
             }
         }
         finally { gathered?.Dispose(); }
+    }
+
+    /// <summary><c>sums[m] += Σ_t block[m, t]</c> for rows <c>[m0, m1)</c> of one token block (padding tokens are zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddBlockRowSums(float* block, int m0, int m1, float* sums)
+    {
+        for (int m = m0; m < m1; m++)
+        {
+            float* d = block + m * TokenBlock;
+            sums[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
+        }
+    }
+
+    /// <summary><c>total = Σ_r parts[r·stride ..]</c> over <paramref name="count"/> partial results, summed in order.</summary>
+    private static void SumParts(float* parts, int stride, int count, Span<float> total)
+    {
+        new ReadOnlySpan<float>(parts, total.Length).CopyTo(total);
+        for (int r = 1; r < count; r++) System.Numerics.Tensors.TensorPrimitives.Add(total, new ReadOnlySpan<float>(parts + (long)r * stride, total.Length), total);
     }
 
     /// <summary>
@@ -406,12 +417,7 @@ public static unsafe class SparseKernels
         {
             for (int b = 0; b < blocks; b++)
             {
-                if (sums != null)
-                    for (int m = m0; m < m1; m++)
-                    {
-                        float* d = dyb + b * dyStride + m * TokenBlock; // padding tokens are zero
-                        sums[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
-                    }
+                if (sums != null) AddBlockRowSums(dyb + b * dyStride, m0, m1, sums);
                 for (int p = 0; p < panels; p++)
                 {
                     byte* xq = (byte*)(xb + b * xStride + (long)p * csr.PanelWidth * TokenBlock);
