@@ -310,7 +310,7 @@ public static class Quick
     /// medians over steps; with --profile 1, op by op.</summary>
     private static void GptPhases(Dictionary<string, string> o)
     {
-        int steps = Int(o, "steps", 8);
+        int steps = Int(o, "steps", 8), warmup = Int(o, "warmup", 2); // --warmup: untimed steps before the timed ones
         var (_, _, model, idx, tgt) = GptSetup(o);
         Sparsify(o, model);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
@@ -319,13 +319,13 @@ public static class Quick
         bool profile = o.TryGetValue("profile", out var pf) && pf != "0";
         Tensors.Autograd.OpProfiler? profiler = null;
         long alloc0 = 0; int g0 = 0, g1 = 0, g2 = 0;
-        for (int i = 0; i < steps + 2; i++)
+        for (int i = 0; i < steps + warmup; i++)
         {
-            if (i == 2)
+            if (i == warmup)
             {
                 alloc0 = GC.GetTotalAllocatedBytes(); g0 = GC.CollectionCount(0); g1 = GC.CollectionCount(1); g2 = GC.CollectionCount(2);
             }
-            if (i == 2 && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
+            if (i == warmup && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
             profiler?.Mark();
             var sw = System.Diagnostics.Stopwatch.StartNew();
             sat?.BeginStep(i + 1);
@@ -340,7 +340,7 @@ public static class Quick
             }
             opt.Step();
             double t3 = sw.Elapsed.TotalMilliseconds;
-            if (i >= 2) { f.Add(t1); b.Add(t2 - t1); s.Add(t3 - t2); }
+            if (i >= warmup) { f.Add(t1); b.Add(t2 - t1); s.Add(t3 - t2); }
         }
         static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
         Emit(new Dictionary<string, object> { ["op"] = "gpt_phases", ["forward_ms"] = Math.Round(Med(f), 1), ["backward_ms"] = Math.Round(Med(b), 1), ["optimizer_ms"] = Math.Round(Med(s), 1),
@@ -471,7 +471,14 @@ public static class Quick
         double secs = Seconds(o);
         var g = new Generator(1);
         var w = Tensor.Randn(new Shape(m, k), g);
-        var mask = MaskInitializers.Random.Create(w, sp, new SparsityRandom(g.NextUInt64()));
+        // --mask n:m: the same density with an equal count in every group of m (every row's run in a panel then has the same
+        // length), to see what the uneven run lengths of a uniform random mask cost; default: random.
+        var maskKind = o.TryGetValue("mask", out var mk) ? mk : "random";
+        var mask = maskKind == "random" ? MaskInitializers.Random.Create(w, sp, new SparsityRandom(g.NextUInt64()))
+            : maskKind.Split(':') is [var nn, var mm] && int.TryParse(nn, out int keepN) && int.TryParse(mm, out int ofM)
+                ? MaskInitializers.NofM(keepN, ofM).Create(w, sp, new SparsityRandom(g.NextUInt64()))
+                : throw new ArgumentException($"--mask {maskKind}: expected 'random' or an N:M pattern such as 1:4.");
+        if (maskKind != "random") sp = mask.Sparsity;
         var csr = Sparsity.Kernels.CsrMatrix.FromMask(mask, panelWidth: Int(o, "panel", Sparsity.Kernels.CsrMatrix.DefaultPanelWidth));
         csr.Gather(w.AsReadOnlySpan());
         var x = Tensor.Randn(new Shape(n, k), g).ToArray();
