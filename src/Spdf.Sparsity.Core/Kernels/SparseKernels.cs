@@ -140,47 +140,59 @@ public static unsafe class SparseKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SpMMPaddedBlock(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
     {
-        ulong q0 = q[0], q1 = q[1], q2 = q[2];
         for (int p = 0; p < panels; p++)
+            SpMMPanel(q, pv, gp + p * (rows + 1), rows, (byte*)(xb + (long)p * panelWidth * TokenBlock), yb, bias, p == 0);
+    }
+
+    /// <summary>
+    /// One panel of one token block: every row's run of entries in the panel (group pointers <paramref name="ptr"/>),
+    /// added onto <paramref name="y"/>, or onto the bias (or zero) for the first panel. A function of its own, so that the
+    /// row loop keeps its few pointers in registers (inlined into the panel loop, the JIT spilled a dozen of them to
+    /// the stack on every row).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SpMMPanel(ulong* q, float* pv, int* ptr, int rows, byte* xp, float* y, float* bias, bool first)
+    {
+        nint g = ptr[0];
+        ulong q0 = q[g], q1 = q[g + 1], q2 = q[g + 2];
+        // The four weights of a group go to all lanes by one permute each from the group's 128-bit load (a broadcast
+        // of lanes 1–3 took two shuffles each).
+        var i0 = Vector512<int>.Zero; var i1 = Vector512.Create(1); var i2 = Vector512.Create(2); var i3 = Vector512.Create(3);
+        for (int m = 0; m < rows; m++, y += TokenBlock)
         {
-            int* ptr = gp + p * (rows + 1);
-            byte* xp = (byte*)(xb + (long)p * panelWidth * TokenBlock);
-            for (int m = 0; m < rows; m++)
+            nint gEnd = ptr[m + 1];
+            Vector512<float> a0, a1, a2, a3;
+            if (!first) { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
+            else { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (; g < gEnd; g++)
             {
-                float* y = yb + m * TokenBlock;
-                Vector512<float> a0, a1, a2, a3;
-                if (p == 0) { a0 = bias != null ? Vector512.Create(bias[m]) : default; a1 = a2 = a3 = a0; }
-                else { a0 = Vector512.Load(y); a1 = Vector512.Load(y + 16); a2 = Vector512.Load(y + 32); a3 = Vector512.Load(y + 48); }
-                Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
-                for (nint g = ptr[m], gEnd = ptr[m + 1]; g < gEnd; g++)
-                {
-                    ulong qn = q[g + PaddedPanels.Lookahead];
-                    var vv = Vector128.Load(pv + g * PaddedPanels.GroupSize);
-                    // Byte offset of a 16-bit column: column × 64 tokens × 4 bytes = column << 8.
-                    float* x = (float*)(xp + (nuint)((q0 << 8) & 0xFF_FF00)), z = (float*)(xp + (nuint)((q0 >> 8) & 0xFF_FF00));
-                    var w = Vector512.Create(vv.ToScalar()); var u = Vector512.Create(vv.GetElement(1));
-                    a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
-                    a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
-                    a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
-                    a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
-                    b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
-                    b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
-                    b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
-                    b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
-                    x = (float*)(xp + (nuint)((q0 >> 24) & 0xFF_FF00)); z = (float*)(xp + (nuint)((q0 >> 40) & 0xFF_FF00));
-                    w = Vector512.Create(vv.GetElement(2)); u = Vector512.Create(vv.GetElement(3));
-                    a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
-                    a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
-                    a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
-                    a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
-                    b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
-                    b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
-                    b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
-                    b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
-                    q0 = q1; q1 = q2; q2 = qn;
-                }
-                (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
+                ulong qn = q[g + PaddedPanels.Lookahead];
+                var vv = Vector128.Load(pv + g * PaddedPanels.GroupSize).ToVector256Unsafe().ToVector512Unsafe();
+                // Byte offset of a 16-bit column: column × 64 tokens × 4 bytes = column << 8.
+                float* x = (float*)(xp + (nuint)((q0 << 8) & 0xFF_FF00)), z = (float*)(xp + (nuint)((q0 >> 8) & 0xFF_FF00));
+                var w = Avx512F.PermuteVar16x32(vv, i0); var u = Avx512F.PermuteVar16x32(vv, i1);
+                a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
+                b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
+                b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
+                b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
+                x = (float*)(xp + (nuint)((q0 >> 24) & 0xFF_FF00)); z = (float*)(xp + (nuint)((q0 >> 40) & 0xFF_FF00));
+                w = Avx512F.PermuteVar16x32(vv, i2); u = Avx512F.PermuteVar16x32(vv, i3);
+                a0 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x), a0);
+                a1 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x + 48), a3);
+                b0 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z), b0);
+                b1 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 16), b1);
+                b2 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 32), b2);
+                b3 = Vector512.FusedMultiplyAdd(u, Vector512.Load(z + 48), b3);
+                q0 = q1; q1 = q2; q2 = qn;
             }
+            (a0 + b0).Store(y); (a1 + b1).Store(y + 16); (a2 + b2).Store(y + 32); (a3 + b3).Store(y + 48);
         }
     }
 
