@@ -368,6 +368,7 @@ public static class Quick
         if (loss is not ("fused" or "unfused")) throw new ArgumentException($"--loss is '{loss}'; expected fused (the LM head and the loss as one op, the default) or unfused.");
         model.FusedHeadLoss = loss == "fused";
         model.HeadLossChunk = Int(o, "loss-chunk", 0);
+        model.FusedSparseMlp = o.GetValueOrDefault("fused-mlp", "1") != "0"; // --fused-mlp 0: sparse MLPs as two layers and a GELU
         var g = new Generator(3);
         var idx = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch, cfg.ContextLength));
         var tgt = new IntTensor(Enumerable.Range(0, batch * cfg.ContextLength).Select(_ => g.NextInt(cfg.VocabSize)).ToArray(), new Shape(batch * cfg.ContextLength));

@@ -97,6 +97,15 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     /// then <see cref="Functional.CrossEntropy"/> (the reference, and the way to compare the two).</summary>
     public bool FusedHeadLoss { get; set; } = true;
 
+    /// <summary>Whether each block's MLP runs as one fused op when both its projections are sparse on the compressed
+    /// kernels (<see cref="Sparsity.SparseMlp"/>; default true); false runs the two layers and the GELU one after the
+    /// other (the reference, and the way to compare the two).</summary>
+    public bool FusedSparseMlp
+    {
+        get => Blocks.Count == 0 || Blocks[0].Mlp.FuseSparse;
+        set { foreach (var block in Blocks) block.Mlp.FuseSparse = value; }
+    }
+
     /// <summary>Creates an empty key/value cache for <see cref="ForwardCached"/>.</summary>
     public KvCache CreateCache() => new(Config);
 
@@ -394,6 +403,10 @@ public sealed class Mlp : Module<Tensor, Tensor>
 
     private int[]? _keptChannels;
 
+    /// <summary>Whether the forward pass fuses the two projections and the GELU into one op where both projections are
+    /// sparse on the compressed kernels (<see cref="Sparsity.SparseMlp"/>; default true).</summary>
+    public bool FuseSparse { get; set; } = true;
+
     /// <summary>Whether training passes record <see cref="ActivationStats"/> (SAT's activation score).</summary>
     internal bool RecordActivations { get; set; }
 
@@ -432,6 +445,9 @@ public sealed class Mlp : Module<Tensor, Tensor>
     {
         if (_keptChannels is not { } kept)
         {
+            // The fused op keeps no GELU output for the activation score to read.
+            if (FuseSparse && !(RecordActivations && Training) && Sparsity.SparseMlp.TryForwardGelu(UpProjection, DownProjection, x) is { } fused)
+                return _dropout.Forward(fused);
             var full = UpProjection.Forward(x).Gelu();
             if (RecordActivations && Training) Record(full, null);
             return _dropout.Forward(DownProjection.Forward(full));

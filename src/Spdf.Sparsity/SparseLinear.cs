@@ -163,7 +163,7 @@ public sealed class SparseLinear : Linear
         _ => "auto",
     };
 
-    private SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
+    internal SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
 
     /// <summary>Replaces the mask (a dynamic-sparsity update), zeroes newly dropped weights and rebuilds the compressed structure.</summary>
     /// <exception cref="ArgumentException">The mask's shape differs from the weight's.</exception>
@@ -229,11 +229,14 @@ public sealed class SparseLinear : Linear
         UpdateSupport();
     }
 
-    private CsrMatrix Csr => _master ?? _csr.Get(_mask!, Weight);
+    internal CsrMatrix Csr => _master ?? _csr.Get(_mask!, Weight);
+
+    /// <summary>Whether the weight is stored compressed (its gradient is then one value per kept weight).</summary>
+    internal bool StoresCompressed => _master is not null;
 
     /// <summary>Wᵀ in CSR for the input gradient. With compressed storage its values are gathered from W's (they change
     /// every step) straight into the SpMM's padded order, in a pooled buffer that the caller disposes once the pass is done.</summary>
-    private CsrMatrix RentCsrT(out AlignedBuffer? padded)
+    internal CsrMatrix RentCsrT(out AlignedBuffer? padded)
     {
         padded = null;
         if (_master is null) return _csrT.Get(_mask!, Weight);

@@ -14,6 +14,42 @@ public class GptModelTests
     }
 
     [Fact]
+    public void FusedSparseMlpTrainsLikeTheLayersOneAfterTheOther()
+    {
+        // Two identical 75%-sparse models on the compressed kernels, one with its MLPs fused: the same loss and
+        // gradients (up to the order of float sums) at 4 × 40 = 160 tokens (three token blocks, the last partial).
+        var cfg = new GptConfig(2, 32, 2, 40, 61);
+        (GptModel Model, SparsifiedModel Handle) Make(bool fused)
+        {
+            var model = new GptModel(cfg, new Generator(3)) { FusedSparseMlp = fused };
+            var handle = Sparsifier.Apply(model, SparsityConfig.Default(0.75, seed: 1));
+            foreach (var l in handle.Layers) l.Layer.KernelMode = SparseKernelMode.Compressed;
+            return (model, handle);
+        }
+        var (fusedModel, _) = Make(true);
+        var (plain, _) = Make(false);
+        fusedModel.FusedSparseMlp.Should().BeTrue();
+        var mlp = fusedModel.Blocks[0].Mlp;
+        (SparseMlp.TryForwardGelu(mlp.UpProjection, mlp.DownProjection, Tensor.Randn(new Shape(160, 32), new Generator(1))) is null)
+            .Should().Be(!System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated, "these MLPs take the fused op where AVX-512 runs it");
+        plain.FusedSparseMlp.Should().BeFalse();
+        var idx = Ids(4, 40, cfg.VocabSize, 5);
+        var targets = new IntTensor(Ids(4, 40, cfg.VocabSize, 6).Data, new Shape(160));
+        var lf = fusedModel.Loss(idx, targets); lf.Backward();
+        var lp = plain.Loss(idx, targets); lp.Backward();
+        lf.Item().Should().BeApproximately(lp.Item(), 1e-5f);
+        var pf = fusedModel.NamedParameters().ToList();
+        var pp = plain.NamedParameters().ToList();
+        pf.Select(p => p.Item1).Should().Equal(pp.Select(p => p.Item1));
+        for (int i = 0; i < pf.Count; i++)
+        {
+            var a = pf[i].Item2.Grad!.ToArray();
+            var b = pp[i].Item2.Grad!.ToArray();
+            for (int j = 0; j < a.Length; j++) a[j].Should().BeApproximately(b[j], 1e-4f * (1 + Math.Abs(b[j])), $"{pf[i].Item1}[{j}]");
+        }
+    }
+
+    [Fact]
     public void ParameterNamesFollowHuggingFaceGpt2()
     {
         var model = new GptModel(GptConfig.Tiny);

@@ -95,7 +95,7 @@ public static unsafe class SparseKernels
     /// disposes it).
     /// </summary>
     /// <exception cref="ArgumentException"><paramref name="given"/> has fewer values than the layout has slots.</exception>
-    private static ReadOnlySpan<float> PaddedValues(CsrMatrix csr, ReadOnlySpan<float> given, string what, string paramName, out AlignedBuffer? gathered)
+    internal static ReadOnlySpan<float> PaddedValues(CsrMatrix csr, ReadOnlySpan<float> given, string what, string paramName, out AlignedBuffer? gathered)
     {
         var layout = csr.Padded;
         int slots = layout.Groups * PaddedPanels.GroupSize;
@@ -138,7 +138,7 @@ public static unsafe class SparseKernels
     /// already in registers (the stream runs on across rows and panels), so those loads never wait for their address.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SpMMPaddedBlock(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
+    internal static void SpMMPaddedBlock(ulong* q, float* pv, int* gp, int rows, int panels, int panelWidth, float* xb, float* yb, float* bias)
     {
         for (int p = 0; p < panels; p++)
             SpMMPanel(q, pv, gp + p * (rows + 1), rows, (byte*)(xb + (long)p * panelWidth * TokenBlock), yb, bias, p == 0);
@@ -395,7 +395,7 @@ public static unsafe class SparseKernels
 
     /// <summary><c>sums[m] += Σ_t block[m, t]</c> for rows <c>[m0, m1)</c> of one token block (padding tokens are zero).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddBlockRowSums(float* block, int m0, int m1, float* sums)
+    internal static void AddBlockRowSums(float* block, int m0, int m1, float* sums)
     {
         for (int m = m0; m < m1; m++)
         {
@@ -405,7 +405,7 @@ public static unsafe class SparseKernels
     }
 
     /// <summary><c>total = Σ_r parts[r·stride ..]</c> over <paramref name="count"/> partial results, summed in order.</summary>
-    private static void SumParts(float* parts, int stride, int count, Span<float> total)
+    internal static void SumParts(float* parts, int stride, int count, Span<float> total)
     {
         new ReadOnlySpan<float>(parts, total.Length).CopyTo(total);
         for (int r = 1; r < count; r++) System.Numerics.Tensors.TensorPrimitives.Add(total, new ReadOnlySpan<float>(parts + (long)r * stride, total.Length), total);
@@ -457,7 +457,7 @@ public static unsafe class SparseKernels
     /// each run paid its reload, and two blocks per pass (64 KiB of activation rows) measured no faster.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SddmmPanel(ulong* q, int* gp, int* rp, int m0, int m1, float* dy, byte* x0, float* dw)
+    internal static void SddmmPanel(ulong* q, int* gp, int* rp, int m0, int m1, float* dy, byte* x0, float* dw)
     {
         nint g0 = gp[m0];
         ulong q0 = q[g0], q1 = q[g0 + 1], q2 = q[g0 + 2];

@@ -45,6 +45,18 @@ public static unsafe class Activations
         }
     }
 
+    /// <summary>
+    /// <see cref="GeluForward"/> of <paramref name="count"/> values on the calling thread, for a kernel that already runs
+    /// in parallel and applies GELU to one block at a time (the fused sparse MLP). No bounds are checked.
+    /// </summary>
+    public static void GeluForwardSerial(float* input, float* output, int count) => GeluForwardRange(input, output, count);
+
+    /// <summary>
+    /// <see cref="GeluBackward"/> of <paramref name="count"/> values on the calling thread
+    /// (<c>dinput[i] = doutput[i]·gelu'(input[i])</c>; <paramref name="dinput"/> may be <paramref name="doutput"/>). No bounds are checked.
+    /// </summary>
+    public static void GeluBackwardSerial(float* input, float* doutput, float* dinput, int count) => GeluBackwardRange(input, doutput, dinput, count);
+
     // The Vector512 and Vector256 loops below are the same arithmetic at two widths: Vector512<float> does not satisfy
     // ISimdVector<,> as a generic constraint here, so one generic body cannot serve both. The 512-bit loops take the
     // float exponential of VectorMath (e^(−2z) saturates near 3.4·10³⁸ past z ≈ −44, where σ(2z) is 0 to float precision).
