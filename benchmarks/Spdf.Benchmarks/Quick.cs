@@ -56,6 +56,7 @@ public static class Quick
                 case "gpt-phases": GptPhases(opts); return 0;
                 case "gpt-pair": GptPair(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
+                case "mlp": Mlp(opts); return 0;
                 case "decode": Decode(opts); return 0;
                 case "torchsharp-linear": TorchSharpQuick.Linear(opts); return 0;
                 case "torchsharp-gpt": TorchSharpQuick.Gpt(opts); return 0;
@@ -76,7 +77,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|sweep|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|mlp|sweep|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
@@ -465,6 +466,38 @@ public static class Quick
     }
 
     /// <summary>Times the compressed linear layer's kernels one by one (transposes, SpMM, SDDMM) against the dense GEMM.</summary>
+    /// <summary>A transformer MLP of two sparse layers around a GELU (--tokens --width --hidden --sparsity): the fused op
+    /// (<see cref="SparseMlp.TryForwardGelu"/>) against the layers and the GELU one after the other, forward and forward
+    /// + backward, interleaved; and the dense MLP for scale.</summary>
+    private static void Mlp(Dictionary<string, string> o)
+    {
+        int n = Int(o, "tokens", 2048), c = Int(o, "width", 128), h = Int(o, "hidden", 4 * Int(o, "width", 128));
+        double sp = o.TryGetValue("sparsity", out var s) ? double.Parse(s, CultureInfo.InvariantCulture) : 0.75;
+        double secs = Seconds(o);
+        var g = new Generator(1);
+        Linear upDense = new(c, h, generator: g), downDense = new(h, c, generator: g);
+        var up = SparseLinear.FromLinear(new Linear(c, h, generator: new Generator(2)), MaskInitializers.Random.Create(upDense.Weight, sp, new SparsityRandom(3)));
+        var down = SparseLinear.FromLinear(new Linear(h, c, generator: new Generator(4)), MaskInitializers.Random.Create(downDense.Weight, sp, new SparsityRandom(5)));
+        up.KernelMode = down.KernelMode = SparseKernelMode.Compressed;
+        var x = Tensor.Randn(new Shape(n, c), g); x.RequiresGrad = true;
+        var dy = Tensor.Randn(new Shape(n, c), g);
+        Tensor Fused() => SparseMlp.TryForwardGelu(up, down, x) ?? throw new ArgumentException($"--tokens {n} --width {c} --hidden {h} --sparsity {sp}: the fused op does not apply here (needs AVX-512, more than 64 tokens, at most 3 MiB of kept weights per layer).");
+        Tensor Layers() => down.Forward(up.Forward(x).Gelu());
+        Tensor Dense() => downDense.Forward(upDense.Forward(x).Gelu());
+        var timed = new Dictionary<string, object> { ["op"] = "sparse_mlp", ["tokens"] = n, ["width"] = c, ["hidden"] = h, ["sparsity"] = sp };
+        var runs = new Dictionary<string, List<double>>();
+        foreach (var name in new[] { "fused_fwd", "layers_fwd", "dense_fwd", "fused_fwd_bwd", "layers_fwd_bwd", "dense_fwd_bwd" }) runs[name] = [];
+        for (int round = 0; round < 3; round++) // interleaved rounds; medians of the per-round medians
+            foreach (var (name, f) in new (string, Func<Tensor>)[] { ("fused", Fused), ("layers", Layers), ("dense", Dense) })
+            {
+                runs[name + "_fwd"].Add(Timing.Measure(() => { using var _s = Tensors.Autograd.TensorScope.Enter(); using var _ = Tensors.Autograd.GradMode.NoGrad(); f(); }, secs / 3).Median);
+                runs[name + "_fwd_bwd"].Add(Timing.Measure(() => { using var _s = Tensors.Autograd.TensorScope.Enter(); f().Backward(dy); }, secs / 3).Median);
+            }
+        foreach (var (name, values) in runs) timed[name + "_ms"] = Math.Round(values.Order().ElementAt(1), 3);
+        timed["fused_vs_layers_fwd_bwd"] = Math.Round(runs["layers_fwd_bwd"].Order().ElementAt(1) / runs["fused_fwd_bwd"].Order().ElementAt(1), 3);
+        Emit(timed);
+    }
+
     private static void SpmmBreakdown(Dictionary<string, string> o)
     {
         int n = Int(o, "tokens", 2048), k = Int(o, "in", 768), m = Int(o, "out", 3072);
