@@ -231,9 +231,6 @@ public sealed class SparseLinear : Linear
 
     internal CsrMatrix Csr => _master ?? _csr.Get(_mask!, Weight);
 
-    /// <summary>Whether the weight is stored compressed (its gradient is then one value per kept weight).</summary>
-    internal bool StoresCompressed => _master is not null;
-
     /// <summary>Wᵀ in CSR for the input gradient. With compressed storage its values are gathered from W's (they change
     /// every step) straight into the SpMM's padded order, in a pooled buffer that the caller disposes once the pass is done.</summary>
     internal CsrMatrix RentCsrT(out AlignedBuffer? padded)
@@ -365,20 +362,24 @@ public sealed class SparseLinear : Linear
             using (paddedT)
                 SparseLinearKernels.Backward(csr, csrT, paddedT is null ? default : paddedT.Span, g.AsReadOnlySpan(), input.AsReadOnlySpan(), n, d, vals, biasGrad);
             if (d is not null) dx = new Tensor(d, input.Shape);
-            if (vals is not null)
-            {
-                if (_master is not null) dw = new Tensor(vals, weight.Shape);   // compressed storage: that is the gradient
-                else
-                {
-                    var dd = CustomOp.RentStorage(m * k, clear: true);          // exactly 0 at dropped places
-                    csr.Scatter(vals, dd);
-                    CustomOp.ReturnStorage(vals);
-                    dw = new Tensor(dd, weight.Shape);
-                }
-            }
+            if (vals is not null) dw = WeightGradient(csr, vals);
             if (biasGrad is not null) db = new Tensor(biasGrad, Bias!.Shape);
             return Bias is null ? [dx, dw] : [dx, dw, db];
         });
+    }
+
+    /// <summary>
+    /// The trained weight's gradient from the kept weights' (<paramref name="values"/>, in <paramref name="csr"/>'s order,
+    /// rented from the pool): with compressed storage that is the gradient; with dense storage they are scattered into
+    /// a dense gradient, exactly 0 at dropped places, and <paramref name="values"/> goes back to the pool.
+    /// </summary>
+    internal Tensor WeightGradient(CsrMatrix csr, float[] values)
+    {
+        if (_master is not null) return new Tensor(values, TrainedWeight.Shape);
+        var dense = CustomOp.RentStorage(OutFeatures * InFeatures, clear: true);
+        csr.Scatter(values, dense);
+        CustomOp.ReturnStorage(values);
+        return new Tensor(dense, TrainedWeight.Shape);
     }
 
     /// <inheritdoc />

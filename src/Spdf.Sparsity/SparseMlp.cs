@@ -80,20 +80,12 @@ public static unsafe class SparseMlp
         });
     }
 
-    /// <summary>A layer's weight gradient from its kept weights' (as the layer's own backward pass shapes it), or null
-    /// when the weight takes none.</summary>
+    /// <summary>A layer's weight gradient from its kept weights' (shaped by the layer, as its own backward pass does), or
+    /// null when the weight takes none.</summary>
     private static Tensor? WeightGradient(SparseLinear layer, CsrMatrix csr, float[] values)
     {
-        var weight = layer.TrainedWeight;
-        if (!weight.RequiresGrad)
-        {
-            CustomOp.ReturnStorage(values);
-            return null;
-        }
-        if (layer.StoresCompressed) return new Tensor(values, weight.Shape); // compressed storage: that is the gradient
-        var dense = CustomOp.RentStorage(layer.OutFeatures * layer.InFeatures, clear: true); // exactly 0 at dropped places
-        csr.Scatter(values, dense);
+        if (layer.TrainedWeight.RequiresGrad) return layer.WeightGradient(csr, values);
         CustomOp.ReturnStorage(values);
-        return new Tensor(dense, weight.Shape);
+        return null;
     }
 }

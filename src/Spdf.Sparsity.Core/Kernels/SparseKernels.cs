@@ -345,8 +345,7 @@ public static unsafe class SparseKernels
             wTPaddedValues = PaddedValues(wT, wTPaddedValues, "Backward: Wᵀ's padded layout", nameof(wTPaddedValues), out gathered);
         }
         int blocks = (n + TokenBlock - 1) / TokenBlock;
-        // Two ranges per core, so a core that runs late leaves its second range to the other.
-        int ranges = Math.Min(blocks, 2 * Environment.ProcessorCount);
+        int ranges = TokenRanges(blocks);
         int part = (nnz + 15) & ~15, sumPart = (rows + 15) & ~15;
         using var parts = AlignedBuffer.Rent(Math.Max(1, ranges * (part + sumPart)));
         var layout = w.Padded;
@@ -392,6 +391,10 @@ public static unsafe class SparseKernels
         }
         finally { gathered?.Dispose(); }
     }
+
+    /// <summary>Ranges of token blocks a token-split pass runs in parallel, each summing into gradients of its own: two
+    /// per core, so a core that runs late leaves its second range to the other.</summary>
+    internal static int TokenRanges(int blocks) => Math.Min(blocks, 2 * Environment.ProcessorCount);
 
     /// <summary><c>sums[m] += Σ_t block[m, t]</c> for rows <c>[m0, m1)</c> of one token block (padding tokens are zero).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -49,11 +49,11 @@ internal static unsafe class SparseMlpKernels
                 int strideC = SparseKernels.BlockStride(c), strideH = SparseKernels.BlockStride(h);
                 void Block(int b)
                 {
-                    using var xs = AlignedBuffer.Rent(strideC);
+                    using var xs = AlignedBuffer.Rent(strideC); // X's block, then Y's (the first product has read X)
                     using var gs = AlignedBuffer.Rent(strideH);
-                    using var ys = AlignedBuffer.Rent(strideC);
-                    fixed (float* xb = xs.Span, gb = gs.Span, yb = ys.Span)
+                    fixed (float* xb = xs.Span, gb = gs.Span)
                     {
+                        float* yb = xb;
                         float* hb = (float*)asv + (long)b * strideH;
                         BlockTranspose.ToBlock((float*)ax, n, c, SparseKernels.TokenBlock, xb, b);
                         SparseKernels.SpMMPaddedBlock((ulong*)ac1, (float*)av1, (int*)ag1, h, up.Panels, up.PanelWidth, xb, hb, (float*)ab1);
@@ -114,7 +114,7 @@ internal static unsafe class SparseMlpKernels
         if (downT.Rows != h || downT.Cols != c || downT.Nnz != nnz2)
             throw new ArgumentException($"Sparse MLP backward: W₂ᵀ must be a {h}×{c} CSR with {nnz2} entries; got {downT.Rows}×{downT.Cols} with {downT.Nnz}.", nameof(downT));
         int blocks = (n + SparseKernels.TokenBlock - 1) / SparseKernels.TokenBlock;
-        int ranges = Math.Min(blocks, 2 * Environment.ProcessorCount); // two per core, as SparseKernels.BackwardFromRows
+        int ranges = SparseKernels.TokenRanges(blocks);
         int part1 = (nnz1 + 15) & ~15, part2 = (nnz2 + 15) & ~15, sums1 = (h + 15) & ~15, sums2 = (c + 15) & ~15;
         int part = part1 + part2 + sums1 + sums2;
         using var parts = AlignedBuffer.Rent(ranges * part);
