@@ -139,12 +139,25 @@ public static class Quick
         int b = Int(o, "batch", 8), h = Int(o, "heads", 6), t = Int(o, "ctx", 256), e = Int(o, "head-dim", 64);
         double secs = Seconds(o);
         var g = new Generator(1);
-        Tensor Mk() { var z = Tensor.Randn(new Shape(b, h, t, e), g); z.RequiresGrad = true; return z; }
-        var (q, k, v) = (Mk(), Mk(), Mk());
-        var dout = Tensor.Randn(new Shape(b, h, t, e), g);
-        double fwd = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.CausalSelfAttention(q, k, v); }, secs);
-        double fb = Timing.MedianMs(() => { q.Grad = k.Grad = v.Grad = null; Functional.CausalSelfAttention(q, k, v).Backward(dout); }, secs);
-        Emit(new Dictionary<string, object> { ["op"] = "attention", ["batch"] = b, ["heads"] = h, ["ctx"] = t, ["head_dim"] = e, ["fwd_ms"] = Math.Round(fwd, 3), ["fwd_bwd_ms"] = Math.Round(fb, 3) });
+        // The packed op the GPT runs (qkv [B, T, 3C] in, [B, T, C] out), forward alone and forward + backward, each inside a
+        // tensor scope as in a training step (gradients from the pool, returned at the scope's end).
+        var qkv = Tensor.Randn(new Shape(b, t, 3 * h * e), g); qkv.RequiresGrad = true;
+        var dout = Tensor.Randn(new Shape(b, t, h * e), g);
+        var fwd = Timing.Measure(() => { using var s = Tensors.Autograd.TensorScope.Enter(); using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.CausalSelfAttentionPacked(qkv, h); }, secs);
+        var fb = Timing.Measure(() =>
+        {
+            using var _ = Tensors.Autograd.TensorScope.Enter();
+            qkv.Grad = null;
+            Functional.CausalSelfAttentionPacked(qkv, h).Backward(dout);
+        }, secs);
+        // FLOPs of the causal products (half of each T × T product): forward QKᵀ and PV, backward five products.
+        double flops = 2.0 * b * h * t * t * e; // two products × 2 FLOPs × half of T²
+        Emit(new Dictionary<string, object>
+        {
+            ["op"] = "attention", ["batch"] = b, ["heads"] = h, ["ctx"] = t, ["head_dim"] = e,
+            ["fwd_ms"] = Math.Round(fwd.Median, 3), ["fwd_bwd_ms"] = Math.Round(fb.Median, 3), ["fwd_min_ms"] = Math.Round(fwd.Min, 3), ["fwd_bwd_min_ms"] = Math.Round(fb.Min, 3),
+            ["fwd_gflops"] = Math.Round(flops / fwd.Median / 1e6, 1), ["fwd_bwd_gflops"] = Math.Round(3.5 * flops / fb.Median / 1e6, 1),
+        });
     }
 
     /// <summary>The per-token ops of a block at one shape: LayerNorm, GELU and the residual add, forward and forward +

@@ -78,6 +78,8 @@ public class BlockedAttentionTests
     [InlineData(45, 48)]   // head sizes that are not a multiple of the 64-column tile
     [InlineData(97, 80)]
     [InlineData(256, 64)]  // the GPT's shape: whole query blocks, whole row tiles
+    [InlineData(128, 32)]  // the main job's shape: products 32 columns wide
+    [InlineData(100, 96)]  // 64 columns, then 32
     public void BlockedKernelsMatchTheRowByRowReference(int t, int e)
     {
         // The engine takes the blocked kernels only with Vector512 hardware; their arithmetic is checked wherever they can
