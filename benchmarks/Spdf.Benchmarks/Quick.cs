@@ -19,6 +19,8 @@ namespace Spdf.Benchmarks;
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
 /// quick transpose --rows N --cols 128,512,3072   (token-block transposes against a copy of the same bytes)
 /// quick gpt-pair (the gpt options) [--sparsity 0.75] [--steps N]: the dense and the sparse step in turns in one process; medians and the median ratio
+/// quick distill (the gpt options) [--steps N]: a SquareHead distillation step (fused student loss, teacher blocks only)
+///   against the same step through both models' logits, and a plain step, interleaved; medians
 /// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
 ///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
 /// quick decode --preset gpt2-small --sparsity 0,0.75
@@ -55,6 +57,7 @@ public static class Quick
                 case "gpt-one": GptOne(opts); return 0;
                 case "gpt-phases": GptPhases(opts); return 0;
                 case "gpt-pair": GptPair(opts); return 0;
+                case "distill": Distill(opts); return 0;
                 case "spmm": SpmmBreakdown(opts); return 0;
                 case "mlp": Mlp(opts); return 0;
                 case "decode": Decode(opts); return 0;
@@ -317,6 +320,62 @@ public static class Quick
         {
             ["op"] = "gpt_pair", ["sparsity"] = sp, ["steps"] = steps, ["dense_ms"] = Math.Round(Med(d), 1), ["sparse_ms"] = Math.Round(Med(s), 1),
             ["speedup"] = Math.Round(Med(r), 3), ["speedup_p25"] = Math.Round(r.Order().ElementAt(r.Count / 4), 3), ["speedup_p75"] = Math.Round(r.Order().ElementAt(r.Count * 3 / 4), 3),
+        });
+    }
+
+    /// <summary>
+    /// A SquareHead distillation step (the trainer's: the student's fused loss and block outputs, the teacher's block
+    /// outputs without grad) against the same step composed through <see cref="Spdf.Gpt.GptModel.ForwardWithHidden"/>
+    /// (both models' logits held, the loss on them), and a plain step: interleaved, medians in ms, on the gpt benchmarks'
+    /// model (--layers --embd --heads --ctx --vocab --batch; --steps).
+    /// </summary>
+    private static void Distill(Dictionary<string, string> o)
+    {
+        int steps = Int(o, "steps", 20);
+        var (cfg, _, student, idx, tgt) = GptSetup(o);
+        var (_, _, teacher, _, _) = GptSetup(o);
+        Sparsify(o, student); // --sparsity S --storage dense: a student pruned as GMP prunes it (masked-dense)
+        teacher.Eval();
+        var opt = new Tensors.Optim.AdamW(student.Parameters(), 1e-4);
+        double Time(Func<Tensor> loss)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            using (Tensors.Autograd.TensorScope.Enter())
+            {
+                var l = loss();
+                opt.ZeroGrad(setToNone: false);
+                l.Backward();
+            }
+            opt.Step();
+            return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        }
+        Tensor Fused()
+        {
+            var (task, hidden) = student.LossWithHidden(idx, tgt);
+            IReadOnlyList<Tensor> th;
+            using (Tensors.Autograd.GradMode.NoGrad()) th = teacher.HiddenStates(idx);
+            return task + Spdf.Gpt.Training.SquareHead.Loss(hidden, th);
+        }
+        Tensor Composed()
+        {
+            var (logits, hidden) = student.ForwardWithHidden(idx);
+            var task = Functional.CrossEntropy(logits.Reshape(-1, cfg.VocabSize), tgt);
+            IReadOnlyList<Tensor> th;
+            using (Tensors.Autograd.GradMode.NoGrad()) th = teacher.ForwardWithHidden(idx).Hidden;
+            return task + Spdf.Gpt.Training.SquareHead.Loss(hidden, th);
+        }
+        var (p, f, c) = (new List<double>(), new List<double>(), new List<double>());
+        for (int i = 0; i < steps + 2; i++)
+        {
+            double a = Time(() => student.Loss(idx, tgt)), b = Time(Fused), d = Time(Composed);
+            if (i < 2) continue;
+            p.Add(a); f.Add(b); c.Add(d);
+        }
+        static double Med(List<double> x) => x.Order().ElementAt(x.Count / 2);
+        Emit(new Dictionary<string, object>
+        {
+            ["op"] = "distill", ["steps"] = steps, ["plain_ms"] = Math.Round(Med(p), 1), ["distill_ms"] = Math.Round(Med(f), 1),
+            ["distill_through_logits_ms"] = Math.Round(Med(c), 1),
         });
     }
 

@@ -66,6 +66,36 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     }
 
     /// <summary>
+    /// <see cref="Loss"/> and every block's output <c>[B, T, C]</c>: the student's side of SquareHead distillation, with
+    /// the LM head fused into the loss as in <see cref="Loss"/> (<see cref="ForwardWithHidden"/> holds the logits).
+    /// </summary>
+    /// <exception cref="ArgumentException">As for <see cref="Loss"/>.</exception>
+    public (Tensor Loss, IReadOnlyList<Tensor> Hidden) LossWithHidden(IntTensor idx, IntTensor targets)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        CheckIds(idx);
+        var hidden = new List<Tensor>(Config.Layers);
+        var x = _transformer.Forward(idx, hidden);
+        var loss = FusedHeadLoss
+            ? Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk)
+            : Functional.CrossEntropy(Tensor.MatMul(x, TokenEmbedding, false, true).Reshape(-1, Config.VocabSize), targets);
+        return (loss, hidden);
+    }
+
+    /// <summary>
+    /// Every block's output <c>[B, T, C]</c> and nothing after the last block: the teacher's side of SquareHead
+    /// distillation, without the final norm and the LM head it does not compare.
+    /// </summary>
+    /// <exception cref="ArgumentException">As for <see cref="Forward"/>.</exception>
+    public IReadOnlyList<Tensor> HiddenStates(IntTensor idx)
+    {
+        CheckIds(idx);
+        var hidden = new List<Tensor>(Config.Layers);
+        _transformer.Forward(idx, hidden, finalNorm: false);
+        return hidden;
+    }
+
+    /// <summary>
     /// Mean next-token cross-entropy of logits for <paramref name="idx"/> against <paramref name="targets"/> <c>[B, T]</c>
     /// (−100 ignored). With <see cref="FusedHeadLoss"/> (the default) the tied LM head and the loss run as one op over
     /// chunks of tokens (<see cref="Functional.LinearCrossEntropy"/>): the <c>[B·T, V]</c> logits and their gradient are
@@ -165,7 +195,9 @@ public sealed class GptModel : Module<IntTensor, Tensor>
 
         public override Tensor Forward(IntTensor idx) => Forward(idx, null);
 
-        public Tensor Forward(IntTensor idx, List<Tensor>? hidden)
+        /// <summary>The last block's output through the final norm (without it when <paramref name="finalNorm"/> is
+        /// false), with every block's output added to <paramref name="hidden"/> when given.</summary>
+        public Tensor Forward(IntTensor idx, List<Tensor>? hidden, bool finalNorm = true)
         {
             int t = idx.Shape[1];
             var pos = new IntTensor(Enumerable.Range(0, t).ToArray(), new Shape(t));
@@ -175,7 +207,7 @@ public sealed class GptModel : Module<IntTensor, Tensor>
                 x = block.Forward(x);
                 hidden?.Add(x);
             }
-            return ln_f.Forward(x);
+            return finalNorm ? ln_f.Forward(x) : x;
         }
     }
 }

@@ -57,6 +57,38 @@ public class DistillationTests
         }
     }
 
+    [Fact]
+    public void TheTrainersFusedPathsEqualTheComposedOnes()
+    {
+        // The trainer distils through LossWithHidden (the loss with the head fused) and HiddenStates (the teacher's blocks
+        // only): they must give what ForwardWithHidden and a cross-entropy on its logits give, gradients included.
+        var model = new GptModel(Cfg, new Generator(5));
+        var g = new Generator(6);
+        var idx = new IntTensor(Enumerable.Range(0, 3 * 16).Select(_ => g.NextInt(Cfg.VocabSize)).ToArray(), new Shape(3, 16));
+        var tgt = new IntTensor(Enumerable.Range(0, 3 * 16).Select(i => i % 5 == 0 ? Functional.IgnoreIndex : g.NextInt(Cfg.VocabSize)).ToArray(), new Shape(3, 16));
+        float[][] Grads() => model.Parameters().Select(p => p.Grad!.AsReadOnlySpan().ToArray()).ToArray();
+
+        var (logits, hidden) = model.ForwardWithHidden(idx);
+        var composed = Functional.CrossEntropy(logits.Reshape(-1, Cfg.VocabSize), tgt);
+        (composed + SquareHead.Loss(hidden, hidden.Select(h => h.Detach() * 0.5f).ToList())).Backward();
+        var expected = Grads();
+        var expectedHidden = hidden.Select(h => h.AsReadOnlySpan().ToArray()).ToList();
+        foreach (var p in model.Parameters()) p.Grad = null;
+
+        var (loss, hidden2) = model.LossWithHidden(idx, tgt);
+        loss.Item().Should().BeApproximately(composed.Item(), 1e-5f);
+        (loss + SquareHead.Loss(hidden2, hidden2.Select(h => h.Detach() * 0.5f).ToList())).Backward();
+        var actual = Grads();
+        for (int i = 0; i < expected.Length; i++)
+            for (int j = 0; j < expected[i].Length; j++)
+                actual[i][j].Should().BeApproximately(expected[i][j], 1e-5f + 1e-3f * Math.Abs(expected[i][j]), $"parameter {i}, element {j}");
+
+        IReadOnlyList<Tensor> teacher;
+        using (Spdf.Tensors.Autograd.GradMode.NoGrad()) teacher = model.HiddenStates(idx);
+        teacher.Should().HaveCount(Cfg.Layers);
+        for (int l = 0; l < Cfg.Layers; l++) teacher[l].AsReadOnlySpan().ToArray().Should().Equal(expectedHidden[l], $"layer {l}");
+    }
+
     private static readonly GptConfig Cfg = new(2, 32, 2, 16, 40);
 
     private static TokenStream Stream()

@@ -221,10 +221,10 @@ public sealed partial class Trainer
                         Tensor loss;
                         if (stage.Distillation is { } d)
                         {
-                            var (logits, hidden) = Model.ForwardWithHidden(x);
-                            var task = Functional.CrossEntropy(logits.Reshape(-1, Model.Config.VocabSize), y);
+                            // The student's loss through the fused head; the teacher's blocks only (no head, no logits).
+                            var (task, hidden) = Model.LossWithHidden(x, y);
                             IReadOnlyList<Tensor> teacherHidden;
-                            using (GradMode.NoGrad()) teacherHidden = d.Teacher.ForwardWithHidden(x).Hidden;
+                            using (GradMode.NoGrad()) teacherHidden = d.Teacher.HiddenStates(x);
                             lossSum += task.Item();
                             loss = task + SquareHead.Loss(hidden, teacherHidden, d.Epsilon) * (float)d.Gain;
                         }
