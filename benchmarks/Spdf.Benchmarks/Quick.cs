@@ -384,7 +384,24 @@ public static class Quick
     private static void GptPhases(Dictionary<string, string> o)
     {
         int steps = Int(o, "steps", 8), warmup = Int(o, "warmup", 2); // --warmup: untimed steps before the timed ones
-        var (_, _, model, idx, tgt) = GptSetup(o);
+        var (cfg, batch, model, idx0, tgt0) = GptSetup(o);
+        // --vary-ctx MIN: each step takes the first T tokens of every sequence, T drawn in [MIN, ctx] (a fine-tuning
+        // batcher's padding to the batch's longest sequence gives every step its own length).
+        int varyMin = Int(o, "vary-ctx", 0), multiple = Int(o, "vary-multiple", 1);
+        var lengths = new Generator(11);
+        (IntTensor, IntTensor) Batch()
+        {
+            if (varyMin <= 0) return (idx0, tgt0);
+            int ctx = cfg.ContextLength, t = varyMin + lengths.NextInt(ctx - varyMin + 1);
+            t = Math.Min(ctx, (t + multiple - 1) / multiple * multiple); // --vary-multiple M: rounded up to a multiple of M
+            var x = new int[batch * t]; var y = new int[batch * t];
+            for (int b = 0; b < batch; b++)
+            {
+                idx0.Data.AsSpan(b * ctx, t).CopyTo(x.AsSpan(b * t, t));
+                tgt0.Data.AsSpan(b * ctx, t).CopyTo(y.AsSpan(b * t, t));
+            }
+            return (new IntTensor(x, new Shape(batch, t)), new IntTensor(y, new Shape(batch * t)));
+        }
         Sparsify(o, model);
         var opt = new Tensors.Optim.AdamW(model.Parameters(), 1e-4);
         using var sat = Omission(o, model, out _);
@@ -403,6 +420,7 @@ public static class Quick
             var sw = System.Diagnostics.Stopwatch.StartNew();
             sat?.BeginStep(i + 1);
             double t1, t2;
+            var (idx, tgt) = Batch();
             using (o.TryGetValue("scope", out var sc) && sc == "0" ? null : Tensors.Autograd.TensorScope.Enter())
             {
                 var loss = model.Loss(idx, tgt);

@@ -166,6 +166,12 @@ public class DataTests
             ex.SelectMany(e => e.References).Should().Contain(target);
             for (int j = first; j < last; j++) tgt[j].Should().Be(row[j + 1]);
         }
+        // Padded to the longest sequence rounded up to 16 tokens (1: exactly the longest).
+        int longest = Enumerable.Range(0, 3).Max(b => Array.FindLastIndex(y.Data.AsSpan(b * t, t).ToArray(), v => v != -100) + 1);
+        t.Should().Be((longest + 15) / 16 * 16);
+        var exact = new E2EBatcher(tok, ex, batchSize: 3, contextLength: 64, seed: 1) { LengthMultiple = 1 };
+        exact.Next().Inputs.Shape[1].Should().Be(longest);
+        FluentActions.Invoking(() => new E2EBatcher(tok, ex, 1, 64, 0) { LengthMultiple = 0 }).Should().Throw<ArgumentOutOfRangeException>().WithMessage("*positive*");
         var state = batcher.GetState();
         var next = batcher.Next();
         batcher.SetState(state);

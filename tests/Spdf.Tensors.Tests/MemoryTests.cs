@@ -78,6 +78,28 @@ public class MemoryTests
         long bytes = Enumerable.Range(0, 3).Min(_ => Step());
         bytes.Should().BeLessThan(64 * 1024, "a warm step reuses pooled storage; one activation-sized array is 128 KiB");
     }
+
+    [Fact]
+    public void StepsWhoseLengthsTakeTurnsStillReuseThePool()
+    {
+        // A fine-tuning batcher pads each batch to its longest sequence (rounded): step shapes come back every few steps.
+        // The pool keeps a length it has not served for a few scopes, so such steps allocate no activations either
+        // (with two scopes' grace, three lengths in turn allocated every step anew).
+        var model = new Residual();
+        var opt = new AdamW(model.Parameters(), 1e-3);
+        var xs = new[] { 192, 224, 256 }.Select(rows => Tensor.Randn(new Shape(rows, 128), new Generator(3))).ToArray();
+        long Step(Tensor x)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            opt.ZeroGrad(setToNone: false);
+            using (Autograd.TensorScope.Enter()) model.Forward(x).Sum().Backward();
+            opt.Step();
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        for (int i = 0; i < 6; i++) Step(xs[i % 3]);
+        long bytes = Enumerable.Range(0, 6).Max(i => Step(xs[i % 3]));
+        bytes.Should().BeLessThan(64 * 1024, "every length came back within three steps; one activation-sized array is 96 KiB or more");
+    }
 }
 
 /// <summary>Runs the memory test alone: concurrent tests in the same process would allocate under its measurement.</summary>

@@ -7,8 +7,8 @@ namespace Spdf.Tensors.Autograd;
 /// here, so the next step reuses memory that is already faulted in (on Linux every fresh large array costs a page fault
 /// and a zeroing per 4 KiB) and leaves no garbage behind. Arrays returned by the engine are bounded by
 /// <see cref="MaxBytes"/>; arrays returned by a scope are kept whatever their size (the step needed them and will need
-/// them again), and lengths no scope has asked for in the last two scopes are dropped, so variable shapes cannot grow
-/// the pool without bound.
+/// them again), and lengths no scope has asked for in the last <see cref="KeepScopes"/> scopes (two, once the pool holds
+/// more than <see cref="KeepBytes"/>) are dropped, so variable shapes cannot grow the pool without bound.
 /// </summary>
 internal static class GradientPool
 {
@@ -60,19 +60,37 @@ internal static class GradientPool
         }
     }
 
-    /// <summary>Takes back the arrays of an ending scope (unbounded), then drops lengths unused for two scopes.</summary>
+    /// <summary>Scopes a length may go unused and stay pooled while the pool holds at most <see cref="KeepBytes"/>: steps
+    /// whose shapes vary (a fine-tuning batch padded to its longest sequence) come back to a length within a few steps.
+    /// Dropped at once, each such step allocated and faulted in its whole working set again (78 MB a step at width 128,
+    /// 40% of the step's time).</summary>
+    internal const int KeepScopes = 8;
+
+    /// <summary>Above this many bytes held, lengths unused for two scopes are dropped (the pool's bound when shapes vary
+    /// more than a few lengths can serve): 1 GiB.</summary>
+    internal const long KeepBytes = 1L << 30;
+
+    /// <summary>Takes back the arrays of an ending scope (unbounded), then drops lengths unused for <see cref="KeepScopes"/>
+    /// scopes, or for two when the pool holds more than <see cref="KeepBytes"/>.</summary>
     internal static void ReturnScope(IEnumerable<float[]> arrays)
     {
         lock (Gate)
         {
             foreach (var a in arrays) Push(a);
             _generation++;
-            foreach (var (len, stack) in Free)
-            {
-                if (stack.Count == 0 || LastUse.GetValueOrDefault(len) >= _generation - 2) continue;
-                _bytes -= (long)len * 4 * stack.Count;
-                stack.Clear();
-            }
+            Drop(KeepScopes);
+            if (_bytes > KeepBytes) Drop(2);
+        }
+    }
+
+    /// <summary>Drops the free arrays of lengths no rent has asked for in the last <paramref name="scopes"/> scopes.</summary>
+    private static void Drop(int scopes)
+    {
+        foreach (var (len, stack) in Free)
+        {
+            if (stack.Count == 0 || LastUse.GetValueOrDefault(len) >= _generation - scopes) continue;
+            _bytes -= (long)len * 4 * stack.Count;
+            stack.Clear();
         }
     }
 
