@@ -100,6 +100,23 @@ public class OptimTests
         b.Grad[0].Should().BeApproximately(0.8f, 1e-5f);
     }
 
+    [Fact]
+    public void GradNormMatchesADoubleSumOverLongAndHugeGradients()
+    {
+        // Runs of 1,024 summed in float, then in double: equal to a plain double sum within float rounding, across run
+        // boundaries, and finite where the squares pass float's range.
+        var g = new Generator(4);
+        var a = P(new float[3001]); var b = P(new float[5]);
+        a.Grad = Tensor.Randn(new Shape(3001), g); b.Grad = Tensor.From([1e20f, -3e19f, 2f, 0f, 1f]);
+        double Expected(Parameter p) => p.Grad!.AsReadOnlySpan().ToArray().Sum(v => (double)v * v);
+        GradClip.GradNorm([a]).Should().BeApproximately(Math.Sqrt(Expected(a)), 1e-5 * Math.Sqrt(Expected(a)));
+        double both = GradClip.GradNorm([a, b]);
+        double.IsFinite(both).Should().BeTrue("squares of 1e20 overflow float but not the norm");
+        both.Should().BeApproximately(Math.Sqrt(Expected(a) + Expected(b)), 1e-6 * Math.Sqrt(Expected(b)));
+        b.Grad = Tensor.From([1f, float.NaN, 0f, 0f, 0f]);
+        double.IsNaN(GradClip.GradNorm([a, b])).Should().BeTrue();
+    }
+
     private static float[] Grad(int step, int i) => [MathF.Sin(step * 1.3f + i), MathF.Cos(step * 0.7f - i) * 0.1f, step % 3 - 1f];
 
     /// <summary>Runs <paramref name="steps"/> steps from step <paramref name="from"/> with deterministic gradients.</summary>

@@ -24,7 +24,9 @@ public static class GradClip
         return norm;
     }
 
-    /// <summary>The global L2 norm of the parameters' gradients (accumulated in double; NaN or ∞ when a gradient is not finite).</summary>
+    /// <summary>The global L2 norm of the parameters' gradients (NaN or ∞ when a gradient is not finite): vector sums of
+    /// squares over runs of <see cref="Run"/> floats, accumulated in double. (A scalar loop in double took about 1 ms a step
+    /// for a million weights, as long as the optimizer's whole update.)</summary>
     public static double GradNorm(IEnumerable<Parameter> parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
@@ -33,10 +35,21 @@ public static class GradClip
         {
             if (p.Grad is null) continue;
             var g = p.Grad.AsReadOnlySpan();
-            double s = 0;
-            for (int i = 0; i < g.Length; i++) s += (double)g[i] * g[i];
-            sq += s;
+            for (int i = 0; i < g.Length; i += Run)
+            {
+                var run = g.Slice(i, Math.Min(Run, g.Length - i));
+                float s = TensorPrimitives.SumOfSquares(run);
+                if (float.IsFinite(s)) { sq += s; continue; }
+                // Squares past float's range (|g| > 1.8e19), or a NaN/∞ that the double sum reports as well.
+                double d = 0;
+                foreach (float v in run) d += (double)v * v;
+                sq += d;
+            }
         }
         return Math.Sqrt(sq);
     }
+
+    /// <summary>Floats summed in single precision before the sum goes to double: short enough that float rounding stays
+    /// far below what clipping cares about, long enough that the vector loop dominates the call.</summary>
+    private const int Run = 1024;
 }
