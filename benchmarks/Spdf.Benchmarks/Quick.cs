@@ -14,7 +14,7 @@ namespace Spdf.Benchmarks;
 /// <code>
 /// quick linear --tokens N --in K --out M --sparsity 0,0.5,0.75,0.9 [--kernel compressed|maskeddense|auto] [--storage compressed|dense] [--seconds S]
 /// quick attention --batch B --heads H --ctx T --head-dim E
-/// quick elementwise --rows N --cols C    (LayerNorm, GELU on [N, 4C], residual add: forward and forward + backward)
+/// quick elementwise --rows N --cols C [--vocab V] [--loss-chunk R]   (LayerNorm, GELU on [N, 4C], residual add, the fused LM head and loss: forward and forward + backward)
 /// quick gemm --m M --n N --k K [--threads T] [--kc KC]
 /// quick gpt --layers L --embd D --heads H --ctx T --batch B --vocab V --sparsity 0,0.75 [--omission 0,0.5 [--omit-units both|channels|heads] [--omit-score S] [--omit-selection topk|sampled]] [--storage compressed|dense] [--loss fused|unfused]
 /// quick transpose --rows N --cols 128,512,3072   (token-block transposes against a copy of the same bytes)
@@ -222,12 +222,12 @@ public static class Quick
                 ["fwd_bwd_ms"] = Math.Round(fb, 4), ["fwd_gb_s"] = Math.Round(elems * 8.0 / f / 1e6, 1) });
         }
         // The tied LM head with its loss (fused, as the GPT computes it): its gradients are computed with the loss.
-        int vocab = Int(o, "vocab", 928);
+        int vocab = Int(o, "vocab", 928), chunk = Int(o, "loss-chunk", 0); // --loss-chunk: rows per chunk (0: the default)
         var head = Tensor.Randn(new Shape(vocab, cols), g); head.RequiresGrad = true;
         var targets = new IntTensor(Enumerable.Range(0, rows).Select(i => (int)((i * 2654435761L) % vocab)).ToArray(), new Shape(rows));
-        double lf = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.LinearCrossEntropy(x, head, targets); }, secs);
-        double lfb = Timing.MedianMs(() => { x.Grad?.AsSpan().Clear(); head.Grad?.AsSpan().Clear(); using var s = Tensors.Autograd.TensorScope.Enter(); Functional.LinearCrossEntropy(x, head, targets).Backward(); }, secs);
-        Emit(new Dictionary<string, object> { ["op"] = "lm_head_loss", ["rows"] = rows, ["cols"] = cols, ["vocab"] = vocab, ["fwd_ms"] = Math.Round(lf, 4),
+        double lf = Timing.MedianMs(() => { using var _ = Tensors.Autograd.GradMode.NoGrad(); Functional.LinearCrossEntropy(x, head, targets, chunk: chunk); }, secs);
+        double lfb = Timing.MedianMs(() => { x.Grad?.AsSpan().Clear(); head.Grad?.AsSpan().Clear(); using var s = Tensors.Autograd.TensorScope.Enter(); Functional.LinearCrossEntropy(x, head, targets, chunk: chunk).Backward(); }, secs);
+        Emit(new Dictionary<string, object> { ["op"] = "lm_head_loss", ["rows"] = rows, ["cols"] = cols, ["vocab"] = vocab, ["chunk"] = chunk == 0 ? Functional.LinearCrossEntropyChunk(vocab) : chunk, ["fwd_ms"] = Math.Round(lf, 4),
             ["fwd_bwd_ms"] = Math.Round(lfb, 4), ["fwd_bwd_gflops"] = Math.Round(6.0 * rows * cols * vocab / lfb / 1e6, 1) });
     }
 
