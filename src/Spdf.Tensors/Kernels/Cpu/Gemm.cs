@@ -58,6 +58,11 @@ public static unsafe class Gemm
 
     [ThreadStatic] private static float[]? _packA;
     [ThreadStatic] private static float[]? _packB;
+    // Which block of A this thread's _packA holds: the call (a number from _calls), the depth block's first row, the M block.
+    [ThreadStatic] private static long _packedCall;
+    [ThreadStatic] private static int _packedDepth, _packedBlock;
+    [ThreadStatic] private static float[]? _packedBuffer;
+    private static long _calls;
 
     /// <summary>
     /// Row-major matrix product over contiguous operands: <c>C[M,N] (+)= op(A)·op(B)</c>, where A is stored
@@ -150,6 +155,7 @@ public static unsafe class Gemm
         nChunks = (nPanels + panelsPerChunk - 1) / panelsPerChunk;
         int tasks = mBlocks * nChunks;
         var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        long call = Interlocked.Increment(ref _calls); // names this call's packed blocks of A (see Task)
 
         fixed (float* pa0 = a, pb0 = b, pc0 = c, ppB = packB)
         {
@@ -169,13 +175,20 @@ public static unsafe class Gemm
                     int mb = t / nChunks, ncu = t % nChunks;
                     int i0 = mb * mc, i1 = Math.Min(m, i0 + mc);
                     int jp0 = ncu * panelsPerChunk, jp1 = Math.Min(nPanels, jp0 + panelsPerChunk);
-                    // Each task packs its own MC×KC block of A into a per-thread buffer, so it is hot in L2 when used.
+                    // Each task packs its own MC×KC block of A into a per-thread buffer, so it is hot in L2 when used. When N
+                    // is split for parallelism, the tasks of one block of A are consecutive, and a thread that runs
+                    // several of them packs the block once (a weight gradient of 128 rows and K = 2,048 tokens packed
+                    // each block four times).
                     var packA = Rent(ref _packA, mc * kc0);
                     fixed (float* pkA0 = packA)
                     {
                         float* pkA = Align64(pkA0);
-                        if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, pkA);
-                        else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
+                        if (!(_packedCall == call && _packedDepth == p0 && _packedBlock == mb && ReferenceEquals(_packedBuffer, packA)))
+                        {
+                            if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, pkA);
+                            else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
+                            (_packedCall, _packedDepth, _packedBlock, _packedBuffer) = (call, p0, mb, packA);
+                        }
                         for (int jp = jp0; jp < jp1; jp++)
                         {
                             int j = jp * nr;
