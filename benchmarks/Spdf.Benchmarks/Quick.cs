@@ -21,10 +21,12 @@ namespace Spdf.Benchmarks;
 /// quick gpt-pair (the gpt options) [--sparsity 0.75] [--steps N]: the dense and the sparse step in turns in one process; medians and the median ratio
 /// quick distill (the gpt options) [--steps N]: a SquareHead distillation step (fused student loss, teacher blocks only)
 ///   against the same step through both models' logits, and a plain step, interleaved; medians
-/// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--profile 1]: forward/backward/optimizer medians; with
-///   --profile, each op's forward and backward time per step (OpProfiler), as JSON lines and a table on stderr
+/// quick gpt-phases (the gpt options, one sparsity) [--steps N] [--warmup N] [--profile 1] [--vary-ctx MIN [--vary-multiple M]]:
+///   forward/backward/optimizer medians; with --profile, each op's forward and backward time per step (OpProfiler), as
+///   JSON lines and a table on stderr; with --vary-ctx, each step's length drawn in [MIN, ctx] (rounded up to M)
 /// quick decode --preset gpt2-small --sparsity 0,0.75
-/// quick spmm --tokens N --in K --out M --sparsity S [--panel P]
+/// quick spmm --tokens N --in K --out M --sparsity S [--panel P] [--mask N:M]
+/// quick mlp --tokens N --width C [--hidden H] [--sparsity S]   (the fused sparse MLP against its layers and the dense MLP)
 /// quick peak
 /// quick mask-algorithms --preset gpt2-small|gpt3-xl [--algorithms gmp,gmp-global,set,rigl,erk]
 /// quick sweep [--widths 256,768,2048] [--sparsity …] [--token-sweep 1,64,512,2048,8192] [--chart DIR]   (speed-up per kernel vs sparsity and tokens)
@@ -80,7 +82,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|decode|spmm|mlp|sweep|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|distill|decode|spmm|mlp|sweep|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
@@ -293,18 +295,7 @@ public static class Quick
         var (sp, _, _) = Sparsify(so, sparse);
         var optD = new Tensors.Optim.AdamW(dense.Parameters(), 1e-4);
         var optS = new Tensors.Optim.AdamW(sparse.Parameters(), 1e-4);
-        static double Step(Spdf.Gpt.GptModel m, Tensors.Optim.AdamW opt, IntTensor x, IntTensor y)
-        {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            using (Tensors.Autograd.TensorScope.Enter())
-            {
-                var loss = m.Loss(x, y);
-                opt.ZeroGrad(setToNone: false);
-                loss.Backward();
-            }
-            opt.Step();
-            return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        }
+        double Step(Spdf.Gpt.GptModel m, Tensors.Optim.AdamW opt, IntTensor x, IntTensor y) => TimedStep(opt, () => m.Loss(x, y));
         var d = new List<double>(); var s = new List<double>(); var r = new List<double>();
         for (int i = 0; i < steps + 2; i++)
         {
@@ -323,6 +314,21 @@ public static class Quick
         });
     }
 
+    /// <summary>One training step as the trainer takes it (the loss and its backward pass in a tensor scope, then the
+    /// optimizer), in ms.</summary>
+    private static double TimedStep(Tensors.Optim.AdamW opt, Func<Tensor> loss)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        using (Tensors.Autograd.TensorScope.Enter())
+        {
+            var l = loss();
+            opt.ZeroGrad(setToNone: false);
+            l.Backward();
+        }
+        opt.Step();
+        return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+    }
+
     /// <summary>
     /// A SquareHead distillation step (the trainer's: the student's fused loss and block outputs, the teacher's block
     /// outputs without grad) against the same step composed through <see cref="Spdf.Gpt.GptModel.ForwardWithHidden"/>
@@ -337,18 +343,7 @@ public static class Quick
         Sparsify(o, student); // --sparsity S --storage dense: a student pruned as GMP prunes it (masked-dense)
         teacher.Eval();
         var opt = new Tensors.Optim.AdamW(student.Parameters(), 1e-4);
-        double Time(Func<Tensor> loss)
-        {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            using (Tensors.Autograd.TensorScope.Enter())
-            {
-                var l = loss();
-                opt.ZeroGrad(setToNone: false);
-                l.Backward();
-            }
-            opt.Step();
-            return System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        }
+        double Time(Func<Tensor> loss) => TimedStep(opt, loss);
         Tensor Fused()
         {
             var (task, hidden) = student.LossWithHidden(idx, tgt);
@@ -416,11 +411,11 @@ public static class Quick
                 alloc0 = GC.GetTotalAllocatedBytes(); g0 = GC.CollectionCount(0); g1 = GC.CollectionCount(1); g2 = GC.CollectionCount(2);
             }
             if (i == warmup && profile) profiler = Tensors.Autograd.OpProfiler.Start(); // after two warm-up steps
+            var (idx, tgt) = Batch(); // the step's tokens, cut before the clock starts
             profiler?.Mark();
             var sw = System.Diagnostics.Stopwatch.StartNew();
             sat?.BeginStep(i + 1);
             double t1, t2;
-            var (idx, tgt) = Batch();
             using (o.TryGetValue("scope", out var sc) && sc == "0" ? null : Tensors.Autograd.TensorScope.Enter())
             {
                 var loss = model.Loss(idx, tgt);
@@ -555,7 +550,6 @@ public static class Quick
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
-    /// <summary>Times the compressed linear layer's kernels one by one (transposes, SpMM, SDDMM) against the dense GEMM.</summary>
     /// <summary>A transformer MLP of two sparse layers around a GELU (--tokens --width --hidden --sparsity): the fused op
     /// (<see cref="SparseMlp.TryForwardGelu"/>) against the layers and the GELU one after the other, forward and forward
     /// + backward, interleaved; and the dense MLP for scale.</summary>
@@ -588,6 +582,7 @@ public static class Quick
         Emit(timed);
     }
 
+    /// <summary>Times the compressed linear layer's kernels one by one (transposes, SpMM, SDDMM) against the dense GEMM.</summary>
     private static void SpmmBreakdown(Dictionary<string, string> o)
     {
         int n = Int(o, "tokens", 2048), k = Int(o, "in", 768), m = Int(o, "out", 3072);

@@ -75,11 +75,7 @@ public sealed class GptModel : Module<IntTensor, Tensor>
         ArgumentNullException.ThrowIfNull(targets);
         CheckIds(idx);
         var hidden = new List<Tensor>(Config.Layers);
-        var x = _transformer.Forward(idx, hidden);
-        var loss = FusedHeadLoss
-            ? Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk)
-            : Functional.CrossEntropy(Tensor.MatMul(x, TokenEmbedding, false, true).Reshape(-1, Config.VocabSize), targets);
-        return (loss, hidden);
+        return (HeadLoss(_transformer.Forward(idx, hidden), targets), hidden);
     }
 
     /// <summary>
@@ -104,11 +100,15 @@ public sealed class GptModel : Module<IntTensor, Tensor>
     public Tensor Loss(IntTensor idx, IntTensor targets)
     {
         ArgumentNullException.ThrowIfNull(targets);
-        if (!FusedHeadLoss) return Functional.CrossEntropy(Forward(idx).Reshape(-1, Config.VocabSize), targets);
         CheckIds(idx);
-        var x = _transformer.Forward(idx);                                   // [B, T, C]
-        return Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk);
+        return HeadLoss(_transformer.Forward(idx), targets);
     }
+
+    /// <summary>The tied LM head and the loss on the final states <c>[B, T, C]</c>: fused (<see cref="FusedHeadLoss"/>),
+    /// or the logits then the cross-entropy.</summary>
+    private Tensor HeadLoss(Tensor x, IntTensor targets) => FusedHeadLoss
+        ? Functional.LinearCrossEntropy(x.Reshape(-1, Config.EmbeddingSize), TokenEmbedding, targets, chunk: HeadLossChunk)
+        : Functional.CrossEntropy(Tensor.MatMul(x, TokenEmbedding, false, true).Reshape(-1, Config.VocabSize), targets);
 
     /// <summary>Token ids must be <c>[B, T]</c> with T within the context.</summary>
     private void CheckIds(IntTensor idx)

@@ -59,9 +59,7 @@ public static unsafe class Gemm
     [ThreadStatic] private static float[]? _packA;
     [ThreadStatic] private static float[]? _packB;
     // Which block of A this thread's _packA holds: the call (a number from _calls), the depth block's first row, the M block.
-    [ThreadStatic] private static long _packedCall;
-    [ThreadStatic] private static int _packedDepth, _packedBlock;
-    [ThreadStatic] private static float[]? _packedBuffer;
+    [ThreadStatic] private static (long Call, int Depth, int Block, float[]? Buffer) _packed;
     private static long _calls;
 
     /// <summary>
@@ -183,11 +181,11 @@ public static unsafe class Gemm
                     fixed (float* pkA0 = packA)
                     {
                         float* pkA = Align64(pkA0);
-                        if (!(_packedCall == call && _packedDepth == p0 && _packedBlock == mb && ReferenceEquals(_packedBuffer, packA)))
+                        if (_packed != (call, p0, mb, packA))
                         {
                             if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, pkA);
                             else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
-                            (_packedCall, _packedDepth, _packedBlock, _packedBuffer) = (call, p0, mb, packA);
+                            _packed = (call, p0, mb, packA);
                         }
                         for (int jp = jp0; jp < jp1; jp++)
                         {
