@@ -40,22 +40,19 @@ public static unsafe class SparseMlp
         var cd = d.Csr;
         if (!SparseMlpKernels.Supports(cu, cd, n)) return null;
 
-        var y = CustomOp.RentStorage(n * c, clear: false);
-        var saved = AlignedBuffer.Rent(SparseMlpKernels.SavedLength(cu, n));
-        SparseMlpKernels.Forward(cu, u.Bias is { } b1 ? b1.AsReadOnlySpan() : default, cd, d.Bias is { } b2 ? b2.AsReadOnlySpan() : default,
-            &Activations.GeluForwardSerial, x.AsReadOnlySpan(), n, saved.Span, y);
-        var result = new Tensor(y, x.Shape);
         var wu = u.TrainedWeight;
         var wd = d.TrainedWeight;
         var inputs = new List<Tensor> { x, wu };
         if (u.Bias is not null) inputs.Add(u.Bias);
         inputs.Add(wd);
         if (d.Bias is not null) inputs.Add(d.Bias);
-        if (!GradMode.IsEnabled || !inputs.Any(t => t.RequiresGrad))
-        {
-            saved.Dispose(); // nothing will run the backward pass
-            return result;
-        }
+        bool training = GradMode.IsEnabled && inputs.Any(t => t.RequiresGrad);
+        var y = CustomOp.RentStorage(n * c, clear: false);
+        var saved = training ? AlignedBuffer.Rent(SparseMlpKernels.SavedLength(cu, n)) : null; // nothing else runs a backward pass
+        SparseMlpKernels.Forward(cu, u.Bias is { } b1 ? b1.AsReadOnlySpan() : default, cd, d.Bias is { } b2 ? b2.AsReadOnlySpan() : default,
+            &Activations.GeluForwardSerial, x.AsReadOnlySpan(), n, saved is null ? default : saved.Span, y);
+        var result = new Tensor(y, x.Shape);
+        if (saved is null) return result;
         return CustomOp.Record(result, "SparseMlp", [.. inputs], g =>
         {
             var dx = x.RequiresGrad ? CustomOp.RentStorage(n * c, clear: false) : null;
@@ -70,7 +67,7 @@ public static unsafe class SparseMlp
             using (paddedUT)
             using (paddedDT)
                 SparseMlpKernels.Backward(cu, cuT, paddedUT is null ? default : paddedUT.Span, cd, cdT, paddedDT is null ? default : paddedDT.Span,
-                    &Activations.GeluForwardSerial, &Activations.GeluBackwardSerial, x.AsReadOnlySpan(), saved.Span, g.AsReadOnlySpan(), n,
+                    &Activations.GeluForwardWithDerivativeSerial, x.AsReadOnlySpan(), saved.Span, g.AsReadOnlySpan(), n,
                     dx, du, dbu, dd, dbd);
             var grads = new List<Tensor?> { dx is null ? null : new Tensor(dx, x.Shape), WeightGradient(u, cu, du) };
             if (u.Bias is not null) grads.Add(dbu is null ? null : new Tensor(dbu, u.Bias.Shape));

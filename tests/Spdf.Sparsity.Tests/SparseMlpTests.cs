@@ -62,6 +62,23 @@ public class SparseMlpTests
     }
 
     [Fact]
+    public void WithoutGradientsGivesTheSameOutput()
+    {
+        if (!Vector512.IsHardwareAccelerated) return; // the fused kernels need AVX-512 (the theory above checks it declines)
+        var (up, down) = Layers(48, 192, 0.75, true, SparseWeightStorage.Compressed, 9);
+        var x = Tensor.Randn(new Shape(150, 48), new Generator(4)); x.RequiresGrad = true;
+        var trained = SparseMlp.TryForwardGelu(up, down, x)!.ToArray(); // saves the pre-activation for the backward pass
+        float[] inferred;
+        using (Tensors.Autograd.GradMode.NoGrad()) inferred = SparseMlp.TryForwardGelu(up, down, x)!.ToArray(); // saves nothing
+        var reference = down.Forward(up.Forward(x).Gelu()).ToArray();
+        for (int i = 0; i < reference.Length; i++)
+        {
+            inferred[i].Should().BeApproximately(reference[i], 2e-4f * (1 + Math.Abs(reference[i])), $"y[{i}] without gradients");
+            trained[i].Should().BeApproximately(reference[i], 2e-4f * (1 + Math.Abs(reference[i])), $"y[{i}]");
+        }
+    }
+
+    [Fact]
     public void LeavesWhatItCannotFuseToTheLayers()
     {
         var (up, down) = Layers(32, 128, 0.75, true, SparseWeightStorage.Dense, 3);

@@ -230,6 +230,12 @@ public class GeluKernelTests
         var y = new float[n]; var dx = new float[n];
         Spdf.Tensors.Kernels.Cpu.Activations.GeluForward(y, x);
         Spdf.Tensors.Kernels.Cpu.Activations.GeluBackward(dx, x, dy);
+        // The fused MLP's kernel: the value and the derivative from one exponential.
+        var y2 = new float[n]; var slopes = new float[n];
+        unsafe
+        {
+            fixed (float* px = x, py = y2, pd = slopes) Spdf.Tensors.Kernels.Cpu.Activations.GeluForwardWithDerivativeSerial(px, py, pd, n);
+        }
         for (int i = 0; i < n; i++)
         {
             double v = x[i], t = Tanh(v);
@@ -237,6 +243,8 @@ public class GeluKernelTests
             double slope = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * Math.Sqrt(2 / Math.PI) * (1 + 3 * 0.044715 * v * v);
             y[i].Should().BeApproximately((float)expected, 2e-6f * (1 + (float)Math.Abs(expected)), $"gelu({v})");
             dx[i].Should().BeApproximately((float)(dy[i] * slope), 2e-6f * (1 + Math.Abs(dy[i])), $"gelu'({v})·{dy[i]}");
+            y2[i].Should().BeApproximately((float)expected, 2e-6f * (1 + (float)Math.Abs(expected)), $"gelu({v}) with its derivative");
+            slopes[i].Should().BeApproximately((float)slope, 2e-6f, $"gelu'({v})");
         }
     }
 }

@@ -8,11 +8,13 @@ namespace Spdf.Sparsity.Kernels;
 /// both products and the activation run while the block is in cache, and only y is transposed out. Two sparse layers
 /// called one after the other instead move the 4C-wide hidden activation to rows and back in each direction, and the
 /// activation makes passes of its own over it. The backward pass does the same per range of token blocks, with the
-/// weight gradients summed per range (as <see cref="SparseKernels.SddmmFromRows"/>) and the hidden activation
-/// recomputed from the saved pre-activation. Glossary: N tokens, C = the input and output width, H = the hidden width.
+/// weight gradients summed per range (as <see cref="SparseKernels.SddmmFromRows"/>); it recomputes the hidden
+/// activation from the saved pre-activation, and the activation's derivative with it, from one evaluation. (Saving the
+/// activation and its derivative instead measured slower: twice the bytes to and from memory cost more than the
+/// evaluation.) Glossary: N tokens, C = the input and output width, H = the hidden width.
 /// </summary>
 /// <remarks>The activation comes as function pointers, so that the engine binding passes its engine's own (the
-/// results then equal the unfused layers' exactly).</remarks>
+/// results then equal the unfused layers' up to float rounding).</remarks>
 internal static unsafe class SparseMlpKernels
 {
     /// <summary>Whether the fused kernels apply: AVX-512, and both layers' weight gradients small enough to be summed
@@ -20,21 +22,33 @@ internal static unsafe class SparseMlpKernels
     public static bool Supports(CsrMatrix up, CsrMatrix down, int n) =>
         Vector512.IsHardwareAccelerated && SparseKernels.SddmmSplitsTokens(up, n) && SparseKernels.SddmmSplitsTokens(down, n);
 
-    /// <summary>Floats of the saved pre-activation (token blocks of H features).</summary>
+    /// <summary>Floats of what a training step's forward pass saves for the backward: the pre-activation, in token
+    /// blocks of H features.</summary>
     public static int SavedLength(CsrMatrix up, int n) => SparseKernels.BlockedLength(up.Rows, n);
 
     /// <summary>
-    /// The forward pass: <paramref name="yRows"/> <c>(N, C)</c> from <paramref name="xRows"/> <c>(N, C)</c>, and the
-    /// pre-activation <c>W₁·x + b₁</c> in token blocks into <paramref name="saved"/> (what <see cref="Backward"/> reads).
+    /// The forward pass: <paramref name="yRows"/> <c>(N, C)</c> from <paramref name="xRows"/> <c>(N, C)</c>. When
+    /// <paramref name="saved"/> is not empty (a training step), the pre-activation <c>W₁·x + b₁</c> goes into it in
+    /// token blocks (what <see cref="Backward"/> reads).
     /// </summary>
+    /// <param name="up">W₁ <c>(H, C)</c>, with its values.</param>
+    /// <param name="upBias">b₁ (H), or empty.</param>
+    /// <param name="down">W₂ <c>(C, H)</c>, with its values.</param>
+    /// <param name="downBias">b₂ (C), or empty.</param>
+    /// <param name="activation">(input, output, count).</param>
+    /// <param name="xRows">The input, <c>(N, C)</c>.</param>
+    /// <param name="n">Tokens.</param>
+    /// <param name="saved">Room for <see cref="SavedLength"/> floats, or empty when no backward pass will run.</param>
+    /// <param name="yRows">The output, <c>(N, C)</c> (overwritten).</param>
     /// <exception cref="ArgumentException">The layers do not chain, a span does not fit, or <see cref="Supports"/> is false.</exception>
     public static void Forward(CsrMatrix up, ReadOnlySpan<float> upBias, CsrMatrix down, ReadOnlySpan<float> downBias,
         delegate*<float*, float*, int, void> activation, ReadOnlySpan<float> xRows, int n, Span<float> saved, Span<float> yRows)
     {
         Check(up, upBias, down, downBias, n);
         int c = up.Cols, h = up.Rows;
-        if (xRows.Length < (long)n * c || yRows.Length < (long)n * c || saved.Length < SavedLength(up, n))
-            throw new ArgumentException($"Sparse MLP: {n} tokens of width {c} need x and y of {(long)n * c} and a saved pre-activation of {SavedLength(up, n)} floats; got {xRows.Length}, {yRows.Length} and {saved.Length}.");
+        bool save = !saved.IsEmpty;
+        if (xRows.Length < (long)n * c || yRows.Length < (long)n * c || (save && saved.Length < SavedLength(up, n)))
+            throw new ArgumentException($"Sparse MLP: {n} tokens of width {c} need x and y of {(long)n * c} and (to save for the backward pass) {SavedLength(up, n)} floats; got {xRows.Length}, {yRows.Length} and {saved.Length}.");
         var pvUp = SparseKernels.PaddedValues(up, default, "", "", out var gatheredUp);
         var pvDown = SparseKernels.PaddedValues(down, default, "", "", out var gatheredDown);
         try
@@ -50,11 +64,12 @@ internal static unsafe class SparseMlpKernels
                 void Block(int b)
                 {
                     using var xs = AlignedBuffer.Rent(strideC); // X's block, then Y's (the first product has read X)
+                    using var hs = save ? null : AlignedBuffer.Rent(strideH);
                     using var gs = AlignedBuffer.Rent(strideH);
-                    fixed (float* xb = xs.Span, gb = gs.Span)
+                    fixed (float* xb = xs.Span, hScratch = hs is null ? default : hs.Span, gb = gs.Span)
                     {
                         float* yb = xb;
-                        float* hb = (float*)asv + (long)b * strideH;
+                        float* hb = save ? (float*)asv + (long)b * strideH : hScratch;
                         BlockTranspose.ToBlock((float*)ax, n, c, SparseKernels.TokenBlock, xb, b);
                         SparseKernels.SpMMPaddedBlock((ulong*)ac1, (float*)av1, (int*)ag1, h, up.Panels, up.PanelWidth, xb, hb, (float*)ab1);
                         activation(hb, gb, h * SparseKernels.TokenBlock);
@@ -84,9 +99,8 @@ internal static unsafe class SparseMlpKernels
     /// <param name="down">W₂ <c>(C, H)</c>: its structure.</param>
     /// <param name="downT">W₂ᵀ in CSR with its values or with <paramref name="downTPadded"/>.</param>
     /// <param name="downTPadded">W₂ᵀ's values in its padded slot order, or empty to gather them from its own.</param>
-    /// <param name="activation">The activation, (input, output, count), as in <see cref="Forward"/>.</param>
-    /// <param name="activationBackward">(pre-activation, gradient of the output, gradient of the input, count); the last
-    /// two may be the same memory.</param>
+    /// <param name="activationWithDerivative">The activation, (input, output, derivative at the input, count): the
+    /// hidden activation and the derivative for the gradient through it, from one evaluation.</param>
     /// <param name="xRows">The forward's input, <c>(N, C)</c>.</param>
     /// <param name="saved">The pre-activation <see cref="Forward"/> saved.</param>
     /// <param name="dyRows">The output's gradient, <c>(N, C)</c>.</param>
@@ -98,7 +112,7 @@ internal static unsafe class SparseMlpKernels
     /// <param name="dDownBias">b₂'s gradient (C), or empty.</param>
     /// <exception cref="ArgumentException">The layers do not chain, a span does not fit, or <see cref="Supports"/> is false.</exception>
     public static void Backward(CsrMatrix up, CsrMatrix? upT, ReadOnlySpan<float> upTPadded, CsrMatrix down, CsrMatrix downT, ReadOnlySpan<float> downTPadded,
-        delegate*<float*, float*, int, void> activation, delegate*<float*, float*, float*, int, void> activationBackward,
+        delegate*<float*, float*, float*, int, void> activationWithDerivative,
         ReadOnlySpan<float> xRows, ReadOnlySpan<float> saved, ReadOnlySpan<float> dyRows, int n,
         Span<float> dxRows, Span<float> dUp, Span<float> dUpBias, Span<float> dDown, Span<float> dDownBias)
     {
@@ -141,19 +155,21 @@ internal static unsafe class SparseMlpKernels
                     using var xs = AlignedBuffer.Rent(strideC); // X's block, then dX's
                     using var dys = AlignedBuffer.Rent(strideC);
                     using var gs = AlignedBuffer.Rent(strideH);
+                    using var gds = AlignedBuffer.Rent(strideH);
                     using var dgs = AlignedBuffer.Rent(strideH);
-                    fixed (float* xb = xs.Span, dyb = dys.Span, gb = gs.Span, dgb = dgs.Span)
+                    fixed (float* xb = xs.Span, dyb = dys.Span, gb = gs.Span, gd = gds.Span, dgb = dgs.Span)
                         for (int b = b0; b < b1; b++)
                         {
                             float* hb = (float*)asv + (long)b * strideH;
                             BlockTranspose.ToBlock((float*)ady, n, c, tb, dyb, b);
-                            activation(hb, gb, h * tb); // the hidden activation, recomputed from the pre-activation
+                            // The hidden activation and the derivative there, recomputed from the pre-activation.
+                            activationWithDerivative(hb, gb, gd, h * tb);
                             // W₂: its weight and bias gradients from dY and the hidden activation, and the hidden gradient.
                             if (withB2) SparseKernels.AddBlockRowSums(dyb, 0, c, s2);
                             for (int p = 0; p < down.Panels; p++)
                                 SparseKernels.SddmmPanel((ulong*)ac2, (int*)ag2 + p * (c + 1), (int*)ar2 + p * (c + 1), 0, c, dyb, (byte*)(gb + (long)p * down.PanelWidth * tb), d2);
                             SparseKernels.SpMMPaddedBlock((ulong*)ac2T, (float*)av2, (int*)ag2T, h, downT.Panels, downT.PanelWidth, dyb, dgb, null);
-                            activationBackward(hb, dgb, dgb, h * tb); // through the activation: the pre-activation's gradient
+                            Multiply(dgb, gd, h * tb); // through the activation: the pre-activation's gradient
                             // W₁: its weight and bias gradients from that and X, and dX.
                             if (withB1) SparseKernels.AddBlockRowSums(dgb, 0, h, s1);
                             BlockTranspose.ToBlock((float*)ax, n, c, tb, xb, b);
@@ -179,6 +195,12 @@ internal static unsafe class SparseMlpKernels
             gatheredUpT?.Dispose();
             gatheredDownT?.Dispose();
         }
+    }
+
+    /// <summary><c>d[i] *= f[i]</c> for <paramref name="count"/> floats (a multiple of 16).</summary>
+    private static void Multiply(float* d, float* f, int count)
+    {
+        for (int i = 0; i < count; i += 16) (Vector512.Load(d + i) * Vector512.Load(f + i)).Store(d + i);
     }
 
     private static void Check(CsrMatrix up, ReadOnlySpan<float> upBias, CsrMatrix down, ReadOnlySpan<float> downBias, int n)
