@@ -7,6 +7,22 @@ public partial class Tensor
 {
     private enum BinaryOp { Add, Sub, Mul, Div }
 
+    /// <summary>Elements per parallel task of an equal-shape binary op; smaller ones run on the calling thread.</summary>
+    private const int BinaryChunk = 1 << 16;
+
+    /// <summary>An equal-shape binary op, split over the cores when large: in a training step its operands are often
+    /// out of cache (the residual stream), and two cores keep more of memory's reads in flight than one.</summary>
+    private static unsafe void BinaryKernelParallel(BinaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> d)
+    {
+        if (d.Length < 2 * BinaryChunk) { BinaryKernel(op, x, y, d); return; }
+        fixed (float* px = x, py = y, pd = d)
+        {
+            nint ax = (nint)px, ay = (nint)py, ad = (nint)pd;
+            Kernels.Cpu.ParallelChunks.For(d.Length, BinaryChunk, (_, from, to) =>
+                BinaryKernel(op, new ReadOnlySpan<float>((float*)ax + from, to - from), new ReadOnlySpan<float>((float*)ay + from, to - from), new Span<float>((float*)ad + from, to - from)));
+        }
+    }
+
     private static void BinaryKernel(BinaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> d)
     {
         switch (op)
@@ -41,7 +57,7 @@ public partial class Tensor
     private static float[] BinaryForward(BinaryOp op, Tensor a, Tensor b, Shape outShape)
     {
         var d = GradientPool.Rent(outShape.Numel, clear: false); // every path below writes every element
-        if (a.Shape == outShape && b.Shape == outShape) { BinaryKernel(op, a.Storage, b.Storage, d); return d; }
+        if (a.Shape == outShape && b.Shape == outShape) { BinaryKernelParallel(op, a.Storage.AsSpan(0, d.Length), b.Storage.AsSpan(0, d.Length), d.AsSpan(0, d.Length)); return d; }
         if (a.Shape == outShape && b.Numel == 1) { BinaryKernel(op, a.Storage, b.Storage[0], d); return d; }
         if (a.Shape == outShape && Broadcast.IsSuffix(b.Shape, outShape) && b.Numel > 0)
         {
