@@ -28,7 +28,10 @@ public class GemmTests
     public static IEnumerable<object[]> Sizes()
     {
         // [200, 100, 1600]: three blocks of A shared by N's chunks over two depth blocks (a weight gradient's shape).
-        int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513], [50, 64, 1100], [200, 100, 1600]];
+        // [100, 2050, 40] and [30, 2100, 800]: B far wider than A is tall (an LM head's logits), the wide loop: two blocks
+        // of A, a partial last panel and chunk; one and two depth blocks.
+        int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513], [50, 64, 1100], [200, 100, 1600],
+                         [100, 2050, 40], [30, 2100, 800]];
         foreach (var s in sizes)
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
