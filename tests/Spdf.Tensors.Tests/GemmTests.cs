@@ -119,11 +119,12 @@ public class GemmTests
         act.Should().Throw<ArgumentException>().WithMessage("*A (2×3*needs 6*has 5*");
     }
 
-    [Fact]
-    public void ResultsDoNotDependOnThreadCount()
+    [Theory]
+    [InlineData(300, 200, 700)]
+    [InlineData(100, 2050, 800)] // B far wider than A is tall: the wide loop on several threads, the default loop on one
+    public void ResultsDoNotDependOnThreadCount(int m, int n, int k)
     {
         var g = new Generator(9);
-        int m = 300, n = 200, k = 700;
         var a = Rand(m * k, g); var b = Rand(k * n, g);
         var c1 = new float[m * n]; var c2 = new float[m * n];
         int saved = Gemm.MaxThreads;
