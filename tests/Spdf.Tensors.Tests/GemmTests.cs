@@ -120,6 +120,21 @@ public class GemmTests
     }
 
     [Theory]
+    [InlineData(100, 2050, 800, false, true)]  // the wide loop (an LM head's logits), two depth blocks
+    [InlineData(30, 2100, 40, true, false)]    // the wide loop, A transposed, one depth block
+    [InlineData(200, 100, 1600, true, false)]  // the default loop
+    public void AccumulatesOntoWhatCHolds(int m, int n, int k, bool ta, bool tb)
+    {
+        var g = new Generator((ulong)(m + n + k));
+        var a = Rand(m * k, g); var b = Rand(k * n, g); var start = Rand(m * n, g);
+        var c = (float[])start.Clone();
+        Gemm.MatMul(a, ta, b, tb, c, m, n, k, accumulate: true);
+        var product = Naive(a, ta, b, tb, m, n, k);
+        for (int i = 0; i < c.Length; i++)
+            c[i].Should().BeApproximately(start[i] + product[i], 1e-4f * MathF.Sqrt(k) + 1e-5f, $"element {i} of {m}×{n}×{k}");
+    }
+
+    [Theory]
     [InlineData(300, 200, 700)]
     [InlineData(100, 2050, 800)] // B far wider than A is tall: the wide loop on several threads, the default loop on one
     public void ResultsDoNotDependOnThreadCount(int m, int n, int k)
