@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
 namespace Spdf.Sparsity.Kernels;
@@ -169,7 +170,8 @@ internal static unsafe class SparseMlpKernels
                             for (int p = 0; p < down.Panels; p++)
                                 SparseKernels.SddmmPanel((ulong*)ac2, (int*)ag2 + p * (c + 1), (int*)ar2 + p * (c + 1), 0, c, dyb, (byte*)(gb + (long)p * down.PanelWidth * tb), d2);
                             SparseKernels.SpMMPaddedBlock((ulong*)ac2T, (float*)av2, (int*)ag2T, h, downT.Panels, downT.PanelWidth, dyb, dgb, null);
-                            Multiply(dgb, gd, h * tb); // through the activation: the pre-activation's gradient
+                            // Through the activation: the pre-activation's gradient.
+                            TensorPrimitives.Multiply(new ReadOnlySpan<float>(dgb, h * tb), new ReadOnlySpan<float>(gd, h * tb), new Span<float>(dgb, h * tb));
                             // W₁: its weight and bias gradients from that and X, and dX.
                             if (withB1) SparseKernels.AddBlockRowSums(dgb, 0, h, s1);
                             BlockTranspose.ToBlock((float*)ax, n, c, tb, xb, b);
@@ -195,12 +197,6 @@ internal static unsafe class SparseMlpKernels
             gatheredUpT?.Dispose();
             gatheredDownT?.Dispose();
         }
-    }
-
-    /// <summary><c>d[i] *= f[i]</c> for <paramref name="count"/> floats (a multiple of 16).</summary>
-    private static void Multiply(float* d, float* f, int count)
-    {
-        for (int i = 0; i < count; i += 16) (Vector512.Load(d + i) * Vector512.Load(f + i)).Store(d + i);
     }
 
     private static void Check(CsrMatrix up, ReadOnlySpan<float> upBias, CsrMatrix down, ReadOnlySpan<float> downBias, int n)

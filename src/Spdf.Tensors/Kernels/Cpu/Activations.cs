@@ -51,12 +51,16 @@ public static unsafe class Activations
     /// </summary>
     public static void GeluForwardSerial(float* input, float* output, int count) => GeluForwardRange(input, output, count);
 
+    // The Vector512 and Vector256 loops below are the same arithmetic at two widths: Vector512<float> does not satisfy
+    // ISimdVector<,> as a generic constraint here, so one generic body cannot serve both. The 512-bit loops take the
+    // float exponential of VectorMath (e^(−2z) saturates near 3.4·10³⁸ past z ≈ −44, where σ(2z) is 0 to float precision).
+
     /// <summary>
     /// <see cref="GeluForward"/> of <paramref name="count"/> values on the calling thread, with GELU's derivative at each
     /// input into <paramref name="derivative"/> (<c>gelu'(x)</c>, as <see cref="GeluBackward"/> computes it) from the same
     /// exponential: for a backward pass that needs both (the fused sparse MLP's, which recomputes the activation for a
-    /// weight gradient and needs the derivative for the gradient through it). Outputs equal <see cref="GeluForward"/>'s within a float rounding (<c>x·σ</c> against
-    /// <c>x / (1 + e^(−2z))</c>). No bounds are checked.
+    /// weight gradient and needs the derivative for the gradient through it). Outputs equal <see cref="GeluForward"/>'s
+    /// within a float rounding (<c>x·σ</c> against <c>x / (1 + e^(−2z))</c>). No bounds are checked.
     /// </summary>
     public static void GeluForwardWithDerivativeSerial(float* input, float* output, float* derivative, int count)
     {
@@ -94,10 +98,6 @@ public static unsafe class Activations
         }
     }
 
-
-    // The Vector512 and Vector256 loops below are the same arithmetic at two widths: Vector512<float> does not satisfy
-    // ISimdVector<,> as a generic constraint here, so one generic body cannot serve both. The 512-bit loops take the
-    // float exponential of VectorMath (e^(−2z) saturates near 3.4·10³⁸ past z ≈ −44, where σ(2z) is 0 to float precision).
     private static void GeluForwardRange(float* x, float* y, int n)
     {
         int i = 0;

@@ -148,12 +148,12 @@ public static unsafe class Gemm
         int mBlocks = (m + mc - 1) / mc;
         int nPanels = nPad / nr;
         int threads = Math.Max(1, MaxThreads);
-        // Split N into chunks so that there are enough tasks for every core.
         if (threads > 1 && IsWide(mBlocks, nPanels, mc, kc0, nr))
         {
             MultiplyWide(a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate, kernel, kc0, threads);
             return;
         }
+        // Split N into chunks so that there are enough tasks for every core.
         int nChunks = Math.Clamp((threads * 4 + mBlocks - 1) / mBlocks, 1, nPanels);
         int panelsPerChunk = (nPanels + nChunks - 1) / nChunks;
         nChunks = (nPanels + panelsPerChunk - 1) / panelsPerChunk;
@@ -189,22 +189,10 @@ public static unsafe class Gemm
                         float* pkA = Align64(pkA0);
                         if (_packed != (call, p0, mb, packA))
                         {
-                            if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, pkA);
-                            else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, pkA + (long)(i - i0) * kc);
+                            PackABlock((float*)pa, rsA, csA, m, p0, kc, i0, i1, mr, pkA);
                             _packed = (call, p0, mb, packA);
                         }
-                        for (int jp = jp0; jp < jp1; jp++)
-                        {
-                            int j = jp * nr;
-                            int nrEff = Math.Min(nr, n - j);
-                            float* bp = (float*)pkB + (long)jp * kc * nr;
-                            for (int i = i0; i < i1; i += mr)
-                            {
-                                int mrEff = Math.Min(mr, m - i);
-                                float* cp = (float*)pc + (long)i * ldc + j;
-                                MicroTile(kc, pkA + (long)(i - i0) * kc, bp, cp, ldc, mrEff, nrEff, acc, mr, nr);
-                            }
-                        }
+                        TileBlock(kc, pkA, (float*)pkB, (float*)pc, ldc, m, n, i0, i1, jp0, jp1, acc, mr, nr);
                     }
                 }
 
@@ -254,13 +242,7 @@ public static unsafe class Gemm
                 int kc = Math.Min(kc0, k - p0);
                 bool acc = accumulate || p0 > 0;
                 // A's depth block, every M block in its strips: block mb at mb·mc·kc, as the default loop packs one.
-                void PackBlock(int mb)
-                {
-                    int i0 = mb * mc, i1 = Math.Min(m, i0 + mc);
-                    float* dst = (float*)pkA + (long)mb * mc * kc;
-                    if (rsA == 1) PackATransposedBlock((float*)pa, csA, m, p0, kc, i0, i1, mr, dst);
-                    else for (int i = i0; i < i1; i += mr) PackA((float*)pa, rsA, csA, m, p0, kc, i, mr, dst + (long)(i - i0) * kc);
-                }
+                void PackBlock(int mb) => PackABlock((float*)pa, rsA, csA, m, p0, kc, mb * mc, Math.Min(m, mb * mc + mc), mr, (float*)pkA + (long)mb * mc * kc);
                 if (mBlocks > 1) Parallel.For(0, mBlocks, options, PackBlock);
                 else PackBlock(0);
                 Parallel.For(0, chunks, options, t =>
@@ -270,22 +252,34 @@ public static unsafe class Gemm
                     fixed (float* ppB = packB)
                     {
                         float* pkB = Align64(ppB);
-                        for (int jp = jp0; jp < jp1; jp++) PackB((float*)pb, rsB, csB, n, p0, kc, jp, nr, pkB - (long)jp0 * kc * nr);
+                        float* chunkB = pkB - (long)jp0 * kc * nr; // panel jp at chunkB + jp·kc·nr, as in the default loop's packed B
+                        for (int jp = jp0; jp < jp1; jp++) PackB((float*)pb, rsB, csB, n, p0, kc, jp, nr, chunkB);
                         for (int mb = 0; mb < mBlocks; mb++)
-                        {
-                            int i0 = mb * mc, i1 = Math.Min(m, i0 + mc);
-                            float* blockA = (float*)pkA + (long)mb * mc * kc;
-                            for (int jp = jp0; jp < jp1; jp++)
-                            {
-                                int j = jp * nr, nrEff = Math.Min(nr, n - j);
-                                float* bp = pkB + (long)(jp - jp0) * kc * nr;
-                                for (int i = i0; i < i1; i += mr)
-                                    MicroTile(kc, blockA + (long)(i - i0) * kc, bp, (float*)pc + (long)i * ldc + j, ldc, Math.Min(mr, m - i), nrEff, acc, mr, nr);
-                            }
-                        }
+                            TileBlock(kc, (float*)pkA + (long)mb * mc * kc, chunkB, (float*)pc, ldc, m, n, mb * mc, Math.Min(m, mb * mc + mc), jp0, jp1, acc, mr, nr);
                     }
                 });
             }
+        }
+    }
+
+    /// <summary>Packs rows [i0, i1) of A's depth block [p0, p0 + kc) into MR-row strips at <paramref name="dst"/>, the
+    /// strip of row i at (i − i0)·kc.</summary>
+    private static void PackABlock(float* a, int rsA, int csA, int m, int p0, int kc, int i0, int i1, int mr, float* dst)
+    {
+        if (rsA == 1) PackATransposedBlock(a, csA, m, p0, kc, i0, i1, mr, dst);
+        else for (int i = i0; i < i1; i += mr) PackA(a, rsA, csA, m, p0, kc, i, mr, dst + (long)(i - i0) * kc);
+    }
+
+    /// <summary>The micro-tiles of C rows [i0, i1) × panels [jp0, jp1): A's packed block (rows from i0) against B's packed
+    /// panels (panel jp at <paramref name="packedB"/> + jp·kc·NR).</summary>
+    private static void TileBlock(int kc, float* blockA, float* packedB, float* c, int ldc, int m, int n, int i0, int i1, int jp0, int jp1, bool acc, int mr, int nr)
+    {
+        for (int jp = jp0; jp < jp1; jp++)
+        {
+            int j = jp * nr, nrEff = Math.Min(nr, n - j);
+            float* bp = packedB + (long)jp * kc * nr;
+            for (int i = i0; i < i1; i += mr)
+                MicroTile(kc, blockA + (long)(i - i0) * kc, bp, c + (long)i * ldc + j, ldc, Math.Min(mr, m - i), nrEff, acc, mr, nr);
         }
     }
 
