@@ -27,11 +27,12 @@ public class GemmTests
 
     public static IEnumerable<object[]> Sizes()
     {
-        // [200, 100, 1600]: three blocks of A shared by N's chunks over two depth blocks (a weight gradient's shape).
+        // [200, 100, 1600]: a weight gradient's shape, deep enough for two halves of K, each three blocks of A over two depth blocks.
         // [100, 2050, 40] and [30, 2100, 800]: B far wider than A is tall (an LM head's logits), the wide loop: two blocks
         // of A, a partial last panel and chunk; one and two depth blocks.
+        // [67, 129, 2101]: deep with a small C, split into two halves of K (1,056 and 1,045 deep) summed at the end.
         int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513], [50, 64, 1100], [200, 100, 1600],
-                         [100, 2050, 40], [30, 2100, 800]];
+                         [100, 2050, 40], [30, 2100, 800], [67, 129, 2101]];
         foreach (var s in sizes)
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
@@ -102,6 +103,25 @@ public class GemmTests
         for (int i = 0; i < c.Length; i++) c[i].Should().BeApproximately(before[i] + prod[i], 1e-3f);
     }
 
+    [Theory]
+    [InlineData(40, 50, 300)]   // the blocked loop
+    [InlineData(67, 129, 2101)] // two halves of K, the second added row by row
+    public void WritesOnlyTheColumnsOfCInARowStride(int m, int n, int k)
+    {
+        var g = new Generator((ulong)(m + k));
+        var a = Rand(m * k, g); var b = Rand(k * n, g);
+        int ldc = n + 5;
+        var c = Enumerable.Repeat(7f, m * ldc).ToArray();
+        Gemm.Multiply(a, k, 1, b, n, 1, c, ldc, m, n, k, accumulate: false);
+        var expected = Naive(a, false, b, false, m, n, k);
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+                c[i * ldc + j].Should().BeApproximately(expected[i * n + j], 1e-4f * MathF.Sqrt(k) + 1e-5f, $"C[{i}, {j}]");
+            for (int j = n; j < ldc; j++) c[i * ldc + j].Should().Be(7f, $"C[{i}, {j}] lies between rows and is not C's");
+        }
+    }
+
     [Fact]
     public void ZeroInnerDimensionClearsOrKeeps()
     {
@@ -122,7 +142,8 @@ public class GemmTests
     [Theory]
     [InlineData(100, 2050, 800, false, true)]  // the wide loop (an LM head's logits), two depth blocks
     [InlineData(30, 2100, 40, true, false)]    // the wide loop, A transposed, one depth block
-    [InlineData(200, 100, 1600, true, false)]  // the default loop
+    [InlineData(200, 100, 700, true, false)]   // the default loop
+    [InlineData(70, 130, 2101, true, false)]   // two halves of K: the first onto C, the second added after
     public void AccumulatesOntoWhatCHolds(int m, int n, int k, bool ta, bool tb)
     {
         var g = new Generator((ulong)(m + n + k));
@@ -137,6 +158,7 @@ public class GemmTests
     [Theory]
     [InlineData(300, 200, 700)]
     [InlineData(100, 2050, 800)] // B far wider than A is tall: the wide loop on several threads, the default loop on one
+    [InlineData(67, 129, 2101)]  // deep with a small C: two halves of K, side by side or one after the other
     public void ResultsDoNotDependOnThreadCount(int m, int n, int k)
     {
         var g = new Generator(9);
