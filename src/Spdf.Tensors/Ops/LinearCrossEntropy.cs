@@ -66,10 +66,16 @@ public static partial class Functional
                         if (grads) row.Clear();
                         return;
                     }
-                    float lse = LogSumExp(row);
-                    rowLoss[i] = lse - row[target];
-                    if (!grads) return;
-                    VectorMath.ScaledExp(row, lse, scale, row); // softmax / count, in place
+                    if (!grads)
+                    {
+                        rowLoss[i] = LogSumExp(row) - row[target];
+                        return;
+                    }
+                    // One exponential per logit: e^(x − max) in place with its sum, then scaled to softmax / count.
+                    float max = TensorPrimitives.Max(row), picked = row[target];
+                    float sum = VectorMath.ExpShiftedSum(row, max);
+                    rowLoss[i] = max + MathF.Log(sum) - picked;
+                    TensorPrimitives.Multiply(row, scale / sum, row);
                     row[target] -= scale;                       // − onehot / count
                 });
                 for (int i = 0; i < nc; i++) total += rowLoss[i];

@@ -67,6 +67,35 @@ internal static class VectorMath
         }
     }
 
+    /// <summary><c>x[j] ← e^(x[j] − shift)</c> in place, returning <c>Σ_j e^(x[j] − shift)</c>: one exponential per element
+    /// for a softmax whose row is then scaled by the reciprocal of the sum (where <see cref="SumExp"/> then
+    /// <see cref="ScaledExp"/> take two).</summary>
+    public static unsafe float ExpShiftedSum(Span<float> x, float shift)
+    {
+        if (!Vector512.IsHardwareAccelerated)
+        {
+            TensorPrimitives.Subtract(x, shift, x);
+            TensorPrimitives.Exp(x, x);
+            return TensorPrimitives.Sum(x);
+        }
+        fixed (float* p = x)
+        {
+            var vs = Vector512.Create(shift);
+            Vector512<float> s0 = default, s1 = default;
+            int j = 0, n = x.Length;
+            for (; j + 32 <= n; j += 32)
+            {
+                var e0 = Exp(Vector512.Load(p + j) - vs);
+                var e1 = Exp(Vector512.Load(p + j + 16) - vs);
+                e0.Store(p + j); e1.Store(p + j + 16);
+                s0 += e0; s1 += e1;
+            }
+            float sum = Vector512.Sum(s0 + s1);
+            for (; j < n; j++) { float e = MathF.Exp(p[j] - shift); p[j] = e; sum += e; }
+            return sum;
+        }
+    }
+
     /// <summary><c>y[j] = scale · e^(x[j] − shift)</c> in one pass (<paramref name="y"/> may be <paramref name="x"/>).</summary>
     /// <exception cref="ArgumentException">The lengths differ.</exception>
     public static unsafe void ScaledExp(ReadOnlySpan<float> x, float shift, float scale, Span<float> y)
