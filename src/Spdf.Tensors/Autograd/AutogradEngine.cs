@@ -114,7 +114,7 @@ internal static class AutogradEngine
                 }
                 else
                 {
-                    TensorPrimitives.Add(t.Grad.Storage, g.Storage, t.Grad.Storage);
+                    Tensor.AddParallel(t.Grad.AsReadOnlySpan(), g.AsReadOnlySpan(), t.Grad.AsSpan());
                     if (owned.Remove(g)) GradientPool.Return(g.Storage); // added into the leaf's gradient: dead now
                 }
                 OpProfiler.OnBackward("(accumulate grad)", leafStart);
@@ -134,13 +134,13 @@ internal static class AutogradEngine
                     throw new InvalidOperationException($"Op '{fn.Name}' produced a gradient of shape {ig.Shape} for an input of shape {input.Shape}.");
                 if (grads.TryGetValue(input, out var acc))
                 {
-                    if (owned.Contains(acc)) TensorPrimitives.Add(acc.Storage, ig.Storage, acc.Storage);
+                    if (owned.Contains(acc)) Tensor.AddParallel(acc.AsReadOnlySpan(), ig.AsReadOnlySpan(), acc.AsSpan());
                     else
                     {
                         // The first gradient is not ours to write into: the sum goes to pooled storage (a fresh array
                         // here was a large-object allocation per residual branch per step).
                         var sum = new Tensor(GradientPool.Rent(acc.Numel, clear: false), acc.Shape);
-                        TensorPrimitives.Add(acc.Storage, ig.Storage, sum.Storage);
+                        Tensor.AddParallel(acc.AsReadOnlySpan(), ig.AsReadOnlySpan(), sum.AsSpan());
                         owned.Add(sum);
                         grads[input] = sum;
                     }

@@ -12,6 +12,16 @@ public partial class Tensor
 
     /// <summary>An equal-shape binary op, split over the cores when large: in a training step its operands are often
     /// out of cache (the residual stream), and two cores keep more of memory's reads in flight than one.</summary>
+    /// <summary><c>d = x + y</c> for equal lengths, split over the cores when large (as an equal-shape <c>Add</c>): the
+    /// autograd engine's sums of gradients from two branches (the residual stream's) and into leaves' gradients.</summary>
+    /// <exception cref="ArgumentException">x and y differ in length, or d is shorter.</exception>
+    internal static void AddParallel(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> d)
+    {
+        if (x.Length != y.Length || d.Length < x.Length)
+            throw new ArgumentException($"AddParallel: operands of {x.Length} and {y.Length} elements into {d.Length}; expected equal operands and room for them.");
+        BinaryKernelParallel(BinaryOp.Add, x, y, d[..x.Length]);
+    }
+
     private static unsafe void BinaryKernelParallel(BinaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> d)
     {
         if (d.Length < 2 * BinaryChunk) { BinaryKernel(op, x, y, d); return; }
