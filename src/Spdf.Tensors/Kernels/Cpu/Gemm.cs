@@ -146,10 +146,10 @@ public static unsafe class Gemm
 
     /// <summary>
     /// Whether the product is deep and its C small, so that it runs as two halves of K (<see cref="MultiplySplitDepth"/>):
-    /// K at least 1,024, C at most 256K elements (1 MiB), and at least 16M multiply-adds. Decided by the shape alone, so
+    /// K at least 512, C at most 256K elements (1 MiB), and at least 1M multiply-adds. Decided by the shape alone, so
     /// that the order of every element's sums, and so its bits, do not depend on the number of threads.
     /// </summary>
-    private static bool IsDeep(int m, int n, int k) => k >= 1024 && (long)m * n <= 1 << 18 && (long)m * n * k >= 1 << 24;
+    private static bool IsDeep(int m, int n, int k) => k >= 512 && (long)m * n <= 1 << 18 && (long)m * n * k >= 1 << 20;
 
     /// <summary>
     /// A deep product with a small C: the LM head's input gradient (512 tokens × 384 features over a vocabulary of
