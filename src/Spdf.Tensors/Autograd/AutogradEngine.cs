@@ -1,5 +1,3 @@
-using System.Numerics.Tensors;
-
 namespace Spdf.Tensors.Autograd;
 
 /// <summary>Gradient recording switches, after <c>torch.no_grad</c>.</summary>

@@ -10,8 +10,6 @@ public partial class Tensor
     /// <summary>Elements per parallel task of an equal-shape binary op; smaller ones run on the calling thread.</summary>
     private const int BinaryChunk = 1 << 16;
 
-    /// <summary>An equal-shape binary op, split over the cores when large: in a training step its operands are often
-    /// out of cache (the residual stream), and two cores keep more of memory's reads in flight than one.</summary>
     /// <summary><c>d = x + y</c> for equal lengths, split over the cores when large (as an equal-shape <c>Add</c>): the
     /// autograd engine's sums of gradients from two branches (the residual stream's) and into leaves' gradients.</summary>
     /// <exception cref="ArgumentException">x and y differ in length, or d is shorter.</exception>
@@ -22,6 +20,8 @@ public partial class Tensor
         BinaryKernelParallel(BinaryOp.Add, x, y, d[..x.Length]);
     }
 
+    /// <summary>An equal-shape binary op, split over the cores when large: in a training step its operands are often
+    /// out of cache (the residual stream), and two cores keep more of memory's reads in flight than one.</summary>
     private static unsafe void BinaryKernelParallel(BinaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> d)
     {
         if (d.Length < 2 * BinaryChunk) { BinaryKernel(op, x, y, d); return; }
