@@ -204,7 +204,6 @@ public static unsafe class Gemm
         int mc = mr * 8;
         int nPad = (n + nr - 1) / nr * nr;
         int kc0 = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC); // equal blocks: ceil(k / blocks)
-        var packB = Rent(ref _packB, nPad * kc0);
         int mBlocks = (m + mc - 1) / mc;
         int nPanels = nPad / nr;
         if (allowWide && threads > 1 && IsWide(mBlocks, nPanels, mc, kc0, nr))
@@ -212,6 +211,7 @@ public static unsafe class Gemm
             MultiplyWide(a, rsA, csA, b, rsB, csB, c, ldc, m, n, k, accumulate, kernel, kc0, threads);
             return;
         }
+        var packB = Rent(ref _packB, nPad * kc0); // all of B's depth block (the wide loop packs chunks of its own)
         // Split N into chunks so that there are enough tasks for every core.
         int nChunks = Math.Clamp((threads * 4 + mBlocks - 1) / mBlocks, 1, nPanels);
         int panelsPerChunk = (nPanels + nChunks - 1) / nChunks;
