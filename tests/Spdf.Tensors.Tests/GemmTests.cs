@@ -28,12 +28,12 @@ public class GemmTests
     public static IEnumerable<object[]> Sizes()
     {
         // [200, 100, 1600]: a weight gradient's shape; each half of K is three blocks of A over two depth blocks.
-        // [100, 2050, 40] and [30, 2100, 800]: B far wider than A is tall (an LM head's logits), the wide loop: two blocks
-        // of A, a partial last panel and chunk; one and two depth blocks.
+        // [100, 2050, 40] and [100, 2650, 770]: B far wider than A is tall (an LM head's logits), the wide loop: two blocks
+        // of A, a partial last panel and chunk; one and two depth blocks (C just above what K is split for).
         // From K = 512 with C at most 256K elements (and 1M multiply-adds), K is split into two halves summed at the end:
-        // [97, 31, 513], [50, 64, 1100], [200, 100, 1600] and [67, 129, 2101] (halves of 1,056 and 1,045).
+        // [97, 31, 513], [50, 64, 1100], [200, 100, 1600], [30, 2100, 800] and [67, 129, 2101] (halves of 1,056 and 1,045).
         int[][] sizes = [[1, 1, 1], [7, 17, 1], [1, 1000, 7], [17, 7, 1000], [1000, 17, 7], [33, 65, 300], [97, 31, 513], [50, 64, 1100], [200, 100, 1600],
-                         [100, 2050, 40], [30, 2100, 800], [67, 129, 2101]];
+                         [100, 2050, 40], [100, 2650, 770], [30, 2100, 800], [67, 129, 2101]];
         foreach (var s in sizes)
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
@@ -141,7 +141,7 @@ public class GemmTests
     }
 
     [Theory]
-    [InlineData(100, 2050, 800, false, true)]  // the wide loop (an LM head's logits), two depth blocks
+    [InlineData(100, 2650, 770, false, true)]  // the wide loop (an LM head's logits), two depth blocks
     [InlineData(30, 2100, 40, true, false)]    // the wide loop, A transposed, one depth block
     [InlineData(200, 100, 400, true, false)]   // the default loop
     [InlineData(70, 130, 2101, true, false)]   // two halves of K: the first onto C, the second added after
@@ -159,7 +159,7 @@ public class GemmTests
     [Theory]
     [InlineData(300, 1000, 700)] // the default loop (C too large to split K)
     [InlineData(300, 200, 700)]  // two halves of K
-    [InlineData(100, 2050, 800)] // B far wider than A is tall: the wide loop on several threads, the default loop on one
+    [InlineData(100, 2650, 770)] // B far wider than A is tall: the wide loop on several threads, the default loop on one
     [InlineData(67, 129, 2101)]  // deep with a small C: two halves of K, side by side or one after the other
     public void ResultsDoNotDependOnThreadCount(int m, int n, int k)
     {
