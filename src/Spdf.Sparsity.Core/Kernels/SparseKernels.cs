@@ -221,7 +221,7 @@ public static unsafe class SparseKernels
                         {
                             a0 += Vector512.Load(row); a1 += Vector512.Load(row + 16); a2 += Vector512.Load(row + 32); a3 += Vector512.Load(row + 48);
                         }
-                        ((float*)aps)[r] = HorizontalSum((a0 + a1) + (a2 + a3));
+                        ((float*)aps)[r] = Spdf.Shared.VectorSum.Of((a0 + a1) + (a2 + a3));
                         continue;
                     }
                     float s = 0;
@@ -403,7 +403,7 @@ public static unsafe class SparseKernels
         for (int m = m0; m < m1; m++)
         {
             float* d = block + m * TokenBlock;
-            sums[m] += HorizontalSum((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
+            sums[m] += Spdf.Shared.VectorSum.Of((Vector512.Load(d) + Vector512.Load(d + 16)) + (Vector512.Load(d + 32) + Vector512.Load(d + 48)));
         }
     }
 
@@ -529,19 +529,6 @@ public static unsafe class SparseKernels
                         dw[e] += System.Numerics.Tensors.TensorPrimitives.Dot(dy, new ReadOnlySpan<float>(xp + pcs[slot] * TokenBlock, TokenBlock));
                 }
             }
-    }
-
-    /// <summary>The sum of a vector's lanes by halving (512 → 256 → 128 bits, then two in-register shuffles): 8
-    /// instructions, where <c>Vector512.Sum</c> reduces each 128-bit quarter on its own in about 26, half of them shuffles
-    /// competing for the same port.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float HorizontalSum(Vector512<float> v)
-    {
-        var h = v.GetLower() + v.GetUpper();
-        var q = h.GetLower() + h.GetUpper();
-        q += Vector128.Shuffle(q, Vector128.Create(2, 3, 0, 1));
-        q += Vector128.Shuffle(q, Vector128.Create(1, 0, 3, 2));
-        return q.ToScalar();
     }
 
     /// <summary>

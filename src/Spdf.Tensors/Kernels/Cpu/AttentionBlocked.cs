@@ -155,7 +155,7 @@ public static unsafe class AttentionBlocked
             z = full + 16;
         }
         if (zeroTo > z) new Span<float>(s + z, zeroTo - z).Clear();
-        return (max, Vector512.Sum(sum));
+        return (max, Spdf.Shared.VectorSum.Of(sum));
     }
 
     /// <summary>

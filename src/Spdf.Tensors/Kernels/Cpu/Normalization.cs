@@ -32,13 +32,13 @@ internal static unsafe class Normalization
             int full = c & ~15;
             var s = Vector512<float>.Zero;
             for (int j = 0; j < full; j += 16) s += Vector512.Load(px + j);
-            float sum = Vector512.Sum(s);
+            float sum = Spdf.Shared.VectorSum.Of(s);
             for (int j = full; j < c; j++) sum += px[j];
             float m = sum / c;
             var vm = Vector512.Create(m);
             var q = Vector512<float>.Zero;
             for (int j = 0; j < full; j += 16) { var d = Vector512.Load(px + j) - vm; q = Vector512.FusedMultiplyAdd(d, d, q); }
-            float sq = Vector512.Sum(q);
+            float sq = Spdf.Shared.VectorSum.Of(q);
             for (int j = full; j < c; j++) { float d = px[j] - m; sq += d * d; }
             float rs = 1f / MathF.Sqrt(sq / c + eps);
             var vr = Vector512.Create(rs);
@@ -89,7 +89,7 @@ internal static unsafe class Normalization
                 s1 += gh;
                 s2 = Vector512.FusedMultiplyAdd(gh, h, s2);
             }
-            float m1 = Vector512.Sum(s1), m2 = Vector512.Sum(s2);
+            float m1 = Spdf.Shared.VectorSum.Of(s1), m2 = Spdf.Shared.VectorSum.Of(s2);
             for (int j = full; j < c; j++)
             {
                 float h = (px[j] - mean) * rstd, gv = pg[j];

@@ -61,7 +61,7 @@ internal static class VectorMath
                 s0 += Exp(Vector512.Load(p + j) - vs);
                 s1 += Exp(Vector512.Load(p + j + 16) - vs);
             }
-            float sum = Vector512.Sum(s0 + s1);
+            float sum = Spdf.Shared.VectorSum.Of(s0 + s1);
             for (; j < n; j++) sum += MathF.Exp(p[j] - shift);
             return sum;
         }
@@ -90,7 +90,7 @@ internal static class VectorMath
                 e0.Store(p + j); e1.Store(p + j + 16);
                 s0 += e0; s1 += e1;
             }
-            float sum = Vector512.Sum(s0 + s1);
+            float sum = Spdf.Shared.VectorSum.Of(s0 + s1);
             for (; j < n; j++) { float e = MathF.Exp(p[j] - shift); p[j] = e; sum += e; }
             return sum;
         }
