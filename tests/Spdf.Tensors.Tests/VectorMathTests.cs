@@ -45,4 +45,26 @@ public class VectorMathTests
         for (int i = 0; i < n; i++) y[i].Should().BeApproximately((float)(0.25 * Math.Exp(x[i] - (double)shift)), 1e-6f, $"element {i}");
         ((Action)(() => Kernels.Cpu.VectorMath.ScaledExp(x, 0, 1, new float[n + 1]))).Should().Throw<ArgumentException>().WithMessage($"*{n}*{n + 1}*");
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(37)]    // two-vector body and a scalar tail
+    [InlineData(928)]   // the main job's vocabulary row
+    public void ExpShiftedSumWritesTheExponentialsAndReturnsTheirSum(int n)
+    {
+        var g = new Generator((ulong)n + 1);
+        var x = Tensor.Randn(new Shape(n), g).ToArray();
+        for (int i = 0; i < n; i++) x[i] *= 6;
+        float shift = x.Max();
+        var e = (float[])x.Clone();
+        float sum = Kernels.Cpu.VectorMath.ExpShiftedSum(e, shift);
+        double want = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double ei = Math.Exp(x[i] - (double)shift);
+            e[i].Should().BeApproximately((float)ei, 1e-6f, $"element {i}");
+            want += ei;
+        }
+        sum.Should().BeApproximately((float)want, 1e-5f * (float)want);
+    }
 }

@@ -28,7 +28,7 @@ public static partial class Functional
                 {
                     float max = TensorPrimitives.Max(buf);
                     TensorPrimitives.Subtract(buf, max, buf);
-                    float lse = MathF.Log(SumExp(buf));
+                    float lse = MathF.Log(Kernels.Cpu.VectorMath.SumExp(buf, 0f));
                     TensorPrimitives.Subtract(buf, lse, buf);
                 }
                 else TensorPrimitives.SoftMax(buf, buf);
@@ -62,13 +62,6 @@ public static partial class Functional
                 }
             return [new Tensor(dx, x.Shape)];
         });
-    }
-
-    private static float SumExp(Span<float> shifted)
-    {
-        float s = 0;
-        foreach (float v in shifted) s += MathF.Exp(v);
-        return s;
     }
 
     private static void Gather(float[] src, int start, int stride, Span<float> dst)
