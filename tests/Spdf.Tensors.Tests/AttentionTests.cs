@@ -112,4 +112,41 @@ public class BlockedAttentionTests
             dv2[i].Should().BeApproximately(dv1[i], 1e-4f, $"dv[{i}]");
         }
     }
+
+    [Theory]
+    [InlineData(128, 32, 96)]  // the main job's packed rows: 3 × 128 floats, head size 32
+    [InlineData(100, 64, 200)] // a partial last query block, a stride that is no multiple of 16
+    public void BlockedKernelsReadStridedOperandsAsContiguousOnes(int t, int e, int stride)
+    {
+        if (!Kernels.Cpu.AttentionBlocked.Supports(e)) return; // the engine keeps the row-by-row kernel, which the test above checks
+        var g = new Generator((ulong)(t + e + stride));
+        float[] R() => Tensor.Randn(new Shape(t, e), g).ToArray();
+        var (q, k, v, dout) = (R(), R(), R(), R());
+        // q, k and v inside rows of `stride` floats, as a head's columns of a packed projection, with NaN around them.
+        float[] Strided(float[] x)
+        {
+            var rows = Enumerable.Repeat(float.NaN, (t - 1) * stride + e).ToArray();
+            for (int i = 0; i < t; i++) Array.Copy(x, i * e, rows, i * stride, e);
+            return rows;
+        }
+        float scale = 1f / MathF.Sqrt(e);
+        var scratch = new float[Kernels.Cpu.AttentionBlocked.ScratchSize(t, e)];
+        var (o1, l1, o2, l2) = (new float[t * e], new float[t], new float[t * e], new float[t]);
+        Kernels.Cpu.AttentionBlocked.CausalForward(o1, l1, q, k, v, t, e, scale, scratch);
+        Kernels.Cpu.AttentionBlocked.CausalForward(o2, l2, Strided(q), Strided(k), Strided(v), t, e, scale, scratch, stride, stride, stride);
+        o2.Should().Equal(o1);
+        l2.Should().Equal(l1);
+        var (dq1, dk1, dv1, dq2, dk2, dv2) = (new float[t * e], new float[t * e], new float[t * e], new float[t * e], new float[t * e], new float[t * e]);
+        Kernels.Cpu.AttentionBlocked.CausalBackward(dq1, dk1, dv1, dout, q, k, v, o1, l1, t, e, scale, scratch);
+        Kernels.Cpu.AttentionBlocked.CausalBackward(dq2, dk2, dv2, dout, q, k, Strided(v), o1, l1, t, e, scale, scratch, vStride: stride);
+        dq2.Should().Equal(dq1);
+        dk2.Should().Equal(dk1);
+        dv2.Should().Equal(dv1);
+        // A stride below the head size, or rows that do not fit the span, are refused with the numbers.
+        var o = new float[t * e]; var l = new float[t];
+        FluentActions.Invoking(() => Kernels.Cpu.AttentionBlocked.CausalForward(o, l, q, k, v, t, e, scale, scratch, kStride: e - 1))
+            .Should().Throw<ArgumentException>().WithMessage($"*stride of {e - 1}*below the head size {e}*");
+        FluentActions.Invoking(() => Kernels.Cpu.AttentionBlocked.CausalBackward(dq2, dk2, dv2, dout, q, k, v, o1, l1, t, e, scale, scratch, vStride: stride))
+            .Should().Throw<ArgumentException>().WithMessage($"*{t} rows of {e} floats at a stride of {stride} need {(t - 1) * stride + e} floats; got {t * e}*");
+    }
 }

@@ -51,8 +51,9 @@ public static partial class Functional
     /// <c>[B, T, C]</c> with the heads side by side again. It equals splitting qkv into three, viewing each as
     /// <c>[B, H, T, E]</c>, <see cref="CausalSelfAttention"/>, and merging the heads back (the packed layout of
     /// FlashAttention's <c>qkvpacked</c> entry point), without the five copies that split and merge cost the tape: each
-    /// (batch, head) task gathers its slices into scratch just before its kernel runs, and the backward writes dq, dk and
-    /// dv straight into one gradient for qkv.
+    /// (batch, head) task gathers its slices into scratch just before its kernel runs, except the one the blocked kernel
+    /// only transposes (K in the forward, V in the backward), which it reads where it lies in the packed rows; the
+    /// backward writes dq, dk and dv straight into one gradient for qkv.
     /// </summary>
     /// <exception cref="ArgumentException">qkv is not rank 3, its last dimension is not a multiple of 3·heads, or heads is not positive.</exception>
     public static Tensor CausalSelfAttentionPacked(Tensor qkv, int heads)
@@ -78,9 +79,16 @@ public static partial class Functional
             int bi = s / heads, h = s % heads;
             var scratch = buf.AsSpan(0, scratchSize);
             Span<float> qs = buf.AsSpan(scratchSize, se), ks = buf.AsSpan(scratchSize + se, se), vs = buf.AsSpan(scratchSize + 2 * se, se);
-            Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
+            Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
             var os = o.AsSpan(s * se, se);
-            kernel.Forward(os, lse.AsSpan(s * t, t), qs, ks, vs, scratch);
+            // The blocked kernel reads K only to transpose it, once: where it lies in the packed rows. (Reading q and v in
+            // place too was faster at head size 32 and slower at 64; docs/benchmarks.md.)
+            if (kernel.TakesStrided) kernel.Forward(os, lse.AsSpan(s * t, t), qs, src.AsSpan(bi * t * 3 * c + c + h * e), 3 * c, vs, scratch);
+            else
+            {
+                Gather(src, 3 * c, c + h * e, bi, ks);
+                kernel.Forward(os, lse.AsSpan(s * t, t), qs, ks, 0, vs, scratch);
+            }
             Scatter(os, y, c, h * e, bi);
             return buf;
         }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
@@ -95,9 +103,16 @@ public static partial class Functional
                 Span<float> qs = buf.AsSpan(scratchSize, se), ks = buf.AsSpan(scratchSize + se, se), vs = buf.AsSpan(scratchSize + 2 * se, se);
                 Span<float> dos = buf.AsSpan(scratchSize + 3 * se, se);
                 Span<float> dqs = buf.AsSpan(scratchSize + 4 * se, se), dks = buf.AsSpan(scratchSize + 5 * se, se), dvs = buf.AsSpan(scratchSize + 6 * se, se);
-                Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks); Gather(src, 3 * c, 2 * c + h * e, bi, vs);
+                Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks);
                 Gather(gs, c, h * e, bi, dos);
-                kernel.Backward(dqs, dks, dvs, dos, qs, ks, vs, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
+                // The blocked kernel reads V only to transpose it: where it lies in the packed rows.
+                if (kernel.TakesStrided)
+                    kernel.Backward(dqs, dks, dvs, dos, qs, ks, src.AsSpan(bi * t * 3 * c + 2 * c + h * e), 3 * c, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
+                else
+                {
+                    Gather(src, 3 * c, 2 * c + h * e, bi, vs);
+                    kernel.Backward(dqs, dks, dvs, dos, qs, ks, vs, 0, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
+                }
                 Scatter(dqs, dqkv, 3 * c, h * e, bi); Scatter(dks, dqkv, 3 * c, c + h * e, bi); Scatter(dvs, dqkv, 3 * c, 2 * c + h * e, bi);
                 return buf;
             }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
@@ -117,17 +132,39 @@ public static partial class Functional
         /// <summary>Scratch floats one slice needs.</summary>
         public int ScratchSize => _blocked ? Kernels.Cpu.AttentionBlocked.ScratchSize(t, e) : Math.Max(t, 1);
 
-        public void Forward(Span<float> o, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> scratch)
+        /// <summary>Whether the forward takes K, and the backward V, in rows of any stride (the blocked kernels read
+        /// each once, to transpose it); otherwise they must be contiguous.</summary>
+        public bool TakesStrided => _blocked;
+
+        public void Forward(Span<float> o, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> scratch) =>
+            Forward(o, lse, q, k, 0, v, scratch);
+
+        /// <summary>The forward with K in rows of <paramref name="kStride"/> floats (0: E, contiguous; other strides only
+        /// where <see cref="TakesStrided"/>).</summary>
+        public void Forward(Span<float> o, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int kStride, ReadOnlySpan<float> v, Span<float> scratch)
         {
-            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalForward(o, lse, q, k, v, t, e, _scale, scratch);
-            else Kernels.Cpu.Attention.CausalForward(o, lse, q, k, v, t, e, _scale, scratch);
+            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalForward(o, lse, q, k, v, t, e, _scale, scratch, kStride: kStride);
+            else
+            {
+                System.Diagnostics.Debug.Assert(kStride == 0, "the reference kernel reads K contiguous");
+                Kernels.Cpu.Attention.CausalForward(o, lse, q, k, v, t, e, _scale, scratch);
+            }
         }
 
         public void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
-                             ReadOnlySpan<float> v, ReadOnlySpan<float> o, ReadOnlySpan<float> lse, Span<float> scratch)
+                             ReadOnlySpan<float> v, ReadOnlySpan<float> o, ReadOnlySpan<float> lse, Span<float> scratch) =>
+            Backward(dq, dk, dv, dout, q, k, v, 0, o, lse, scratch);
+
+        /// <summary>The backward with V in rows of <paramref name="vStride"/> floats (0: E, contiguous; other strides only where <see cref="TakesStrided"/>).</summary>
+        public void Backward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
+                             ReadOnlySpan<float> v, int vStride, ReadOnlySpan<float> o, ReadOnlySpan<float> lse, Span<float> scratch)
         {
-            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale, scratch);
-            else Kernels.Cpu.Attention.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale);
+            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale, scratch, vStride);
+            else
+            {
+                System.Diagnostics.Debug.Assert(vStride == 0, "the reference kernel reads V contiguous");
+                Kernels.Cpu.Attention.CausalBackward(dq, dk, dv, dout, q, k, v, o, lse, t, e, _scale);
+            }
         }
     }
 

@@ -36,25 +36,32 @@ public static unsafe class AttentionBlocked
     private static int Stride(int t) => Pad(t) + 16;
 
     // Kernel entry points skip tiered compilation: instrumented tiers measured ~2.5x slower here (docs/benchmarks.md).
-    /// <summary>Forward: fills <paramref name="output"/> and <paramref name="lse"/> (see <see cref="Attention.CausalForward"/>).</summary>
+    /// <summary>Forward: fills <paramref name="output"/> and <paramref name="lse"/> (see <see cref="Attention.CausalForward"/>).
+    /// q, k and v may lie in rows of <paramref name="qStride"/>, <paramref name="kStride"/> and <paramref name="vStride"/>
+    /// floats (a head's columns of a packed projection; 0: E, contiguous): K is read once, into the transposed scratch,
+    /// and q and v by the micro-kernel's row strides.</summary>
+    /// <exception cref="ArgumentException">A stride is below E, or its operand is too short for it.</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalForward(Span<float> output, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
-                                     ReadOnlySpan<float> v, int t, int e, float scale, Span<float> scratch)
+                                     ReadOnlySpan<float> v, int t, int e, float scale, Span<float> scratch, int qStride = 0, int kStride = 0, int vStride = 0)
     {
+        qStride = CheckStride(q, qStride, t, e, nameof(qStride));
+        kStride = CheckStride(k, kStride, t, e, nameof(kStride));
+        vStride = CheckStride(v, vStride, t, e, nameof(vStride));
         int ld = Stride(t);
         float* inv = stackalloc float[QB];
         fixed (float* po = output, pl = lse, pq = q, pk = k, pv = v, ps = scratch)
         {
             float* kt = ps;                  // (E, LD)
             float* s = ps + 2 * e * ld;     // (QB, LD) scores → unnormalised probabilities
-            TransposePadded(pk, kt, t, e, ld);
+            TransposePadded(pk, kStride, kt, t, e, ld);
             for (int i0 = 0; i0 < t; i0 += QB)
             {
                 int rows = Math.Min(QB, t - i0);
                 for (int r0 = 0; r0 < rows; r0 += TR)
                 {
                     int tr = Math.Min(TR, rows - r0);
-                    Tile(pq + (long)(i0 + r0) * e, e, 1, kt, ld, e, s + r0 * ld, ld, tr, Pad(i0 + r0 + tr), null, scale, false);
+                    Tile(pq + (long)(i0 + r0) * qStride, qStride, 1, kt, ld, e, s + r0 * ld, ld, tr, Pad(i0 + r0 + tr), null, scale, false);
                 }
                 for (int r = 0; r < rows; r++)
                 {
@@ -67,26 +74,29 @@ public static unsafe class AttentionBlocked
                 for (int r0 = 0; r0 < rows; r0 += TR)
                 {
                     int tr = Math.Min(TR, rows - r0);
-                    Tile(s + r0 * ld, ld, 1, pv, e, Math.Min(t, i0 + r0 + TR), po + (long)(i0 + r0) * e, e, tr, e, inv + r0, 1f, false);
+                    Tile(s + r0 * ld, ld, 1, pv, vStride, Math.Min(t, i0 + r0 + TR), po + (long)(i0 + r0) * e, e, tr, e, inv + r0, 1f, false);
                 }
             }
         }
     }
 
-    /// <summary>Backward: overwrites dq, dk, dv (see <see cref="Attention.CausalBackward"/>).</summary>
+    /// <summary>Backward: overwrites dq, dk, dv (see <see cref="Attention.CausalBackward"/>). V is read only once, into
+    /// the transposed scratch, so it may lie in rows of <paramref name="vStride"/> floats (0: E, contiguous).</summary>
+    /// <exception cref="ArgumentException"><paramref name="vStride"/> is below E, or <paramref name="v"/> is too short for it.</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalBackward(Span<float> dq, Span<float> dk, Span<float> dv, ReadOnlySpan<float> dout,
                                       ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
-                                      ReadOnlySpan<float> output, ReadOnlySpan<float> lse, int t, int e, float scale, Span<float> scratch)
+                                      ReadOnlySpan<float> output, ReadOnlySpan<float> lse, int t, int e, float scale, Span<float> scratch, int vStride = 0)
     {
+        vStride = CheckStride(v, vStride, t, e, nameof(vStride));
         int ld = Stride(t);
         dk.Clear(); dv.Clear();
         fixed (float* pdq = dq, pdk = dk, pdv = dv, pdo = dout, pq = q, pk = k, pv = v, po = output, pl = lse, ps = scratch)
         {
             float* kt = ps, vt = ps + e * ld;
             float* p = ps + 2 * e * ld, ds = p + QB * ld;   // (QB, LD) each
-            TransposePadded(pk, kt, t, e, ld);
-            TransposePadded(pv, vt, t, e, ld);
+            TransposePadded(pk, e, kt, t, e, ld);
+            TransposePadded(pv, vStride, vt, t, e, ld);
             for (int i0 = 0; i0 < t; i0 += QB)
             {
                 int rows = Math.Min(QB, t - i0), kend = i0 + rows; // keys this block attends to: [0, kend)
@@ -186,15 +196,27 @@ public static unsafe class AttentionBlocked
         }
     }
 
-    /// <summary><c>dst[c, j] = src[j, c]</c> for a <c>(t, e)</c> source into rows of <paramref name="ld"/> floats, zero past t.</summary>
+    /// <summary>The row stride of an operand given as <paramref name="stride"/> (0: <paramref name="e"/>), checked against its length.</summary>
+    private static int CheckStride(ReadOnlySpan<float> x, int stride, int t, int e, string name)
+    {
+        if (stride == 0) stride = e;
+        if (stride < e)
+            throw new ArgumentException($"Attention: a row stride of {stride} floats is below the head size {e}.", name);
+        if (t > 0 && x.Length < (long)(t - 1) * stride + e)
+            throw new ArgumentException($"Attention: {t} rows of {e} floats at a stride of {stride} need {(long)(t - 1) * stride + e} floats; got {x.Length}.", name);
+        return stride;
+    }
+
+    /// <summary><c>dst[c, j] = src[j·stride + c]</c> for a <c>(t, e)</c> source in rows of <paramref name="stride"/> floats,
+    /// into rows of <paramref name="ld"/> floats, zero past t.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void TransposePadded(float* src, float* dst, int t, int e, int ld)
+    private static void TransposePadded(float* src, int stride, float* dst, int t, int e, int ld)
     {
         int t8 = t & ~7;
         for (int j = 0; j < t8; j += 8)
-            for (int c = 0; c < e; c += 8) Block8x8.Transpose(src + (long)j * e + c, e, dst + (long)c * ld + j, ld);
+            for (int c = 0; c < e; c += 8) Block8x8.Transpose(src + (long)j * stride + c, stride, dst + (long)c * ld + j, ld);
         for (int j = t8; j < t; j++)
-            for (int c = 0; c < e; c++) dst[(long)c * ld + j] = src[(long)j * e + c];
+            for (int c = 0; c < e; c++) dst[(long)c * ld + j] = src[(long)j * stride + c];
         for (int c = 0; c < e; c++)
             for (int j = t; j < ld; j++) dst[(long)c * ld + j] = 0f;
     }
