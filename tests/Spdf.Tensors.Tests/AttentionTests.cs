@@ -116,13 +116,13 @@ public class BlockedAttentionTests
     [Theory]
     [InlineData(128, 32, 96)]  // the main job's packed rows: 3 × 128 floats, head size 32
     [InlineData(100, 64, 200)] // a partial last query block, a stride that is no multiple of 16
-    public void BlockedKernelsReadStridedOperandsAsContiguousOnes(int t, int e, int stride)
+    public void BlockedKernelsReadStridedKAndVAsContiguousOnes(int t, int e, int stride)
     {
         if (!Kernels.Cpu.AttentionBlocked.Supports(e)) return; // the engine keeps the row-by-row kernel, which the test above checks
         var g = new Generator((ulong)(t + e + stride));
         float[] R() => Tensor.Randn(new Shape(t, e), g).ToArray();
         var (q, k, v, dout) = (R(), R(), R(), R());
-        // q, k and v inside rows of `stride` floats, as a head's columns of a packed projection, with NaN around them.
+        // K and V inside rows of `stride` floats, as a head's columns of a packed projection, with NaN around them.
         float[] Strided(float[] x)
         {
             var rows = Enumerable.Repeat(float.NaN, (t - 1) * stride + e).ToArray();
@@ -133,7 +133,7 @@ public class BlockedAttentionTests
         var scratch = new float[Kernels.Cpu.AttentionBlocked.ScratchSize(t, e)];
         var (o1, l1, o2, l2) = (new float[t * e], new float[t], new float[t * e], new float[t]);
         Kernels.Cpu.AttentionBlocked.CausalForward(o1, l1, q, k, v, t, e, scale, scratch);
-        Kernels.Cpu.AttentionBlocked.CausalForward(o2, l2, Strided(q), Strided(k), Strided(v), t, e, scale, scratch, stride, stride, stride);
+        Kernels.Cpu.AttentionBlocked.CausalForward(o2, l2, q, Strided(k), v, t, e, scale, scratch, kStride: stride);
         o2.Should().Equal(o1);
         l2.Should().Equal(l1);
         var (dq1, dk1, dv1, dq2, dk2, dv2) = (new float[t * e], new float[t * e], new float[t * e], new float[t * e], new float[t * e], new float[t * e]);

@@ -143,7 +143,7 @@ public static partial class Functional
         /// where <see cref="TakesStrided"/>).</summary>
         public void Forward(Span<float> o, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k, int kStride, ReadOnlySpan<float> v, Span<float> scratch)
         {
-            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalForward(o, lse, q, k, v, t, e, _scale, scratch, kStride: kStride);
+            if (_blocked) Kernels.Cpu.AttentionBlocked.CausalForward(o, lse, q, k, v, t, e, _scale, scratch, kStride);
             else
             {
                 System.Diagnostics.Debug.Assert(kStride == 0, "the reference kernel reads K contiguous");

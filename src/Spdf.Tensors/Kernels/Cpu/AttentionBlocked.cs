@@ -37,17 +37,14 @@ public static unsafe class AttentionBlocked
 
     // Kernel entry points skip tiered compilation: instrumented tiers measured ~2.5x slower here (docs/benchmarks.md).
     /// <summary>Forward: fills <paramref name="output"/> and <paramref name="lse"/> (see <see cref="Attention.CausalForward"/>).
-    /// q, k and v may lie in rows of <paramref name="qStride"/>, <paramref name="kStride"/> and <paramref name="vStride"/>
-    /// floats (a head's columns of a packed projection; 0: E, contiguous): K is read once, into the transposed scratch,
-    /// and q and v by the micro-kernel's row strides.</summary>
-    /// <exception cref="ArgumentException">A stride is below E, or its operand is too short for it.</exception>
+    /// K is read only once, into the transposed scratch, so it may lie in rows of <paramref name="kStride"/> floats (a
+    /// head's columns of a packed projection; 0: E, contiguous).</summary>
+    /// <exception cref="ArgumentException"><paramref name="kStride"/> is below E, or <paramref name="k"/> is too short for it.</exception>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalForward(Span<float> output, Span<float> lse, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
-                                     ReadOnlySpan<float> v, int t, int e, float scale, Span<float> scratch, int qStride = 0, int kStride = 0, int vStride = 0)
+                                     ReadOnlySpan<float> v, int t, int e, float scale, Span<float> scratch, int kStride = 0)
     {
-        qStride = CheckStride(q, qStride, t, e, nameof(qStride));
         kStride = CheckStride(k, kStride, t, e, nameof(kStride));
-        vStride = CheckStride(v, vStride, t, e, nameof(vStride));
         int ld = Stride(t);
         float* inv = stackalloc float[QB];
         fixed (float* po = output, pl = lse, pq = q, pk = k, pv = v, ps = scratch)
@@ -61,7 +58,7 @@ public static unsafe class AttentionBlocked
                 for (int r0 = 0; r0 < rows; r0 += TR)
                 {
                     int tr = Math.Min(TR, rows - r0);
-                    Tile(pq + (long)(i0 + r0) * qStride, qStride, 1, kt, ld, e, s + r0 * ld, ld, tr, Pad(i0 + r0 + tr), null, scale, false);
+                    Tile(pq + (long)(i0 + r0) * e, e, 1, kt, ld, e, s + r0 * ld, ld, tr, Pad(i0 + r0 + tr), null, scale, false);
                 }
                 for (int r = 0; r < rows; r++)
                 {
@@ -74,7 +71,7 @@ public static unsafe class AttentionBlocked
                 for (int r0 = 0; r0 < rows; r0 += TR)
                 {
                     int tr = Math.Min(TR, rows - r0);
-                    Tile(s + r0 * ld, ld, 1, pv, vStride, Math.Min(t, i0 + r0 + TR), po + (long)(i0 + r0) * e, e, tr, e, inv + r0, 1f, false);
+                    Tile(s + r0 * ld, ld, 1, pv, e, Math.Min(t, i0 + r0 + TR), po + (long)(i0 + r0) * e, e, tr, e, inv + r0, 1f, false);
                 }
             }
         }
