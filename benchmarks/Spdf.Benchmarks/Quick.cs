@@ -69,6 +69,7 @@ public static class Quick
                 case "mask-algorithms": MaskAlgorithmsQuick.Run(opts); return 0;
                 case "ddp": return DdpQuick.Run(opts, args[1..]);
                 case "sweep": SweepQuick.Run(opts); return 0;
+                case "crossover": CrossoverQuick.Run(opts); return 0;
                 case "gpu-linear": return Spdf.Gpu.Benchmarks.GpuQuick.Run(args); // the GPU kernels (benchmarks/Spdf.Gpu.Benchmarks)
                 default: return Usage($"unknown benchmark '{args[0]}'");
             }

@@ -281,7 +281,8 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     private (GptModel Model, SparsifiedModel? Handle) Build(double sparsity, SparseWeightStorage storage)
     {
         var model = new GptModel(Config, new Generator(settings.Seed));
-        var config = new SparsityConfig(SparsityConfig.Default(sparsity, settings.Seed).Groups, settings.Seed) { Storage = storage };
+        // Kernels chosen by rule, not by timing: the report repeats bit for bit for a given seed (docs/reliability.md).
+        var config = new SparsityConfig(SparsityConfig.Default(sparsity, settings.Seed).Groups, settings.Seed) { Storage = storage, KernelMode = SparseKernelMode.Heuristic };
         return (model, sparsity > 0 ? Sparsifier.Apply(model, config) : null);
     }
 
@@ -325,7 +326,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         PeakMemory.Reset();
         var (model, handle) = Build(pre.Sparsity, pre.Storage);
         model.LoadStateDict(pre.State);
-        if (gmp) handle = Sparsifier.Apply(model, SparsityConfig.Default(0.0, settings.Seed)); // dense, ready to be pruned
+        if (gmp) handle = Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(0.0, settings.Seed).Groups, settings.Seed) { KernelMode = SparseKernelMode.Heuristic }); // dense, ready to be pruned
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50, Communicator = settings.World }, handle, logger, progress);
         if (handle is not null && !gmp)
         {

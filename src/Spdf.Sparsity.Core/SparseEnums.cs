@@ -3,12 +3,22 @@ namespace Spdf.Sparsity;
 /// <summary>How a sparse layer computes.</summary>
 public enum SparseKernelMode
 {
-    /// <summary>Measure both kernels at first use and keep the faster.</summary>
+    /// <summary>Measure both kernels at first use (and again after a mask change that alters the density) and keep the
+    /// faster (<see cref="Kernels.KernelChoice.Faster"/>). Where the two are close the timing may pick either from run to
+    /// run; <see cref="Heuristic"/> chooses without timing.</summary>
     Auto,
     /// <summary>The reference: a dense GEMM over the masked weight; gains no time.</summary>
     MaskedDense,
     /// <summary>CSR kernels that do work only for kept weights (SpMM, SDDMM, SpMV).</summary>
     Compressed,
+    /// <summary>
+    /// Choose at first use (and again after a mask change that alters the density) by a fixed rule instead of a timing:
+    /// the compressed kernels where the density is at most <see cref="Kernels.KernelChoice.CrossoverDensity"/> for the
+    /// layer's shape, its tokens per pass and whether it trains. The choice depends only on those, so runs with the
+    /// same seed repeat bit for bit even where masks change during training (magnitude pruning, SET, RigL), where
+    /// <see cref="Auto"/>'s timings may pick either kernel at a near tie, and the two kernels round differently.
+    /// </summary>
+    Heuristic,
 }
 
 /// <summary>Where a sparse layer keeps its weight.</summary>

@@ -100,6 +100,13 @@ public sealed class SparsityConfig
     /// </summary>
     public SparseWeightStorage Storage { get; init; } = SparseWeightStorage.Dense;
 
+    /// <summary>
+    /// Which kernel the sparse layers use (<see cref="SparseKernelMode.Auto"/> by default: timed at first use).
+    /// <see cref="SparseKernelMode.Heuristic"/> chooses without timing, so that runs with the same seed repeat bit for
+    /// bit also where masks change during training.
+    /// </summary>
+    public SparseKernelMode KernelMode { get; init; } = SparseKernelMode.Auto;
+
     /// <summary>When true (default), a group that matches no weight is an error: a typo in a pattern is caught early.</summary>
     public bool RequireEveryGroupToMatch { get; }
 

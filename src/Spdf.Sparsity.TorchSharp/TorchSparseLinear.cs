@@ -39,14 +39,15 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
     /// <summary>Output features.</summary>
     public int OutFeatures => _w.Rows;
 
-    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) times both at first use and keeps the faster.</summary>
+    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) times both at first use and keeps the
+    /// faster, <see cref="SparseKernelMode.Heuristic"/> chooses by a fixed rule (runs repeat bit for bit).</summary>
     public SparseKernelMode KernelMode
     {
         get => _mode;
         set { _mode = value; _chosen = SparseKernelMode.Auto; }
     }
 
-    private SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
+    private SparseKernelMode Resolved => _mode is SparseKernelMode.Auto or SparseKernelMode.Heuristic ? _chosen : _mode;
 
     /// <summary>The kernel in use: "csr", "masked-dense", or "auto" before the first forward pass.</summary>
     public string Kernel => Resolved switch
@@ -56,7 +57,7 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
         _ => "auto",
     };
 
-    /// <summary>The mask changed: the CSR structures are rebuilt at the next pass, and Auto measures again.</summary>
+    /// <summary>The mask changed: the CSR structures are rebuilt at the next pass, and Auto measures again (Heuristic applies its rule).</summary>
     internal void Invalidate()
     {
         _csr = null;
@@ -94,7 +95,10 @@ public sealed class TorchSparseLinear : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"Sparse layer '{_w.Name}': the input's last dimension {(input.dim() == 0 ? 0 : input.shape[^1])} (shape [{string.Join(", ", input.shape)}]) differs from the layer's input size {InFeatures}.", nameof(input));
         // RigL's update steps need the dense gradient: the masked-dense path gives it (dropped weights are 0 already).
         if (_w.CaptureDenseGradient && _w.Weight.requires_grad && is_grad_enabled()) return MaskedDense(input);
-        if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
+        if (Resolved == SparseKernelMode.Auto)
+            _chosen = _mode == SparseKernelMode.Heuristic
+                ? KernelChoice.ByRule(input.numel() / InFeatures, InFeatures, OutFeatures, _w.KeptCount, _w.Weight.requires_grad && is_grad_enabled())
+                : Measure(input);
         return Resolved == SparseKernelMode.Compressed ? Compressed(input) : MaskedDense(input);
     }
 

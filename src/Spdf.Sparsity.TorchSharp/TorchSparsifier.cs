@@ -56,7 +56,7 @@ public static class TorchSparsifier
             if (!compressedKernels) sw.KernelDescription = "masked-dense: compressed kernels not asked for";
             else
             {
-                var replacement = new TorchSparseLinear(sw, linear);
+                var replacement = new TorchSparseLinear(sw, linear) { KernelMode = config.KernelMode };
                 var (parent, key) = Parent(model, name);
                 string? why = name.Length == 0 ? "the model itself is the Linear" : ModuleSurgery.TrySwap(parent, key, linear, replacement);
                 if (why is null) { sw.Layer = replacement; sw.Owner = replacement; }

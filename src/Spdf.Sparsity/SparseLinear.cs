@@ -146,7 +146,8 @@ public sealed class SparseLinear : Linear
     /// <summary>The fraction of weights held at zero.</summary>
     public double Sparsity => 1 - (double)KeptCount / ((long)OutFeatures * InFeatures);
 
-    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) measures both at first use.</summary>
+    /// <summary>Which kernel to use; <see cref="SparseKernelMode.Auto"/> (default) measures both at first use,
+    /// <see cref="SparseKernelMode.Heuristic"/> chooses by a fixed rule (runs repeat bit for bit).</summary>
     public SparseKernelMode KernelMode
     {
         get => _mode;
@@ -163,7 +164,7 @@ public sealed class SparseLinear : Linear
         _ => "auto",
     };
 
-    internal SparseKernelMode Resolved => _mode == SparseKernelMode.Auto ? _chosen : _mode;
+    internal SparseKernelMode Resolved => _mode is SparseKernelMode.Auto or SparseKernelMode.Heuristic ? _chosen : _mode;
 
     /// <summary>Replaces the mask (a dynamic-sparsity update), zeroes newly dropped weights and rebuilds the compressed structure.</summary>
     /// <exception cref="ArgumentException">The mask's shape differs from the weight's.</exception>
@@ -176,7 +177,7 @@ public sealed class SparseLinear : Linear
         int before = _mask!.KeptCount;
         mask.Values.CopyTo(_mask.Values, 0);
         _maskTensor!.MarkModified();
-        if (_mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again
+        if (_mask.KeptCount != before) _chosen = SparseKernelMode.Auto; // the density changed: Auto measures again (Heuristic applies its rule)
         ApplyMask();
         if (Weight.Grad is { } grad) _mask.Apply(grad.AsSpan());         // a pending gradient keeps the invariant too
         OnMaskChanged();
@@ -271,7 +272,10 @@ public sealed class SparseLinear : Linear
         ArgumentNullException.ThrowIfNull(input);
         if (input.Rank < 1 || input.Shape[-1] != InFeatures)
             throw new ArgumentException($"SparseLinear: input's last dimension {(input.Rank == 0 ? 0 : input.Shape[-1])} (shape {input.Shape}) differs from the layer's input size {InFeatures}.", nameof(input));
-        if (Resolved == SparseKernelMode.Auto) _chosen = Measure(input);
+        if (Resolved == SparseKernelMode.Auto)
+            _chosen = _mode == SparseKernelMode.Heuristic
+                ? KernelChoice.ByRule(input.Numel / InFeatures, InFeatures, OutFeatures, KeptCount, GradMode.IsEnabled && TrainedWeight.RequiresGrad)
+                : Measure(input);
         if (CaptureDenseGradient && GradMode.IsEnabled && TrainedWeight.RequiresGrad) return MaskedDenseForward(input, capture: true);
         return Resolved == SparseKernelMode.Compressed ? CompressedForward(input) : MaskedDenseForward(input);
     }

@@ -34,6 +34,7 @@ public static class Sparsifier
                 ModuleTree.Replace(model, name, sparse);
             }
             else sparse.SetMask(mask);
+            sparse.KernelMode = config.KernelMode;
             layers.Add(new SparseLayerInfo(name, sparse, group.Initializer.Name, sparsity));
         }
         return new SparsifiedModel(model, layers, config.Distribution?.Name ?? "uniform") { Algorithm = config.Algorithm };

@@ -31,6 +31,27 @@ public class CompressedPathTests
         sparse.Report().ToString().Should().Contain("csr");
     }
 
+    /// <summary>A config's Heuristic mode reaches the swapped layers, which take the rule's kernel on their first pass
+    /// (no timing): at 111 tokens a training pass runs compressed up to density 0.97, so masked-dense only when dense.</summary>
+    [Theory]
+    [InlineData(0.0, "masked-dense")]
+    [InlineData(0.75, "csr")]
+    public void AHeuristicConfigGivesTheRulesKernel(double sparsity, string expected)
+    {
+        manual_seed(10);
+        var model = new SwappableNet();
+        var sparse = TorchSparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(sparsity, 3).Groups, 3) { KernelMode = SparseKernelMode.Heuristic }, compressedKernels: true);
+        var swapped = sparse.Layers.Where(l => l.Layer is not null).ToList();
+        swapped.Should().NotBeEmpty().And.OnlyContain(l => l.Layer!.KernelMode == SparseKernelMode.Heuristic && l.Kernel == "auto");
+        using var x = randn(3, 37, 12).requires_grad_(true);
+        using var y = model.call(x);
+        foreach (var l in swapped)
+        {
+            var rule = Kernels.KernelChoice.ByRule(111, l.Layer!.InFeatures, l.Layer.OutFeatures, l.KeptCount, training: true);
+            l.Kernel.Should().Be(rule == SparseKernelMode.Compressed ? "csr" : "masked-dense").And.Be(expected, l.Name);
+        }
+    }
+
     [Theory]
     [InlineData(0.0)]
     [InlineData(0.5)]

@@ -545,7 +545,7 @@ public sealed partial class Trainer
             try { Optimizer.LoadStateDict(opt); }
             catch (ArgumentException e) { throw new SpdfFormatException($"{checkpointDirectory}/optimizer.safetensors: {e.Message}", e); }
             if (Sparsity is not null && root["kernels"] is JsonObject kernels)
-                foreach (var l in Sparsity.Layers)
+                foreach (var l in Sparsity.Layers.Where(l => l.Layer.KernelMode != SparseKernelMode.Heuristic)) // the rule chooses as before by itself
                     l.Layer.KernelMode = (string?)kernels[l.Name] switch
                     {
                         "csr" => SparseKernelMode.Compressed,

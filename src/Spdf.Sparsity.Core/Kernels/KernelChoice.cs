@@ -2,7 +2,8 @@ using System.Diagnostics;
 
 namespace Spdf.Sparsity.Kernels;
 
-/// <summary>How <see cref="SparseKernelMode.Auto"/> decides, in every binding: the faster of the two kernels on the layer's first input.</summary>
+/// <summary>How <see cref="SparseKernelMode.Auto"/> decides, in every binding (the faster of the two kernels on the
+/// layer's first input), and how <see cref="SparseKernelMode.Heuristic"/> does (a fixed rule: <see cref="ByRule"/>).</summary>
 public static class KernelChoice
 {
     /// <summary>
@@ -39,4 +40,46 @@ public static class KernelChoice
 
     /// <summary>The least time, in milliseconds, each kernel is timed for before the choice (2 ms).</summary>
     public const double MinimumMilliseconds = 2.0;
+
+    /// <summary>
+    /// The choice of <see cref="SparseKernelMode.Heuristic"/>: the compressed kernels where the layer's density
+    /// (<paramref name="kept"/> of <paramref name="inFeatures"/> × <paramref name="outFeatures"/>) is at most
+    /// <see cref="CrossoverDensity"/>, otherwise the masked-dense GEMM. It reads no clock, so the same layer, tokens and
+    /// mask always give the same kernel.
+    /// </summary>
+    /// <param name="tokens">Rows of the pass's input (tokens per pass).</param>
+    /// <param name="inFeatures">The layer's input size.</param>
+    /// <param name="outFeatures">The layer's output size.</param>
+    /// <param name="kept">Weights the mask keeps.</param>
+    /// <param name="training">Whether the pass records a backward pass for the weight (training) or not (inference).</param>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive, or <paramref name="kept"/> is outside [0, in × out].</exception>
+    public static SparseKernelMode ByRule(long tokens, int inFeatures, int outFeatures, long kept, bool training)
+    {
+        long numel = (long)inFeatures * outFeatures;
+        if (kept < 0 || kept > numel)
+            throw new ArgumentOutOfRangeException(nameof(kept), kept, $"The kept count {kept} must lie in [0, {numel}] (in {inFeatures} × out {outFeatures}).");
+        double crossover = CrossoverDensity(tokens, inFeatures, outFeatures, training);
+        return (double)kept / numel <= crossover ? SparseKernelMode.Compressed : SparseKernelMode.MaskedDense;
+    }
+
+    /// <summary>
+    /// The density at and below which <see cref="ByRule"/> picks the compressed kernels. Fitted to where a whole
+    /// <c>SparseLinear</c> (dense weight storage) hands over from one kernel to the other on the machine the kernels
+    /// are tuned on (2 cores of a Zen 5 EPYC, AVX-512; <c>quick crossover</c>, docs/benchmarks.md): the masked-dense
+    /// path copies and masks the whole weight every pass, so the compressed kernels pay up to high densities when the
+    /// pass is short. Training (forward, input and weight gradient): 0.97 up to 256 tokens, then 0.06 less per
+    /// doubling, not below 0.75 (0.85 at 1,024 tokens, 0.79 at 2,048). Inference (forward only): 1 up to 512 tokens,
+    /// then 0.07 less per doubling, not below 0.8. Widths 128–768 moved the measured crossover by less than the
+    /// machine's noise, so the width does not enter.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
+    public static double CrossoverDensity(long tokens, int inFeatures, int outFeatures, bool training)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(inFeatures);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(outFeatures);
+        return training
+            ? Math.Clamp(0.97 - 0.06 * Math.Log2(tokens / 256.0), 0.75, 0.97)
+            : Math.Clamp(1.0 - 0.07 * Math.Log2(tokens / 512.0), 0.8, 1.0);
+    }
 }
