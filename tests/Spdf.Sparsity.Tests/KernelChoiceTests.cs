@@ -64,31 +64,43 @@ public class KernelChoiceTests
     [Fact]
     public void AHeuristicLayerTakesTheRulesKernelAndAppliesItAgainAfterAMaskChange()
     {
-        const int In = 16, Out = 24, Tokens = 2048; // crossover 0.79 for training, 0.86 for inference at 2,048 tokens
+        const int In = 16, Out = 24, Tokens = 2048; // a small layer: crossover 0.85 for training, 0.9 for inference
         var g = new Generator(7);
         var x = Tensor.Randn(new Shape(Tokens, In), g);
         var layer = SparseLinear.FromLinear(new Linear(In, Out, generator: g), MaskInitializers.Random.Create(new Tensor(new float[In * Out], new Shape(Out, In)), 0.0, new SparsityRandom(1)));
-        layer.KernelMode = SparseKernelMode.Heuristic;
-        foreach (double sparsity in new[] { 0.0, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75, 0.9 })
+        string Pass(bool training)
+        {
+            layer.KernelMode = SparseKernelMode.Heuristic; // forget the choice of the other kind of pass
+            using (training ? null : GradMode.NoGrad()) layer.Forward(x);
+            return layer.Kernel;
+        }
+        foreach (double sparsity in new[] { 0.0, 0.05, 0.1, 0.125, 0.15, 0.2, 0.5, 0.75, 0.9 })
         {
             layer.SetMask(MaskInitializers.Random.Create(layer.Weight, sparsity, new SparsityRandom(2)));
             foreach (bool training in new[] { true, false })
             {
-                layer.KernelMode = SparseKernelMode.Heuristic; // forget the choice of the other pass kind
-                using (training ? null : GradMode.NoGrad()) layer.Forward(x);
                 string expected = KernelChoice.ByRule(Tokens, In, Out, layer.KeptCount, training) == SparseKernelMode.Compressed ? "csr" : "masked-dense";
-                layer.Kernel.Should().Be(expected, $"sparsity {sparsity}, {(training ? "training" : "inference")}");
+                Pass(training).Should().Be(expected, $"sparsity {sparsity}, {(training ? "training" : "inference")}");
             }
         }
-        // Between the two kinds of pass the choices differ (so the test sees the pass kind enter), and a density change
-        // alone re-applies the rule: 0.8 density trains masked-dense, 0.25 compressed.
-        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.2, new SparsityRandom(3)));
-        layer.KernelMode = SparseKernelMode.Heuristic;
-        layer.Forward(x);
-        layer.Kernel.Should().Be("masked-dense");
-        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.75, new SparsityRandom(4)));
+        // The kind of pass enters: at density 0.875 training runs masked-dense, inference compressed.
+        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.125, new SparsityRandom(3)));
+        (Pass(training: true), Pass(training: false)).Should().Be(("masked-dense", "csr"));
+        // A density change alone applies the rule again (no KernelMode set in between): 0.9 trains masked-dense, 0.25 compressed.
+        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.1, new SparsityRandom(4)));
+        Pass(training: true).Should().Be("masked-dense");
+        layer.SetMask(MaskInitializers.Random.Create(layer.Weight, 0.75, new SparsityRandom(5)));
         layer.Forward(x);
         layer.Kernel.Should().Be("csr");
+    }
+
+    [Fact]
+    public void SmallLayersKeepTheCompressedKernelsToHigherDensities()
+    {
+        KernelChoice.CrossoverDensity(1 << 20, 128, 512, training: true).Should().Be(0.85);
+        KernelChoice.CrossoverDensity(1 << 20, 512, 2048, training: true).Should().Be(0.75);
+        KernelChoice.CrossoverDensity(1 << 20, 128, 512, training: false).Should().Be(0.9);
+        KernelChoice.CrossoverDensity(1 << 20, 512, 2048, training: false).Should().Be(0.8);
     }
 
     [Fact]

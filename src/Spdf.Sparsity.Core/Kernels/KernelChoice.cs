@@ -67,10 +67,10 @@ public static class KernelChoice
     /// <c>SparseLinear</c> (dense weight storage) hands over from one kernel to the other on the machine the kernels
     /// are tuned on (2 cores of a Zen 5 EPYC, AVX-512; <c>quick crossover</c>, docs/benchmarks.md): the masked-dense
     /// path copies and masks the whole weight every pass, so the compressed kernels pay up to high densities when the
-    /// pass is short. Training (forward, input and weight gradient): 0.97 up to 256 tokens, then 0.06 less per
-    /// doubling, not below 0.75 (0.85 at 1,024 tokens, 0.79 at 2,048). Inference (forward only): 1 up to 512 tokens,
-    /// then 0.07 less per doubling, not below 0.8. Widths 128–768 moved the measured crossover by less than the
-    /// machine's noise, so the width does not enter.
+    /// pass is short, and more so for small layers, where the dense GEMM is least efficient. Training (forward, input
+    /// and weight gradient): 0.97 up to 256 tokens, then 0.06 less per doubling (0.85 at 1,024 tokens, 0.79 at 2,048),
+    /// not below 0.75, or 0.85 for a layer of at most 65,536 weights (128 × 512). Inference (forward only): 1 up to 512
+    /// tokens, then 0.07 less per doubling (0.86 at 2,048), not below 0.8, or 0.9 for such a small layer.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A size is not positive.</exception>
     public static double CrossoverDensity(long tokens, int inFeatures, int outFeatures, bool training)
@@ -78,8 +78,13 @@ public static class KernelChoice
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(inFeatures);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(outFeatures);
+        bool small = (long)inFeatures * outFeatures <= SmallLayerWeights;
         return training
-            ? Math.Clamp(0.97 - 0.06 * Math.Log2(tokens / 256.0), 0.75, 0.97)
-            : Math.Clamp(1.0 - 0.07 * Math.Log2(tokens / 512.0), 0.8, 1.0);
+            ? Math.Clamp(0.97 - 0.06 * Math.Log2(tokens / 256.0), small ? 0.85 : 0.75, 0.97)
+            : Math.Clamp(1.0 - 0.07 * Math.Log2(tokens / 512.0), small ? 0.9 : 0.8, 1.0);
     }
+
+    /// <summary>Layers of at most this many weights (128 × 512) keep the compressed kernels to higher densities in
+    /// <see cref="CrossoverDensity"/>.</summary>
+    public const long SmallLayerWeights = 65_536;
 }
