@@ -30,6 +30,7 @@ namespace Spdf.Benchmarks;
 /// quick peak
 /// quick mask-algorithms --preset gpt2-small|gpt3-xl [--algorithms gmp,gmp-global,set,rigl,erk]
 /// quick sweep [--widths 256,768,2048] [--sparsity …] [--token-sweep 1,64,512,2048,8192] [--chart DIR]   (speed-up per kernel vs sparsity and tokens)
+/// quick crossover [--widths 128,384,768] [--tokens 1,16,64,512,2048] [--density 0.1,…,0.9] [--rounds R]   (where a whole layer hands over to masked-dense; the Heuristic rule's picks)
 /// mpiexec -n N … quick ddp (the gpt options) --sparsity 0,0.75 [--steps N] [--bucket-mb MB]   (data-parallel step on MPI)
 /// quick torchsharp-linear --tokens N --in K --out M --sparsity 0,0.75,0.9 [--kernel compressed|maskeddense|auto] [--rounds R] [--seconds S]
 /// quick torchsharp-sqrt --rows R --cols C --sparsity 0.75    (LibTorch's sqrt on a moment with exact zeros)
@@ -83,7 +84,7 @@ public static class Quick
 
     private static int Usage(string why)
     {
-        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|distill|decode|spmm|mlp|sweep|peak [--option value ...] (see docs/benchmarks.md)");
+        Console.Error.WriteLine($"{why}. Usage: quick linear|attention|elementwise|transpose|gemm|gpt|gpt-pair|gpt-phases|distill|decode|spmm|mlp|sweep|crossover|peak [--option value ...] (see docs/benchmarks.md)");
         return 2;
     }
 
