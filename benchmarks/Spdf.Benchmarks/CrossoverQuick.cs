@@ -29,7 +29,7 @@ internal static class CrossoverQuick
         var tokenCounts = Ints(o.TryGetValue("tokens", out var t) ? t : "1,16,64,512,2048");
         var densities = (o.TryGetValue("density", out var d) ? d : "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
             .Split(',').Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray();
-        if (densities.FirstOrDefault(v => !(v > 0 && v <= 1)) is var bad && bad != 0)
+        foreach (double bad in densities.Where(v => !(v > 0 && v <= 1)))
             throw new ArgumentException($"--density: {bad} is outside (0, 1].");
         double secs = o.TryGetValue("seconds", out var sec) ? double.Parse(sec, CultureInfo.InvariantCulture) : 0.15;
         int rounds = Quick.Int(o, "rounds", 2);
