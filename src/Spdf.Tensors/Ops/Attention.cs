@@ -74,6 +74,15 @@ public static partial class Functional
             CopyRows(from.AsSpan(bi * t * rowLength + column), rowLength, to, e, t, e);
         void Scatter(ReadOnlySpan<float> from, float[] to, int rowLength, int column, int bi) =>
             CopyRows(from, e, to.AsSpan(bi * t * rowLength + column), rowLength, t, e);
+        // An operand the kernel only transposes: where it lies in the packed rows (with their stride) if the kernel takes
+        // strided rows, otherwise gathered into the contiguous slice `to` (stride 0).
+        ReadOnlySpan<float> Operand(float[] from, int rowLength, int column, int bi, Span<float> to, out int stride)
+        {
+            if (kernel.TakesStrided) { stride = rowLength; return from.AsSpan(bi * t * rowLength + column); }
+            Gather(from, rowLength, column, bi, to);
+            stride = 0;
+            return to;
+        }
         Parallel.For(0, bh, () => System.Buffers.ArrayPool<float>.Shared.Rent(scratchSize + 3 * se), (s, _, buf) =>
         {
             int bi = s / heads, h = s % heads;
@@ -83,12 +92,8 @@ public static partial class Functional
             var os = o.AsSpan(s * se, se);
             // The blocked kernel reads K only to transpose it, once: where it lies in the packed rows. (Reading q and v in
             // place too was faster at head size 32 and slower at 64; docs/benchmarks.md.)
-            if (kernel.TakesStrided) kernel.Forward(os, lse.AsSpan(s * t, t), qs, src.AsSpan(bi * t * 3 * c + c + h * e), 3 * c, vs, scratch);
-            else
-            {
-                Gather(src, 3 * c, c + h * e, bi, ks);
-                kernel.Forward(os, lse.AsSpan(s * t, t), qs, ks, 0, vs, scratch);
-            }
+            var kIn = Operand(src, 3 * c, c + h * e, bi, ks, out int kStride);
+            kernel.Forward(os, lse.AsSpan(s * t, t), qs, kIn, kStride, vs, scratch);
             Scatter(os, y, c, h * e, bi);
             return buf;
         }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
@@ -106,13 +111,8 @@ public static partial class Functional
                 Gather(src, 3 * c, h * e, bi, qs); Gather(src, 3 * c, c + h * e, bi, ks);
                 Gather(gs, c, h * e, bi, dos);
                 // The blocked kernel reads V only to transpose it: where it lies in the packed rows.
-                if (kernel.TakesStrided)
-                    kernel.Backward(dqs, dks, dvs, dos, qs, ks, src.AsSpan(bi * t * 3 * c + 2 * c + h * e), 3 * c, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
-                else
-                {
-                    Gather(src, 3 * c, 2 * c + h * e, bi, vs);
-                    kernel.Backward(dqs, dks, dvs, dos, qs, ks, vs, 0, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
-                }
+                var vIn = Operand(src, 3 * c, 2 * c + h * e, bi, vs, out int vStride);
+                kernel.Backward(dqs, dks, dvs, dos, qs, ks, vIn, vStride, o.AsSpan(s * se, se), lse.AsSpan(s * t, t), scratch);
                 Scatter(dqs, dqkv, 3 * c, h * e, bi); Scatter(dks, dqkv, 3 * c, c + h * e, bi); Scatter(dvs, dqkv, 3 * c, 2 * c + h * e, bi);
                 return buf;
             }, buf => System.Buffers.ArrayPool<float>.Shared.Return(buf));
