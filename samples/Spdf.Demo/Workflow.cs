@@ -281,10 +281,13 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
     private (GptModel Model, SparsifiedModel? Handle) Build(double sparsity, SparseWeightStorage storage)
     {
         var model = new GptModel(Config, new Generator(settings.Seed));
-        // Kernels chosen by rule, not by timing: the report repeats bit for bit for a given seed (docs/reliability.md).
-        var config = new SparsityConfig(SparsityConfig.Default(sparsity, settings.Seed).Groups, settings.Seed) { Storage = storage, KernelMode = SparseKernelMode.Heuristic };
-        return (model, sparsity > 0 ? Sparsifier.Apply(model, config) : null);
+        return (model, sparsity > 0 ? Sparsifier.Apply(model, SparsityFor(sparsity, storage)) : null);
     }
+
+    /// <summary>The paper's layers at <paramref name="sparsity"/>, with kernels chosen by rule, not by timing: the report
+    /// repeats bit for bit for a given seed (docs/reliability.md).</summary>
+    private SparsityConfig SparsityFor(double sparsity, SparseWeightStorage storage = SparseWeightStorage.Dense) =>
+        new(SparsityConfig.Default(sparsity, settings.Seed).Groups, settings.Seed) { Storage = storage, KernelMode = SparseKernelMode.Heuristic };
 
     /// <summary>RigL for pre-training: drop 30% (cosine-decayed) every 1/16 of the run until 3/4 of it.</summary>
     private RigL PretrainRigL() => new(0.3, every: Math.Max(1, settings.PretrainSteps / 16), endStep: settings.PretrainSteps * 3 / 4);
@@ -326,7 +329,7 @@ public sealed class Workflow(DemoSettings settings, ILogger logger)
         PeakMemory.Reset();
         var (model, handle) = Build(pre.Sparsity, pre.Storage);
         model.LoadStateDict(pre.State);
-        if (gmp) handle = Sparsifier.Apply(model, new SparsityConfig(SparsityConfig.Default(0.0, settings.Seed).Groups, settings.Seed) { KernelMode = SparseKernelMode.Heuristic }); // dense, ready to be pruned
+        if (gmp) handle = Sparsifier.Apply(model, SparsityFor(0.0)); // dense, ready to be pruned
         var trainer = new Trainer(model, new TrainerOptions { LogInterval = 50, Communicator = settings.World }, handle, logger, progress);
         if (handle is not null && !gmp)
         {
